@@ -1,0 +1,119 @@
+"""`python -m keras_googlenet summary ...`: the per-block table of a GoogLeNet.
+
+`python -m keras_googlenet convert-torchvision SRC [OUT]`: port torchvision's GoogLeNet
+weights (a `.pth` state dict, or an `.npz` of it) onto `GoogLeNet(variant="torchvision")`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from keras_googlenet.spec import VARIANTS
+
+
+def summary_text(variant="v1", input_size=224, classes=1000, include_aux=False,
+                 width_multiplier=1.0):
+    """The Table-1-like profile of a GoogLeNet as text (what the CLI prints)."""
+    from keras_googlenet.googlenet import GoogLeNet
+    from keras_googlenet.profile import format_profile, model_profile
+
+    model = GoogLeNet(
+        variant=variant,
+        input_shape=(input_size, input_size, 3),
+        classes=classes,
+        include_aux=include_aux,
+        width_multiplier=width_multiplier,
+    )
+    title = (
+        f"GoogLeNet variant={variant} input={input_size}x{input_size}x3 classes={classes} "
+        f"aux={'yes' if include_aux else 'no'} width_multiplier={width_multiplier}"
+    )
+    return format_profile(model_profile(model), title=title)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m keras_googlenet", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    summary = commands.add_parser(
+        "summary", help="print the per-block table (shapes, params, MACs)"
+    )
+    summary.add_argument("--variant", default="v1", choices=sorted(VARIANTS))
+    summary.add_argument("--input-size", type=int, default=224)
+    summary.add_argument("--classes", type=int, default=1000)
+    summary.add_argument("--aux", action="store_true", help="include the auxiliary heads")
+    summary.add_argument("--width-multiplier", type=float, default=1.0)
+    _add_convert_torchvision(commands)
+    return parser
+
+
+def _add_convert_torchvision(commands):
+    convert = commands.add_parser(
+        "convert-torchvision",
+        help="port torchvision's GoogLeNet weights (.pth or .npz) onto variant='torchvision'",
+        description="Port a torchvision GoogLeNet state dict (e.g. googlenet-1378be20.pth, "
+        "IMAGENET1K_V1) onto GoogLeNet(variant='torchvision'). The ported model expects "
+        "preprocess_input(x, variant='torchvision'): RGB scaled to [-1, 1]. Reading a .pth "
+        "needs PyTorch (pip install 'keras-googlenet[torch]'); an .npz of the same tensors "
+        "does not.",
+    )
+    convert.add_argument("src", help="torchvision state dict: .pth/.pt (needs PyTorch) or .npz")
+    convert.add_argument(
+        "out", nargs="?", default=None,
+        help="OUT.weights.h5 (load with GoogLeNet(variant='torchvision', weights=OUT)), "
+        "OUT.keras (inference model + model card with ImageNet labels for googlenet-predict) "
+        "or OUT.npz (the state dict as NumPy, readable without PyTorch). Default: the "
+        "weights='imagenet' cache file",
+    )
+    convert.add_argument(
+        "--aux", action="store_true",
+        help="also port the aux heads (NOT pretrained in torchvision's IMAGENET1K_V1); load "
+        "the result with include_aux=True",
+    )
+    convert.add_argument("--input-size", type=int, default=224,
+                         help="input side of a .keras output (a multiple of 32 keeps parity)")
+
+
+def _convert_torchvision(args):
+    from keras_googlenet import weights as weights_lib
+
+    out = args.out
+    if out is None:
+        if args.aux:
+            raise ValueError("the weights='imagenet' cache holds the main head only: give an "
+                             "OUT.weights.h5 path with --aux.")
+        out = weights_lib.imagenet_weights_path()
+    path, report = weights_lib.convert_torchvision(
+        args.src, out, include_aux=args.aux, input_size=args.input_size
+    )
+    if report is None:
+        print(f"wrote {path} (the state dict as NumPy arrays)")
+    else:
+        print(f"wrote {path}: {report.summary()}")
+        if path.lower().endswith(".keras"):
+            print(f"model card: {path}.json; expects preprocess_input(x, variant='torchvision')")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.command == "summary":
+        try:
+            text = summary_text(args.variant, args.input_size, args.classes, args.aux,
+                                args.width_multiplier)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(text)
+    elif args.command == "convert-torchvision":
+        try:
+            _convert_torchvision(args)
+        except (ValueError, FileNotFoundError, ImportError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,371 @@
+"""GoogLeNet (Inception v1) for Keras 3.
+
+Reference:
+    Szegedy et al., "Going deeper with convolutions", CVPR 2015 (arXiv:1409.4842).
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+from keras import layers
+
+from keras_googlenet import spec as spec_lib
+from keras_googlenet.layers import LocalResponseNormalization
+
+IMAGENET_WEIGHTS_HELP = (
+    "`weights='imagenet'` loads torchvision's IMAGENET1K_V1 weights ported onto "
+    "variant='torchvision', from the cache directory ($KERAS_GOOGLENET_HOME, else "
+    "~/.keras/models); make them with `python -m keras_googlenet convert-torchvision "
+    "googlenet-1378be20.pth` (see docs/weights.md). Otherwise pass weights=None to train "
+    "from scratch, or the path of a '.weights.h5' file saved from a GoogLeNet built with "
+    "the same arguments."
+)
+
+
+def GoogLeNet(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    include_aux=False,
+    variant="v1",
+    widths=None,
+    width_multiplier=1.0,
+    dropout=0.4,
+    aux_dropout=0.7,
+    name="googlenet",
+):
+    """Instantiates the GoogLeNet (Inception v1) architecture.
+
+    Reference:
+    - [Going deeper with convolutions](https://arxiv.org/abs/1409.4842) (CVPR 2015)
+
+    The network follows Table 1 of the paper (`keras_googlenet.spec.INCEPTION_WIDTHS`).
+    Layers have stable names: the stem is `conv1`, `pool1`, `conv2_reduce`, `conv2`,
+    `pool2`; each block is a `Concatenate` named `inception_3a` ... `inception_5b` whose
+    branches are named `inception_3a_1x1`, `_3x3_reduce`, `_3x3`, `_5x5_reduce`, `_5x5`,
+    `_pool`, `_pool_proj` (each the ReLU output of its conv); the stride-2 pools between
+    stages are `pool3` and `pool4`; the classifier is `predictions` and the auxiliary
+    heads are `aux1_*` and `aux2_*`. `keras_googlenet.spec.ENDPOINTS` lists the feature
+    maps worth tapping.
+
+    Note: each variant expects its own input preprocessing; call
+    `keras_googlenet.preprocess_input(x, variant=...)` on RGB images in [0, 255].
+
+    Args:
+        include_top: whether to include the classifier (global average pool, dropout,
+            fully-connected layer).
+        weights: `None` (random initialization), `"imagenet"` (torchvision's
+            IMAGENET1K_V1 weights ported onto `variant="torchvision"`, read from the cache
+            directory `$KERAS_GOOGLENET_HOME` or `~/.keras/models`; see docs/weights.md),
+            or the path to a `.weights.h5` file saved from a GoogLeNet built with the
+            same arguments.
+        input_tensor: optional Keras tensor (output of `keras.Input()`) to use as the
+            image input.
+        input_shape: optional shape tuple `(height, width, channels)`. Defaults to
+            `(224, 224, 3)` with `include_top=True` and `(None, None, 3)` without. Height
+            and width must be at least 32, or 65 with auxiliary heads (49 for the
+            `"torchvision"` variant, whose aux heads pool adaptively). Any channel
+            count works when `weights=None`.
+        pooling: feature pooling when `include_top=False`: `None` (the 4D output of
+            `inception_5b`), `"avg"` or `"max"` (global pooling to a 2D tensor).
+        classes: number of classes, when `include_top=True`.
+        classifier_activation: activation of every classification head, computed in
+            float32 (mixed-precision safe). `None` returns logits. With `weights`,
+            only `None` or `"softmax"` are allowed.
+        include_aux: add the two auxiliary classifiers of the paper after
+            `inception_4a` and `inception_4d`. The model then has dict outputs
+            `{"main", "aux1", "aux2"}`; train it with `compile_googlenet` (loss weights
+            1.0 / 0.3 / 0.3) and deploy `inference_model(model)`.
+        variant: `"v1"` (the paper: conv bias, LRN, true 5x5), `"v1_bn"` (BatchNorm
+            after every conv), `"torchvision"` (torchvision's topology, for its
+            weights) or `"factorized"` (BN, 5x5 as two stacked 3x3). See
+            `keras_googlenet.spec.VARIANTS`.
+        widths: optional dict overriding Table 1 widths per block, e.g.
+            `{"4e": (256, 160, 320, 32, 128, 128)}` or `{"3a": {"1x1": 48}}`; columns in
+            the order `#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj`.
+        width_multiplier: scales every convolution's width (MobileNet's alpha), rounded
+            to a multiple of 8.
+        dropout: dropout rate before the main classifier (the paper: 0.4).
+        aux_dropout: dropout rate in the auxiliary heads (the paper: 0.7).
+        name: the model's name.
+
+    Returns:
+        A `keras.Model`.
+    """
+    variant_spec = spec_lib.get_variant(variant)
+    block_widths = spec_lib.resolve_widths(widths, width_multiplier)
+    _validate_arguments(
+        include_top, weights, pooling, classes, classifier_activation, include_aux,
+        dropout, aux_dropout,
+    )
+    input_shape = _resolve_input_shape(
+        input_tensor, input_shape, include_top, include_aux, variant_spec
+    )
+
+    if input_tensor is None:
+        img_input = layers.Input(shape=input_shape, name="image")
+        model_inputs = img_input
+    else:
+        img_input = input_tensor
+        model_inputs = keras.utils.get_source_inputs(input_tensor)
+
+    x = _stem(img_input, variant_spec, width_multiplier)
+
+    aux_outputs = {}
+    aux_after = {block: head for head, block in spec_lib.AUX_TAPS.items()}
+    for stage_index, stage in enumerate(spec_lib.STAGES):
+        last_stage = stage_index == len(spec_lib.STAGES) - 1
+        x = layers.MaxPooling2D(
+            variant_spec.last_pool_size if last_stage else 3,
+            strides=2,
+            padding="same",
+            name=f"pool{stage_index + 2}",
+        )(x)
+        for block in stage:
+            x = inception_block(x, block_widths[block], f"inception_{block}", variant_spec)
+            if include_aux and block in aux_after:
+                head = aux_after[block]
+                aux_outputs[head] = aux_head(
+                    x, classes, classifier_activation, aux_dropout, head, variant_spec
+                )
+
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = layers.Dropout(dropout, name="dropout")(x)
+        # float32 so softmax stays accurate under a mixed-precision policy.
+        x = layers.Dense(
+            classes, activation=classifier_activation, dtype="float32", name="predictions"
+        )(x)
+    elif pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+
+    outputs = {"main": x, **aux_outputs} if include_aux else x
+    model = keras.Model(model_inputs, outputs, name=name)
+
+    if weights == "imagenet":
+        from keras_googlenet.weights import load_imagenet_weights
+
+        load_imagenet_weights(
+            model, variant=variant, include_top=include_top, classes=classes,
+            widths=widths, width_multiplier=width_multiplier,
+        )
+    elif weights is not None:
+        try:
+            model.load_weights(weights)
+        except Exception as error:  # a mismatch deep in h5 loading: say what to check
+            raise ValueError(
+                f"Could not load `weights={weights!r}` into this GoogLeNet "
+                f"(variant={variant!r}, include_top={include_top}, include_aux={include_aux}, "
+                f"classes={classes}, input channels={input_shape[-1]}): the file must be "
+                f"saved from a model built with the same arguments. Cause: {error}"
+            ) from error
+    return model
+
+
+def set_batch_norm_momentum(model, momentum):
+    """Set every BatchNormalization's moving-average momentum (0.9 suits short runs).
+
+    Keras' default 0.99 needs thousands of steps before the moving statistics are usable.
+    """
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = momentum
+    return model
+
+
+def conv_block(x, filters, kernel_size, name, variant_spec, strides=1, padding="same"):
+    """Conv -> [BatchNorm] -> ReLU. The ReLU carries `name`, so taps see activations."""
+    x = layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding=padding,
+        use_bias=not variant_spec.batch_norm,
+        name=f"{name}_conv",
+    )(x)
+    if variant_spec.batch_norm:
+        x = layers.BatchNormalization(
+            epsilon=variant_spec.batch_norm_epsilon, name=f"{name}_bn"
+        )(x)
+    return layers.ReLU(name=name)(x)
+
+
+def _stem(x, variant_spec, width_multiplier):
+    widths = {
+        key: spec_lib.scale_width(value, width_multiplier)
+        for key, value in spec_lib.STEM_WIDTHS.items()
+    }
+    # Pad 3 on every side as Caffe and torchvision do; Keras "same" would pad 2 before
+    # and 3 after, shifting the grid and breaking weight parity.
+    x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
+    x = conv_block(x, widths["conv1"], 7, "conv1", variant_spec, strides=2, padding="valid")
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
+    if variant_spec.lrn:
+        x = LocalResponseNormalization(name="norm1")(x)
+    x = conv_block(x, widths["conv2_reduce"], 1, "conv2_reduce", variant_spec)
+    x = conv_block(x, widths["conv2"], 3, "conv2", variant_spec)
+    if variant_spec.lrn:
+        x = LocalResponseNormalization(name="norm2")(x)
+    return x
+
+
+def inception_block(x, widths, name, variant_spec):
+    """The Inception module (paper Figure 2b): four branches concatenated on channels."""
+    n1x1, n3x3_reduce, n3x3, n5x5_reduce, n5x5, n_pool_proj = widths
+    branch_1x1 = conv_block(x, n1x1, 1, f"{name}_1x1", variant_spec)
+
+    branch_3x3 = conv_block(x, n3x3_reduce, 1, f"{name}_3x3_reduce", variant_spec)
+    branch_3x3 = conv_block(branch_3x3, n3x3, 3, f"{name}_3x3", variant_spec)
+
+    branch_5x5 = conv_block(x, n5x5_reduce, 1, f"{name}_5x5_reduce", variant_spec)
+    if variant_spec.fifth_branch == "3x3x2":
+        # Two stacked 3x3 convs see 5x5 with fewer weights (Inception v2/v3).
+        branch_5x5 = conv_block(branch_5x5, n5x5, 3, f"{name}_5x5_pre", variant_spec)
+        branch_5x5 = conv_block(branch_5x5, n5x5, 3, f"{name}_5x5", variant_spec)
+    else:
+        # torchvision's "5x5" is 3x3 (vision#906); the branch keeps the paper's name.
+        kernel = 5 if variant_spec.fifth_branch == "5x5" else 3
+        branch_5x5 = conv_block(branch_5x5, n5x5, kernel, f"{name}_5x5", variant_spec)
+
+    branch_pool = layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_pool")(x)
+    branch_pool = conv_block(branch_pool, n_pool_proj, 1, f"{name}_pool_proj", variant_spec)
+
+    return layers.Concatenate(name=name)([branch_1x1, branch_3x3, branch_5x5, branch_pool])
+
+
+def aux_head(x, classes, classifier_activation, dropout, name, variant_spec):
+    """Auxiliary classifier (paper Section 5): pool, 1x1 conv 128, FC 1024, dropout, FC."""
+    if variant_spec.aux_pool == "avg5s3":
+        x = layers.AveragePooling2D(5, strides=3, padding="valid", name=f"{name}_pool")(x)
+    else:
+        # torchvision: adaptive pooling to 4x4 (windows at 0, 3, 7, 10 on a 14x14 map).
+        x = layers.AdaptiveAveragePooling2D(spec_lib.AUX_POOLED_SIZE, name=f"{name}_pool")(x)
+    x = conv_block(x, spec_lib.AUX_CONV_FILTERS, 1, f"{name}_proj", variant_spec)
+    x = layers.Flatten(name=f"{name}_flatten")(x)
+    x = layers.Dense(spec_lib.AUX_DENSE_UNITS, activation="relu", name=f"{name}_fc")(x)
+    x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
+    return layers.Dense(
+        classes, activation=classifier_activation, dtype="float32", name=f"{name}_predictions"
+    )(x)
+
+
+def _validate_arguments(
+    include_top, weights, pooling, classes, classifier_activation, include_aux,
+    dropout, aux_dropout,
+):
+    if weights is not None and not (isinstance(weights, str) and weights == "imagenet"):
+        if not isinstance(weights, (str, os.PathLike)):
+            raise ValueError(
+                "`weights` must be None or the path to a '.weights.h5' file (or 'imagenet'); "
+                f"received weights={weights!r}."
+            )
+        if not str(weights).endswith(".weights.h5"):
+            hint = ""
+            if str(weights).lower().endswith((".pth", ".pt", ".npz")):
+                hint = (" A torchvision state dict must be converted first: "
+                        f"`python -m keras_googlenet convert-torchvision {weights} "
+                        "OUT.weights.h5`, or `keras_googlenet.weights.from_torchvision`.")
+            raise ValueError(
+                "`weights` must be None, 'imagenet' or a path ending in '.weights.h5' (as "
+                f"written by `model.save_weights`); received weights={weights!r}.{hint}"
+            )
+        if not os.path.isfile(weights):
+            raise ValueError(f"`weights` file not found: {weights!r}.")
+    if include_aux and not include_top:
+        raise ValueError(
+            "`include_aux=True` needs `include_top=True`: the auxiliary heads are "
+            "classifiers. Use include_aux=False for a feature extractor."
+        )
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(
+            f"`pooling` must be one of None, 'avg' or 'max'; received pooling={pooling!r}."
+        )
+    if include_top:
+        if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+            raise ValueError(
+                f"`classes` must be a positive int; received classes={classes!r}."
+            )
+        if weights is not None and classifier_activation not in (None, "softmax"):
+            raise ValueError(
+                "With `weights`, `classifier_activation` must be None or 'softmax'; "
+                f"received classifier_activation={classifier_activation!r}."
+            )
+        try:
+            keras.activations.get(classifier_activation)
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                "`classifier_activation` must be None, 'softmax' or another Keras "
+                f"activation; received classifier_activation={classifier_activation!r}."
+            ) from error
+    for arg, rate in (("dropout", dropout), ("aux_dropout", aux_dropout)):
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            raise ValueError(f"`{arg}` must be a rate in [0, 1); received {arg}={rate!r}.")
+
+
+def _resolve_input_shape(input_tensor, input_shape, include_top, include_aux, variant_spec):
+    if keras.config.image_data_format() != "channels_last":
+        raise ValueError(
+            "GoogLeNet supports only the 'channels_last' image data format; "
+            f"keras.config.image_data_format() is {keras.config.image_data_format()!r}."
+        )
+    if input_tensor is not None:
+        if not isinstance(input_tensor, keras.KerasTensor):
+            raise ValueError(
+                "`input_tensor` must be a Keras tensor (e.g. `keras.Input(shape=...)`); "
+                f"received type {type(input_tensor).__name__}."
+            )
+        tensor_shape = tuple(input_tensor.shape[1:])
+        if len(tensor_shape) != 3:
+            raise ValueError(
+                "`input_tensor` must be a batch of images (batch, height, width, channels); "
+                f"received a tensor of shape {tuple(input_tensor.shape)}."
+            )
+        if input_shape is not None:
+            shape = tuple(input_shape)
+            if len(shape) != 3 or any(
+                a is not None and b is not None and a != b
+                for a, b in zip(shape, tensor_shape, strict=True)
+            ):
+                raise ValueError(
+                    f"`input_tensor` of shape {tuple(input_tensor.shape)} is incompatible "
+                    f"with `input_shape={input_shape!r}`."
+                )
+        input_shape = tensor_shape
+    elif input_shape is None:
+        input_shape = (224, 224, 3) if include_top else (None, None, 3)
+
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or not all(
+        d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0)
+        for d in input_shape
+    ) or input_shape[-1] is None:
+        raise ValueError(
+            "`input_shape` must be (height, width, channels) with positive ints "
+            f"(height and width may be None); received input_shape={input_shape!r}."
+        )
+    minimum = spec_lib.min_input_size(include_aux, variant_spec.name)
+    for side in input_shape[:2]:
+        if side is not None and side < minimum:
+            raise ValueError(
+                f"Input size must be at least {minimum}x{minimum} "
+                f"({'with' if include_aux else 'without'} auxiliary heads; the minima are "
+                f"{spec_lib.min_input_size(False, variant_spec.name)} without and "
+                f"{spec_lib.min_input_size(True, variant_spec.name)} with them for "
+                f"variant={variant_spec.name!r}); received input_shape={input_shape!r}."
+            )
+    if include_aux and variant_spec.aux_pool == "avg5s3" and None in input_shape[:2]:
+        raise ValueError(
+            f"The auxiliary heads of variant={variant_spec.name!r} flatten a pooled map "
+            "whose size depends on the input, so `input_shape` needs a fixed height and "
+            f"width with include_aux=True; received input_shape={input_shape!r}. "
+            "(variant='torchvision' pools adaptively and accepts any size.)"
+        )
+    return input_shape

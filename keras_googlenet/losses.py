@@ -1,0 +1,124 @@
+"""Losses and the compile helper for GoogLeNet's main and auxiliary heads."""
+
+from __future__ import annotations
+
+import keras
+
+from keras_googlenet.pruning import MAIN_CLASSIFIER
+
+# The paper adds each auxiliary loss "with a discount weight (0.3)".
+DEFAULT_LOSS_WEIGHTS = {"main": 1.0, "aux1": 0.3, "aux2": 0.3}
+
+
+@keras.saving.register_keras_serializable(package="keras_googlenet")
+class SparseCategoricalCrossentropy(keras.losses.Loss):
+    """Sparse categorical cross-entropy with label smoothing (Keras' sparse loss has none)."""
+
+    def __init__(
+        self, from_logits=False, label_smoothing=0.0, name="sparse_categorical_crossentropy",
+        reduction="sum_over_batch_size", dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(
+                "`label_smoothing` must be in [0, 1); "
+                f"received label_smoothing={label_smoothing!r}."
+            )
+        self.from_logits = from_logits
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        if self.label_smoothing == 0.0:
+            return keras.losses.sparse_categorical_crossentropy(
+                y_true, y_pred, from_logits=self.from_logits
+            )
+        num_classes = keras.ops.shape(y_pred)[-1]
+        labels = keras.ops.one_hot(
+            keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), num_classes,
+            dtype=y_pred.dtype,
+        )
+        return keras.losses.categorical_crossentropy(
+            labels, y_pred, from_logits=self.from_logits, label_smoothing=self.label_smoothing
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(from_logits=self.from_logits, label_smoothing=self.label_smoothing)
+        return config
+
+
+def _outputs_from_logits(model):
+    try:
+        activation = model.get_layer(MAIN_CLASSIFIER).activation
+    except ValueError:
+        raise ValueError(
+            f"`model` has no layer {MAIN_CLASSIFIER!r}: compile_googlenet needs a GoogLeNet "
+            "built with include_top=True."
+        ) from None
+    return activation is keras.activations.linear
+
+
+def compile_googlenet(
+    model,
+    optimizer="adam",
+    loss_weights=None,
+    label_smoothing=0.0,
+    **compile_kwargs,
+):
+    """Compile a GoogLeNet (with or without aux heads) for integer class labels.
+
+    Every head gets a (sparse) categorical cross-entropy; with aux heads the losses are
+    weighted main 1.0, aux1 0.3, aux2 0.3 as in the paper (override with `loss_weights`,
+    e.g. `{"aux1": 0.5, "aux2": 0.5}`). Each head reports its accuracy, so the logs have
+    `main_accuracy` / `val_main_accuracy` (also for a model without aux heads),
+    `aux1_accuracy`, `aux2_accuracy` and the per-head losses. Logits models
+    (`classifier_activation=None`) are handled.
+
+    Feed labels as an int array for a single-output model, and as
+    `{"main": y, "aux1": y, "aux2": y}` for a model with aux heads (or use
+    `keras_googlenet.head_targets(model, y)`).
+    """
+    from_logits = _outputs_from_logits(model)
+
+    def head_loss():
+        return SparseCategoricalCrossentropy(
+            from_logits=from_logits, label_smoothing=label_smoothing
+        )
+
+    if isinstance(model.output, dict):
+        heads = list(model.output)
+        weights = {head: DEFAULT_LOSS_WEIGHTS.get(head, 1.0) for head in heads}
+        for head, weight in (loss_weights or {}).items():
+            if head not in weights:
+                raise ValueError(
+                    f"`loss_weights` names unknown head {head!r}; the model's heads are {heads}."
+                )
+            weights[head] = float(weight)
+        compile_kwargs.setdefault(
+            "metrics",
+            {head: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")] for head in heads},
+        )
+        model.compile(
+            optimizer=optimizer,
+            loss={head: head_loss() for head in heads},
+            loss_weights=weights,
+            **compile_kwargs,
+        )
+    else:
+        if loss_weights and set(loss_weights) != {"main"}:
+            raise ValueError(
+                "`loss_weights` names aux heads but the model has none (include_aux=False); "
+                f"received {loss_weights!r}."
+            )
+        compile_kwargs.setdefault(
+            "metrics", [keras.metrics.SparseCategoricalAccuracy(name="main_accuracy")]
+        )
+        model.compile(optimizer=optimizer, loss=head_loss(), **compile_kwargs)
+    return model
+
+
+def head_targets(model, labels):
+    """Labels in the structure `model` expects: a dict per head for a multi-output GoogLeNet."""
+    if isinstance(model.output, dict):
+        return {head: labels for head in model.output}
+    return labels

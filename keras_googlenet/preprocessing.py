@@ -1,0 +1,66 @@
+"""Input preprocessing and ImageNet label decoding (class index shipped in the package)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from importlib import resources
+
+import numpy as np
+from keras.applications import imagenet_utils
+
+from keras_googlenet import spec as spec_lib
+
+PREPROCESSING_MODES = ("tf", "torch", "caffe")
+
+
+def preprocess_input(x, variant="v1", mode=None, data_format=None):
+    """Preprocess RGB images in [0, 255] for a GoogLeNet variant.
+
+    Every variant expects mode `"tf"`: pixels scaled to [-1, 1] (`x / 127.5 - 1`).
+    That is what torchvision's ported weights need (their `transform_input=True`
+    folds ImageNet normalisation into `(x / 255 - 0.5) / 0.5`) and what the
+    training pipelines here use. `mode="caffe"` (BGR, mean subtraction) would suit
+    the BVLC Caffe weights of the paper's model; `mode="torch"` ImageNet mean/std.
+
+    Args:
+        x: float array or tensor of shape (..., height, width, 3), RGB in [0, 255].
+        variant: a GoogLeNet variant name; selects its preprocessing.
+        mode: override the variant's mode with one of "tf", "torch", "caffe".
+        data_format: as in `keras.applications`.
+    """
+    variant_spec = spec_lib.get_variant(variant)
+    mode = variant_spec.preprocessing if mode is None else mode
+    if mode not in PREPROCESSING_MODES:
+        raise ValueError(f"`mode` must be one of {PREPROCESSING_MODES}; received mode={mode!r}.")
+    if isinstance(x, np.ndarray) and not np.issubdtype(x.dtype, np.floating):
+        x = x.astype("float32")  # keras' preprocessing works in place on float arrays only
+    return imagenet_utils.preprocess_input(x, data_format=data_format, mode=mode)
+
+
+@functools.cache
+def imagenet_class_index():
+    """`{index: (wordnet_id, class_name)}` for the 1000 ImageNet-1k classes."""
+    text = resources.files("keras_googlenet").joinpath("imagenet_class_index.json").read_text()
+    return {int(k): tuple(v) for k, v in json.loads(text).items()}
+
+
+def decode_predictions(preds, top=5):
+    """Decode ImageNet predictions: per image a list of `(wordnet_id, class_name, score)`.
+
+    Works offline: the class index ships with the package.
+    """
+    preds = np.asarray(preds)
+    if preds.ndim != 2 or preds.shape[1] != 1000:
+        raise ValueError(
+            "`decode_predictions` expects a batch of ImageNet predictions of shape "
+            f"(samples, 1000); received shape {preds.shape}."
+        )
+    if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 1000:
+        raise ValueError(f"`top` must be an int in [1, 1000]; received top={top!r}.")
+    index = imagenet_class_index()
+    results = []
+    for row in preds:
+        best = np.argsort(row)[::-1][:top]
+        results.append([(*index[int(i)], float(row[i])) for i in best])
+    return results

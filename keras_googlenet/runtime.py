@@ -1,0 +1,361 @@
+"""Load any exported GoogLeNet artefact and predict with it.
+
+One interface over the four formats `keras_googlenet.export` writes, plus the `.keras`
+source itself:
+
+    predictor = load_predictor("exports/googlenet_int8.tflite")
+    probs = predictor.predict(preprocessed)           # (N, classes) float32 probabilities
+    top = predictor.classify(["cat.jpg", "dog.png"])   # preprocessing from the model card
+
+| path | runs with |
+|---|---|
+| `*.keras` | Keras (a multi-output training model is pruned to its main head) |
+| a SavedModel directory | `tf.saved_model.load`, signature `serving_default` |
+| `*.tflite` | `ai_edge_litert.interpreter.Interpreter` (quantized I/O handled here) |
+| `*.onnx` | onnxruntime, CPU execution provider |
+
+`predict` takes float32 images already preprocessed (RGB, `x / 127.5 - 1`, the model's
+input size) and always returns float32 probabilities: quantized outputs are dequantized
+and a model exported with logits gets a softmax.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+FORMAT_KERAS = "keras"
+FORMAT_SAVEDMODEL = "savedmodel"
+FORMAT_TFLITE = "tflite"
+FORMAT_ONNX = "onnx"
+RUNTIME_FORMATS = (FORMAT_KERAS, FORMAT_SAVEDMODEL, FORMAT_TFLITE, FORMAT_ONNX)
+
+CARD_SUFFIX = ".json"
+CARD_IN_SAVEDMODEL = "model_card.json"
+
+
+def card_path_for(path):
+    """Where the sidecar model card of artefact `path` lives: `<path>.json`."""
+    return os.fspath(path).rstrip("/\\") + CARD_SUFFIX
+
+
+def read_model_card(path):
+    """The model card of an artefact (sidecar, or inside a SavedModel dir), or None."""
+    candidates = [card_path_for(path)]
+    if os.path.isdir(path):
+        candidates.append(os.path.join(path, CARD_IN_SAVEDMODEL))
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            with open(candidate, encoding="utf-8") as f:
+                return json.load(f)
+    return None
+
+
+def detect_format(path):
+    """`"keras"`, `"savedmodel"`, `"tflite"` or `"onnx"` for an artefact path."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model not found: {path!r}")
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "saved_model.pb")):
+            return FORMAT_SAVEDMODEL
+        raise ValueError(
+            f"{path!r} is a directory without saved_model.pb; expected a SavedModel "
+            "directory, a '.keras', '.tflite' or '.onnx' file."
+        )
+    lowered = path.lower()
+    for suffix, fmt in ((".keras", FORMAT_KERAS), (".tflite", FORMAT_TFLITE),
+                        (".onnx", FORMAT_ONNX)):
+        if lowered.endswith(suffix):
+            return fmt
+    raise ValueError(
+        f"cannot tell the format of {path!r}: expected a '.keras', '.tflite' or '.onnx' "
+        "file or a SavedModel directory."
+    )
+
+
+def _softmax(x):
+    x = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _check_threads(num_threads):
+    if num_threads is not None and (
+        isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
+    ):
+        raise ValueError(f"`num_threads` must be None or a positive int; received {num_threads!r}.")
+
+
+class Predictor:
+    """Common interface: `predict(x)` -> probabilities, `classify(images)` -> top-k labels.
+
+    Attributes:
+        path: the artefact.
+        format: one of `RUNTIME_FORMATS`.
+        card: the model card dict (read from the sidecar JSON, or inferred for `.keras`).
+        input_size: (height, width) the model expects.
+        labels: class names (`card["labels"]`), or `None`.
+    """
+
+    format = None
+
+    def __init__(self, path, card):
+        self.path = os.fspath(path)
+        self.card = card or {}
+        model = self.card.get("model", {})
+        size = model.get("input_size")
+        self.input_size = tuple(size) if size else None
+        self.labels = self.card.get("labels")
+        self.output_is_probability = self.card.get("output", {}).get("activation", "softmax") \
+            == "softmax"
+
+    # -- subclasses implement _run(x: float32 batch) -> raw float32 output
+    def _run(self, x):
+        raise NotImplementedError
+
+    def predict(self, x, batch_size=32):
+        """Probabilities for a float32 batch of preprocessed images (N, H, W, 3)."""
+        x = np.asarray(x, dtype="float32")
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"`x` must be images of shape (N, H, W, 3); received {x.shape}.")
+        if self.input_size and tuple(x.shape[1:3]) != self.input_size:
+            raise ValueError(
+                f"this model takes {self.input_size[0]}x{self.input_size[1]} images; received "
+                f"{x.shape[1]}x{x.shape[2]}. Use `preprocess_images` to resize."
+            )
+        outputs = [self._run(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        y = np.concatenate(outputs, axis=0).astype("float32") if outputs else np.zeros((0, 0))
+        return y if self.output_is_probability else _softmax(y)
+
+    def preprocess_images(self, images):
+        """Decode/resize/scale images (paths, PIL images or uint8 arrays) for this model."""
+        if not self.input_size:
+            raise ValueError("the model card gives no input size; pass preprocessed arrays.")
+        crop = self.card.get("preprocessing", {}).get("central_crop", EVAL_CROP_FRACTION)
+        return np.stack([load_image(image, self.input_size, crop) for image in images])
+
+    def classify(self, images, top_k=5):
+        """Top-k `[(label, probability), ...]` per image (paths, PIL images or arrays)."""
+        probs = self.predict(self.preprocess_images(images))
+        return [self.top_k(row, top_k) for row in probs]
+
+    def top_k(self, probs, k=5):
+        k = min(int(k), len(probs))
+        best = np.argsort(probs)[::-1][:k]
+        return [(self.label(i), float(probs[i])) for i in best]
+
+    def label(self, index):
+        index = int(index)
+        if self.labels and index < len(self.labels):
+            return self.labels[index]
+        return str(index)
+
+
+class KerasPredictor(Predictor):
+    format = FORMAT_KERAS
+
+    def __init__(self, path, card=None, num_threads=None, model=None):
+        import keras
+        import tensorflow as tf
+
+        from keras_googlenet.pruning import inference_model
+
+        if model is None:
+            model = keras.saving.load_model(path, compile=False)
+        if isinstance(model.output, (dict, list, tuple)):
+            model = inference_model(model)
+        self.model = model
+        if card is None:
+            from keras_googlenet.export import describe_source
+
+            card = describe_source(path, model)
+        super().__init__(path, card)
+        if self.input_size is None and model.input_shape[1] is not None:
+            self.input_size = tuple(model.input_shape[1:3])
+        self._fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def _run(self, x):
+        return np.asarray(self._fn(x), dtype="float32")
+
+
+class SavedModelPredictor(Predictor):
+    format = FORMAT_SAVEDMODEL
+
+    def __init__(self, path, card=None, num_threads=None, signature="serving_default"):
+        import tensorflow as tf
+
+        super().__init__(path, card if card is not None else read_model_card(path))
+        self.loaded = tf.saved_model.load(self.path)
+        if signature not in self.loaded.signatures:
+            raise ValueError(
+                f"SavedModel {self.path!r} has no signature {signature!r}; it has "
+                f"{sorted(self.loaded.signatures)}."
+            )
+        self.signature = self.loaded.signatures[signature]
+        _, kwargs = self.signature.structured_input_signature
+        (self.input_name, spec), = kwargs.items()
+        if self.input_size is None and spec.shape[1] is not None:
+            self.input_size = tuple(spec.shape[1:3])
+        outputs = list(self.signature.structured_outputs)
+        self.output_name = "predictions" if "predictions" in outputs else outputs[0]
+
+    def _run(self, x):
+        import tensorflow as tf
+
+        result = self.signature(**{self.input_name: tf.constant(x)})
+        return result[self.output_name].numpy()
+
+
+class TFLitePredictor(Predictor):
+    format = FORMAT_TFLITE
+
+    def __init__(self, path, card=None, num_threads=None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        super().__init__(path, card if card is not None else read_model_card(path))
+        self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        if self.input_size is None:
+            self.input_size = tuple(int(v) for v in self.input["shape"][1:3])
+        self._batch = int(self.input["shape"][0])
+
+    @property
+    def input_dtype(self):
+        return np.dtype(self.input["dtype"])
+
+    def _quantize(self, x):
+        dtype = self.input_dtype
+        if not np.issubdtype(dtype, np.integer):
+            return x.astype(dtype)
+        scale, zero_point = self.input["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+    def _dequantize(self, y):
+        if not np.issubdtype(y.dtype, np.integer):
+            return y.astype("float32")
+        scale, zero_point = self.output["quantization"]
+        return (y.astype("float32") - zero_point) * scale
+
+    def _resize(self, batch):
+        if batch != self._batch:
+            self.interpreter.resize_tensor_input(self.input["index"], [batch, *self.input_size, 3])
+            self.interpreter.allocate_tensors()
+            self.input = self.interpreter.get_input_details()[0]
+            self.output = self.interpreter.get_output_details()[0]
+            self._batch = batch
+
+    def _run(self, x):
+        self._resize(len(x))
+        self.interpreter.set_tensor(self.input["index"], self._quantize(x))
+        self.interpreter.invoke()
+        return self._dequantize(self.interpreter.get_tensor(self.output["index"]))
+
+
+class ONNXPredictor(Predictor):
+    format = FORMAT_ONNX
+
+    def __init__(self, path, card=None, num_threads=None):
+        import onnxruntime as ort
+
+        super().__init__(path, card if card is not None else read_model_card(path))
+        options = ort.SessionOptions()
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            self.path, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self.input_name = self.session.get_inputs()[0].name
+        shape = self.session.get_inputs()[0].shape
+        if self.input_size is None and all(isinstance(v, int) for v in shape[1:3]):
+            self.input_size = tuple(shape[1:3])
+
+    def _run(self, x):
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+_PREDICTORS = {
+    FORMAT_KERAS: KerasPredictor,
+    FORMAT_SAVEDMODEL: SavedModelPredictor,
+    FORMAT_TFLITE: TFLitePredictor,
+    FORMAT_ONNX: ONNXPredictor,
+}
+
+
+def load_predictor(path, num_threads=None):
+    """A `Predictor` for a `.keras` file, SavedModel directory, `.tflite` or `.onnx` file.
+
+    Args:
+        path: the artefact. Its model card (`<path>.json`) supplies labels, input size and
+            preprocessing; a `.keras` file without one is described from its layers and a
+            `labels.txt`/`config.json` next to it.
+        num_threads: CPU threads for TFLite and onnxruntime (`None`: the runtime's
+            default). TensorFlow's thread pools are process-wide: set them with
+            `tf.config.threading` before TensorFlow starts.
+    """
+    _check_threads(num_threads)
+    fmt = detect_format(path)
+    card = read_model_card(path)
+    return _PREDICTORS[fmt](path, card=card, num_threads=num_threads)
+
+
+EVAL_CROP_FRACTION = 0.875  # the evaluation crop of the training pipeline (training.augment)
+
+
+def _crop_box(height, width, fraction):
+    """(top, left, height, width) of the central crop, as the training pipeline computes it."""
+    if fraction >= 1.0:
+        return 0, 0, height, width
+    crop_h = max(1, int(np.float32(height) * np.float32(fraction)))
+    crop_w = max(1, int(np.float32(width) * np.float32(fraction)))
+    return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
+
+
+def resize_pixels(pixels, size, central_crop=EVAL_CROP_FRACTION):
+    """RGB pixels (H, W, 3) in [0, 255] -> float32 `size` in [-1, 1], like evaluation.
+
+    The training pipeline's evaluation transform: central crop of `central_crop` of each
+    side, `tf.image.resize` (bilinear, no antialiasing), clip, then `x / 127.5 - 1`.
+    """
+    import tensorflow as tf
+
+    pixels = np.asarray(pixels)
+    top, left, h, w = _crop_box(pixels.shape[0], pixels.shape[1], central_crop)
+    cropped = pixels[top:top + h, left:left + w].astype("float32")
+    resized = tf.image.resize(cropped, tuple(size), method="bilinear").numpy()
+    return np.clip(resized, 0.0, 255.0) / 127.5 - 1.0
+
+
+def load_image(image, size, central_crop=EVAL_CROP_FRACTION):
+    """An image (path, PIL image or HxW[x3] array) as float32 `size` RGB in [-1, 1].
+
+    Decoded with PIL and converted to RGB, then `resize_pixels`: the same central crop,
+    bilinear resize and `x / 127.5 - 1` as the training pipeline's evaluation and the
+    SavedModel's `serving_uint8` signature.
+    """
+    from PIL import Image
+
+    if isinstance(image, (str, os.PathLike)):
+        with Image.open(image) as opened:
+            opened.load()
+            pixels = np.asarray(opened.convert("RGB"))
+    elif isinstance(image, Image.Image):
+        pixels = np.asarray(image.convert("RGB"))
+    else:
+        pixels = np.asarray(image)
+        if pixels.ndim == 2:
+            pixels = pixels[..., None]
+        if pixels.ndim != 3 or pixels.shape[-1] not in (1, 3, 4):
+            raise ValueError(f"expected an HxWx3 image array; received shape {pixels.shape}.")
+        if pixels.shape[-1] == 1:
+            pixels = np.repeat(pixels, 3, axis=-1)
+        pixels = pixels[..., :3]
+    return resize_pixels(pixels, size, central_crop)

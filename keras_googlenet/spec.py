@@ -1,0 +1,206 @@
+"""GoogLeNet's architecture as data: Table 1 of the paper and the variant presets.
+
+The builder in `googlenet.py` reads only what is here, so a width search, a new
+variant or a port of someone else's weights changes a table, not the code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+# Table 1 of Szegedy et al. 2014, the six width columns of each Inception block.
+WIDTH_COLUMNS = (
+    "1x1",
+    "3x3_reduce",
+    "3x3",
+    "5x5_reduce",
+    "5x5",
+    "pool_proj",
+)
+
+INCEPTION_WIDTHS = {
+    "3a": (64, 96, 128, 16, 32, 32),
+    "3b": (128, 128, 192, 32, 96, 64),
+    "4a": (192, 96, 208, 16, 48, 64),
+    "4b": (160, 112, 224, 24, 64, 64),
+    "4c": (128, 128, 256, 24, 64, 64),
+    "4d": (112, 144, 288, 32, 64, 64),
+    "4e": (256, 160, 320, 32, 128, 128),
+    "5a": (256, 160, 320, 32, 128, 128),
+    "5b": (384, 192, 384, 48, 128, 128),
+}
+
+# Stages in order; a stride-2 max pool precedes every stage (pool2, pool3, pool4).
+STAGES = (("3a", "3b"), ("4a", "4b", "4c", "4d", "4e"), ("5a", "5b"))
+
+# Stem: conv 7x7/2 (64), max pool, conv 1x1 (64) -> conv 3x3 (192).
+STEM_WIDTHS = {"conv1": 64, "conv2_reduce": 64, "conv2": 192}
+
+# Auxiliary classifiers tap these blocks (paper Section 5).
+AUX_TAPS = {"aux1": "4a", "aux2": "4d"}
+AUX_CONV_FILTERS = 128
+AUX_DENSE_UNITS = 1024
+AUX_POOLED_SIZE = 4  # the paper's 5x5/3 average pool turns 14x14 into 4x4
+
+BLOCK_NAMES = tuple(f"inception_{b}" for stage in STAGES for b in stage)
+# Stable names of the feature maps worth tapping, in network order (TF-Slim's end_points).
+ENDPOINTS = ("conv1", "pool1", "conv2", "pool2") + BLOCK_NAMES[:2] + ("pool3",) + \
+    BLOCK_NAMES[2:7] + ("pool4",) + BLOCK_NAMES[7:]
+
+# keras.applications' lower bounds: below these the network degenerates.
+MIN_INPUT_SIZE = 32  # 5b is then 1x1
+DOWNSAMPLING_BEFORE_AUX = 4  # conv1, pool1, pool2, pool3 each halve the size
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantSpec:
+    """The few block options in which the GoogLeNet variants differ."""
+
+    name: str
+    description: str
+    batch_norm: bool  # conv without bias + BatchNormalization(eps 1e-3)
+    lrn: bool  # LocalResponseNormalization after pool1 and after conv2
+    fifth_branch: str  # "5x5", "3x3" (torchvision issue #906) or "3x3x2" (two stacked 3x3)
+    last_pool_size: int  # pool4 window: 3 in the paper, 2 in torchvision
+    aux_pool: str  # "avg5s3" (paper, needs a fixed input size) or "adaptive4" (torchvision)
+    preprocessing: str  # mode of `preprocess_input`
+    batch_norm_epsilon: float = 1e-3
+
+
+VARIANTS = {
+    "v1": VariantSpec(
+        name="v1",
+        description="The paper: conv + bias + ReLU, LRN in the stem, true 5x5 branch.",
+        batch_norm=False,
+        lrn=True,
+        fifth_branch="5x5",
+        last_pool_size=3,
+        aux_pool="avg5s3",
+        preprocessing="tf",
+    ),
+    "v1_bn": VariantSpec(
+        name="v1_bn",
+        description="The paper with BatchNormalization after every conv (no bias, no LRN).",
+        batch_norm=True,
+        lrn=False,
+        fifth_branch="5x5",
+        last_pool_size=3,
+        aux_pool="avg5s3",
+        preprocessing="tf",
+    ),
+    "torchvision": VariantSpec(
+        name="torchvision",
+        description=(
+            "torchvision's topology: BN, a 3x3 kernel in the '5x5' branch, 2x2 pool4, "
+            "adaptive 4x4 aux pooling; torchvision weights port onto it."
+        ),
+        batch_norm=True,
+        lrn=False,
+        fifth_branch="3x3",
+        last_pool_size=2,
+        aux_pool="adaptive4",
+        preprocessing="tf",
+    ),
+    "factorized": VariantSpec(
+        name="factorized",
+        description="BN, and the 5x5 branch factorized into two stacked 3x3 convs.",
+        batch_norm=True,
+        lrn=False,
+        fifth_branch="3x3x2",
+        last_pool_size=3,
+        aux_pool="avg5s3",
+        preprocessing="tf",
+    ),
+}
+
+
+def get_variant(variant):
+    if variant not in VARIANTS:
+        raise ValueError(
+            f"`variant` must be one of {sorted(VARIANTS)}; received variant={variant!r}."
+        )
+    return VARIANTS[variant]
+
+
+def scale_width(width, multiplier, divisor=8):
+    """MobileNet's rounding: nearest multiple of `divisor`, never below 90 % of the target."""
+    if multiplier == 1.0:
+        return int(width)
+    target = width * multiplier
+    scaled = max(divisor, int(target + divisor / 2) // divisor * divisor)
+    if scaled < 0.9 * target:
+        scaled += divisor
+    return scaled
+
+
+def _block_key(name):
+    key = str(name)
+    if key.startswith("inception_"):
+        key = key[len("inception_"):]
+    return key
+
+
+def resolve_widths(widths=None, width_multiplier=1.0):
+    """Return the per-block widths `{"3a": (6 ints), ...}` after overrides and scaling.
+
+    `widths` maps a block ("3a" or "inception_3a") to six ints in Table 1's column
+    order `WIDTH_COLUMNS`, or to a dict naming some of those columns.
+    """
+    if isinstance(width_multiplier, bool) or not isinstance(width_multiplier, (int, float)) \
+            or not math.isfinite(width_multiplier) or width_multiplier <= 0:
+        raise ValueError(
+            "`width_multiplier` must be a positive number (1.0 = the paper's widths); "
+            f"received width_multiplier={width_multiplier!r}."
+        )
+    table = dict(INCEPTION_WIDTHS)
+    if widths is not None:
+        if not isinstance(widths, dict):
+            raise ValueError(
+                "`widths` must be a dict mapping a block name "
+                f"({', '.join(INCEPTION_WIDTHS)}) to six ints {WIDTH_COLUMNS}; "
+                f"received widths={widths!r}."
+            )
+        for name, value in widths.items():
+            key = _block_key(name)
+            if key not in INCEPTION_WIDTHS:
+                raise ValueError(
+                    f"`widths` has an unknown block {name!r}; allowed blocks are "
+                    f"{list(INCEPTION_WIDTHS)} (optionally prefixed 'inception_')."
+                )
+            if isinstance(value, dict):
+                unknown = set(value) - set(WIDTH_COLUMNS)
+                if unknown:
+                    raise ValueError(
+                        f"`widths[{name!r}]` has unknown columns {sorted(unknown)}; "
+                        f"allowed columns are {WIDTH_COLUMNS}."
+                    )
+                merged = dict(zip(WIDTH_COLUMNS, table[key], strict=True))
+                merged.update(value)
+                value = tuple(merged[c] for c in WIDTH_COLUMNS)
+            if not isinstance(value, (tuple, list)) or len(value) != len(WIDTH_COLUMNS) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
+            ):
+                raise ValueError(
+                    f"`widths[{name!r}]` must be six positive ints in the order "
+                    f"{WIDTH_COLUMNS}; received {value!r}."
+                )
+            table[key] = tuple(value)
+    return {
+        key: tuple(scale_width(w, width_multiplier) for w in cols) for key, cols in table.items()
+    }
+
+
+def block_output_channels(cols):
+    """Channels an Inception block emits: the four branches concatenated."""
+    return cols[0] + cols[2] + cols[4] + cols[5]
+
+
+def min_input_size(include_aux, variant):
+    """Smallest square input side the chosen heads accept."""
+    if not include_aux:
+        return MIN_INPUT_SIZE
+    spec = get_variant(variant)
+    # The aux pooling needs a map at least as big as its window at inception_4a/4d.
+    needed = 5 if spec.aux_pool == "avg5s3" else AUX_POOLED_SIZE
+    return max(MIN_INPUT_SIZE, (needed - 1) * 2**DOWNSAMPLING_BEFORE_AUX + 1)

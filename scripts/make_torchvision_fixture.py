@@ -1,0 +1,275 @@
+"""Make the torchvision-parity fixture of `tests/test_weights.py` (needs PyTorch).
+
+    python3 -m venv /tmp/torchvenv
+    /tmp/torchvenv/bin/pip install torch==2.14.1 torchvision==0.29.1 numpy
+    /tmp/torchvenv/bin/python scripts/make_torchvision_fixture.py [--out-dir tests/fixtures]
+
+Design. The full GoogLeNet state dict (13.0 M values with the aux heads) would be ~26 MB
+even as float16, so it is not stored. Instead every tensor is a pure function of its name
+and a seed, drawn with NumPy's legacy `RandomState` (whose streams NumPy guarantees never
+to change), so the test regenerates the exact float32 values without PyTorch:
+
+1. torchvision builds `GoogLeNet(aux_logits=True, transform_input=False)`; its
+   `state_dict()` names, shapes and dtypes become the manifest (so the tensor list is
+   torchvision's, not ours);
+2. each tensor is filled by `synthetic_tensor` (He-scaled conv kernels, zero-sum He-scaled
+   linear rows, BN with gamma ~U(0.8, 1.3), running_var ~U(0.5, 2), ...) and loaded with
+   `strict=True`;
+3. a few random uint8 RGB images (smooth to fine-grained) are scaled to [-1, 1]
+   (`x / 127.5 - 1`, what `preprocess_input(x, variant="torchvision")` does) and
+   torchvision computes, in eval mode
+   and float32, the main logits and both aux heads' logits (calling `aux1`/`aux2` on the
+   inception_4a/4d outputs, since torchvision runs them only in training mode).
+
+`transform_input=False` with [-1, 1] inputs is what the ported Keras model computes;
+torchvision's pretrained model uses `transform_input=True` on ImageNet-normalised inputs,
+which yields the same [-1, 1] tensor. The script measures that equivalence too and
+records it in the manifest (`transform_input_max_abs_diff`).
+
+Output: `torchvision_googlenet.json` (manifest) and `torchvision_googlenet.npz` (images,
+logits, top-5). Only this part needs PyTorch; the generators below are plain NumPy and are
+imported by the test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import zlib
+
+import numpy as np
+
+SEED = 20151  # any fixed int; part of the manifest
+IMAGE_SIZE = 224  # a multiple of 32: Keras "same" pooling == torch ceil-mode pooling
+NUM_IMAGES = 3
+FIXTURE_NAME = "torchvision_googlenet"
+TOP_K = 5
+
+
+def tensor_seed(name, seed=SEED):
+    """A per-tensor seed: the tensors do not depend on each other's order or presence."""
+    return (zlib.crc32(name.encode("utf-8")) ^ seed) & 0xFFFFFFFF
+
+
+def synthetic_tensor(name, shape, dtype="float32", seed=SEED):
+    """The deterministic, well-scaled value of torchvision tensor `name`.
+
+    NumPy's legacy `RandomState.uniform` stream is frozen (NEP 19), so every NumPy version
+    reproduces these float32 values bit for bit.
+    """
+    shape = tuple(int(d) for d in shape)
+    if name.endswith("num_batches_tracked"):
+        return np.zeros(shape, dtype=dtype)
+    rng = np.random.RandomState(tensor_seed(name, seed))
+    leaf = name.rsplit(".", 1)[-1]
+    is_bn = ".bn." in name
+    if is_bn and leaf == "weight":
+        low, high = 0.8, 1.3
+    elif is_bn and leaf == "bias":
+        low, high = -0.1, 0.2
+    elif is_bn and leaf == "running_mean":
+        low, high = -0.2, 0.2
+    elif is_bn and leaf == "running_var":
+        low, high = 0.5, 2.0
+    elif leaf == "weight" and len(shape) == 4:  # conv: He-normal std as a uniform
+        fan_in = shape[1] * shape[2] * shape[3]
+        bound = np.sqrt(3.0) * np.sqrt(2.0 / fan_in)
+        low, high = -bound, bound
+    elif leaf == "weight" and len(shape) == 2:  # linear: std sqrt(2 / fan_in), zero-sum rows
+        bound = np.sqrt(3.0) * np.sqrt(2.0 / shape[1])
+        weight = rng.uniform(-bound, bound, size=shape)
+        # Post-ReLU features share a large positive mean; zero-sum rows keep it from
+        # dominating the logits, so they depend on the image rather than on that mean.
+        return (weight - weight.mean(axis=1, keepdims=True)).astype(dtype)
+    elif leaf == "bias":
+        low, high = -0.1, 0.1
+    else:
+        raise ValueError(f"no synthetic recipe for tensor {name!r} {shape}")
+    return rng.uniform(low, high, size=shape).astype(dtype)
+
+
+def synthetic_state_dict(manifest):
+    """`{name: array}` for every tensor the manifest lists (torchvision's state_dict order)."""
+    seed = manifest["seed"]
+    return {
+        t["name"]: synthetic_tensor(t["name"], t["shape"], t["dtype"], seed)
+        for t in manifest["tensors"]
+    }
+
+
+def state_dict_digest(state):
+    """sha256 of the tensors (names, dtypes, shapes and little-endian bytes), in order."""
+    digest = hashlib.sha256()
+    for name, value in state.items():
+        value = np.ascontiguousarray(value)
+        digest.update(f"{name}|{value.dtype.str}|{value.shape}|".encode())
+        digest.update(value.astype(value.dtype.newbyteorder("<")).tobytes())
+    return digest.hexdigest()
+
+
+def _interpolation_matrix(size, source):
+    """(size, source) weights of linear interpolation from `source` samples to `size`."""
+    positions = np.linspace(0, source - 1, size)
+    lower = np.clip(np.floor(positions).astype(int), 0, source - 2)
+    frac = positions - lower
+    matrix = np.zeros((size, source))
+    matrix[np.arange(size), lower] = 1 - frac
+    matrix[np.arange(size), lower + 1] = frac
+    return matrix
+
+
+def _upsample(low_res, size):
+    """Bilinear upsampling of an (h, w, 3) array to (size, size, 3), plain NumPy."""
+    rows = _interpolation_matrix(size, low_res.shape[0])
+    cols = _interpolation_matrix(size, low_res.shape[1])
+    return np.einsum("yh,hwc,xw->yxc", rows, low_res, cols)
+
+
+def fixture_images(seed, count=NUM_IMAGES, size=IMAGE_SIZE):
+    """Random RGB uint8 images, smooth to fine-grained (smooth ones compress well)."""
+    rng = np.random.RandomState(seed)
+    images = []
+    for index in range(count):
+        grid = (4, 16, 56)[index % 3] + index // 3  # coarse to fine structure
+        image = _upsample(rng.uniform(0, 255, size=(grid, grid, 3)), size)
+        images.append(np.clip(np.round(image), 0, 255).astype("uint8"))
+    return np.stack(images)
+
+
+def to_model_input(images):
+    """uint8 RGB -> float32 [-1, 1], exactly as `preprocess_input(x, variant="torchvision")`."""
+    x = images.astype("float32")
+    x /= 127.5
+    x -= 1.0
+    return x
+
+
+# --------------------------------------------------------------------------- needs PyTorch
+
+
+def _torchvision_outputs(model, x_nhwc):
+    import torch
+
+    features = {}
+    hooks = [
+        getattr(model, block).register_forward_hook(
+            lambda _m, _i, out, key=key: features.__setitem__(key, out)
+        )
+        for block, key in (("inception4a", "aux1"), ("inception4d", "aux2"))
+    ]
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2)))
+        logits = model(x).numpy()
+        aux1 = model.aux1(features["aux1"]).numpy()
+        aux2 = model.aux2(features["aux2"]).numpy()
+    for hook in hooks:
+        hook.remove()
+    return logits, aux1, aux2
+
+
+def _top_k_gap(logits, k=TOP_K):
+    ordered = np.sort(logits, axis=-1)[:, ::-1]
+    return float(np.min(np.diff(-ordered[:, :k + 1], axis=-1)))
+
+
+def build_fixture(out_dir, seed=SEED):
+    import torch
+    import torchvision
+    from torchvision.models import GoogLeNet
+
+    torch.manual_seed(0)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    model = GoogLeNet(num_classes=1000, aux_logits=True, transform_input=False,
+                      init_weights=False).eval()
+    tensors = [
+        {"name": name, "shape": list(value.shape), "dtype": str(value.dtype).replace("torch.", "")}
+        for name, value in model.state_dict().items()
+    ]
+    manifest = {
+        "description": "torchvision GoogLeNet parity fixture; tensors regenerate with "
+                       "scripts/make_torchvision_fixture.py:synthetic_state_dict",
+        "seed": seed,
+        "image_size": IMAGE_SIZE,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "torchvision_model": "GoogLeNet(num_classes=1000, aux_logits=True, "
+                             "transform_input=False, init_weights=False).eval()",
+        "tensors": tensors,
+    }
+    state = synthetic_state_dict(manifest)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+
+    # Pick input seeds whose top-5 are well separated, so index comparisons are stable.
+    for image_seed in range(seed, seed + 100):
+        images = fixture_images(image_seed)
+        x = to_model_input(images)
+        logits, aux1, aux2 = _torchvision_outputs(model, x)
+        gaps = [_top_k_gap(y) for y in (logits, aux1, aux2)]
+        top5 = {tuple(row) for row in np.argsort(-logits, axis=-1)[:, :TOP_K]}
+        if min(gaps) > 1e-3 and len(top5) == len(images):
+            break
+    else:
+        raise RuntimeError("no input seed gave well-separated top-5 logits")
+
+    # torchvision's pretrained path: transform_input=True on ImageNet-normalised input.
+    pretrained_style = GoogLeNet(num_classes=1000, aux_logits=True, transform_input=True,
+                                 init_weights=False).eval()
+    pretrained_style.load_state_dict(model.state_dict(), strict=True)
+    mean = np.array([0.485, 0.456, 0.406], "float32")
+    std = np.array([0.229, 0.224, 0.225], "float32")
+    normalised = ((images.astype("float32") / 255.0 - mean) / std).astype("float32")
+    with torch.no_grad():
+        folded = pretrained_style(
+            torch.from_numpy(np.ascontiguousarray(normalised.transpose(0, 3, 1, 2)))
+        ).numpy()
+
+    manifest.update({
+        "image_seed": image_seed,
+        "num_images": int(len(images)),
+        "logit_std": float(logits.std()),
+        "top5_min_gap": min(gaps),
+        "transform_input_max_abs_diff": float(np.abs(folded - logits).max()),
+        "num_tensors": len(tensors),
+        "num_values": int(sum(int(np.prod(t["shape"])) for t in tensors)),
+        "state_sha256": state_dict_digest(
+            {k: v.numpy() for k, v in model.state_dict().items()}
+        ),
+    })
+    os.makedirs(out_dir, exist_ok=True)
+    npz_path = os.path.join(out_dir, FIXTURE_NAME + ".npz")
+    np.savez_compressed(
+        npz_path,
+        images=images,
+        logits=logits.astype("float32"),
+        aux1_logits=aux1.astype("float32"),
+        aux2_logits=aux2.astype("float32"),
+        top5=np.argsort(-logits, axis=-1)[:, :TOP_K].astype("int32"),
+    )
+    json_path = os.path.join(out_dir, FIXTURE_NAME + ".json")
+    with open(json_path, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+    return npz_path, json_path, manifest
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    default_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
+                               "fixtures")
+    parser.add_argument("--out-dir", default=os.path.normpath(default_dir))
+    parser.add_argument("--seed", type=int, default=SEED)
+    args = parser.parse_args(argv)
+    npz_path, json_path, manifest = build_fixture(args.out_dir, args.seed)
+    for path in (npz_path, json_path):
+        print(f"wrote {path} ({os.path.getsize(path) / 1e3:.1f} kB)")
+    print(f"{manifest['num_tensors']} tensors, {manifest['num_values']:,} values; logit std "
+          f"{manifest['logit_std']:.3f}; top-5 min gap {manifest['top5_min_gap']:.4f}; "
+          f"transform_input equivalence max |diff| {manifest['transform_input_max_abs_diff']:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,382 @@
+"""Export to SavedModel / TFLite / ONNX with verification (keras_googlenet.export)."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_googlenet import GoogLeNet
+from keras_googlenet.export import (
+    DEFAULT_BOUNDS,
+    FORMATS,
+    ExportError,
+    export_model,
+    infer_variant,
+    infer_widths,
+    load_source,
+    optimize_for_inference,
+)
+from keras_googlenet.runtime import load_predictor, read_model_card, resize_pixels
+from keras_googlenet.spec import resolve_widths
+
+SIZE = 32
+LABELS = [f"digit_{i}" for i in range(10)]
+
+
+def digits_arrays(size=SIZE):
+    """sklearn's 8x8 digits as RGB uint8 pixels upscaled to `size`, split 1400 / 397."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = np.repeat((digits.images / 16.0 * 255.0)[..., None], 3, axis=-1).astype("float32")
+    x = tf.image.resize(x, (size, size)).numpy().round().clip(0, 255).astype("uint8")
+    y = digits.target.astype("int32")
+    order = np.random.default_rng(0).permutation(len(x))
+    train, val = order[:1400], order[1400:]
+    return (x[train], y[train]), (x[val], y[val])
+
+
+def scale(pixels):
+    return pixels.astype("float32") / 127.5 - 1.0
+
+
+def write_run_dir(run_dir, model, variant, width_multiplier, labels=LABELS):
+    os.makedirs(run_dir, exist_ok=True)
+    model.save(os.path.join(run_dir, "model.keras"))
+    config = {"model": {"variant": variant, "input_size": SIZE, "classes": len(labels),
+                        "widths": None, "width_multiplier": width_multiplier,
+                        "include_aux": False},
+              "dataset": "digits", "data_dir": None}
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump(config, f)
+    with open(os.path.join(run_dir, "labels.txt"), "w") as f:
+        f.write("\n".join(labels) + "\n")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return digits_arrays()
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, digits):
+    """The paper's v1 (LRN included) at 32 px, width 0.25, trained briefly on digits."""
+    keras.config.set_dtype_policy("float32")
+    keras.utils.set_random_seed(0)
+    (x_train, y_train), (x_val, y_val) = digits
+    model = GoogLeNet(variant="v1", input_shape=(SIZE, SIZE, 3), classes=10,
+                      width_multiplier=0.25, dropout=0.2)
+    epochs = 15
+    schedule = keras.optimizers.schedules.CosineDecay(2e-3, epochs * len(x_train) // 64)
+    model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(scale(x_train), y_train, batch_size=64, epochs=epochs, verbose=0)
+    accuracy = model.evaluate(scale(x_val), y_val, verbose=0)[1]
+    run_dir = str(tmp_path_factory.mktemp("run"))
+    write_run_dir(run_dir, model, "v1", 0.25)
+    return run_dir, model, accuracy
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, trained_run, digits):
+    run_dir, _, _ = trained_run
+    (x_train, _), (x_val, y_val) = digits
+    out = str(tmp_path_factory.mktemp("exports"))
+    report = export_model(
+        run_dir, out, list(FORMATS), calibration_data=x_train, calibration_steps=600,
+        verification_data=(scale(x_val), y_val), verbose=False,
+    )
+    return out, report
+
+
+def test_the_trained_model_is_decent(trained_run):
+    # The int8 agreement bound is only meaningful on a model that has learnt something
+    # (about 96.7 % here).
+    assert trained_run[2] >= 0.93
+
+
+def test_every_format_is_written_and_passes_its_bounds(exported):
+    out, report = exported
+    assert report.ok, report.summary()
+    assert [r.format for r in report.results] == list(FORMATS)
+    for result in report.results:
+        assert os.path.exists(result.path) and os.path.isfile(result.card_path)
+        v = result.verification
+        assert v["data"] == "validation" and v["samples"] == 397 and v["passed"]
+        assert all(check["enforced"] and check["passed"] for check in v["checks"])
+    for fmt in ("savedmodel", "tflite-fp32", "onnx"):
+        assert report[fmt].verification["max_abs_diff"] <= 1e-4
+        assert report[fmt].verification["top1_agreement"] == 1.0
+    assert report["tflite-fp16"].verification["top1_agreement"] >= 0.995
+    assert report["tflite-int8"].verification["top1_agreement"] >= 0.99
+    assert report["tflite-dynamic"].verification["top1_agreement"] >= 0.99
+    assert report["savedmodel"].verification["uint8_signature_max_abs_diff"] <= 1e-4
+    # nothing half-written or temporary is left behind
+    assert not [name for name in os.listdir(out) if name.startswith(".")]
+
+
+def test_quantized_artefacts_are_smaller_and_typed(exported):
+    out, report = exported
+    sizes = {r.format: r.card["file_size_bytes"] for r in report.results}
+    assert sizes["tflite-int8"] < sizes["tflite-fp16"] < sizes["tflite-fp32"]
+    assert sizes["tflite-dynamic"] < sizes["tflite-fp16"]
+    card = report["tflite-int8"].card
+    assert card["input"]["dtype"] == "int8" and card["output"]["dtype"] == "int8"
+    assert card["input"]["quantization"]["scale"] > 0
+    assert card["calibration"] == {"images": 600}
+    assert report["tflite-fp32"].card["input"]["dtype"] == "float32"
+
+
+def test_model_card_contents(exported, trained_run):
+    run_dir, model, _ = trained_run
+    out, report = exported
+    card = read_model_card(report["tflite-fp16"].path)
+    assert card == report["tflite-fp16"].card
+    assert card["format"] == "tflite-fp16" and card["precision"] == "float16"
+    assert card["model"]["variant"] == "v1"
+    assert card["model"]["input_size"] == [SIZE, SIZE]
+    assert card["model"]["classes"] == 10 and card["model"]["params"] == model.count_params()
+    assert card["model"]["widths"]["3a"] == list(resolve_widths(None, 0.25)["3a"])
+    assert card["labels"] == LABELS
+    assert card["preprocessing"]["formula"] == "x / 127.5 - 1"
+    assert card["preprocessing"]["central_crop"] == 0.875 and card["graph_rewrites"] == []
+    assert card["source"]["run_dir"] == os.path.abspath(run_dir)
+    assert card["source"]["dataset"] == "digits"
+    assert card["file_size_bytes"] == os.path.getsize(report["tflite-fp16"].path)
+    assert card["verification"]["top1_agreement"] >= 0.995
+    assert read_model_card(report["onnx"].path)["onnx"]["opset"] >= 17
+    # the SavedModel carries its card inside too
+    inner = os.path.join(report["savedmodel"].path, "model_card.json")
+    assert json.load(open(inner))["format"] == "savedmodel"
+
+
+def test_savedmodel_signatures(exported, trained_run, digits):
+    _, report = exported
+    _, model, _ = trained_run
+    (_, _), (x_val, _) = digits
+    loaded = tf.saved_model.load(report["savedmodel"].path)
+    assert set(loaded.signatures) == {"serving_default", "serving_uint8"}
+    serve = loaded.signatures["serving_default"]
+    spec = serve.structured_input_signature[1]["image"]
+    assert spec.dtype == tf.float32 and spec.shape.as_list() == [None, SIZE, SIZE, 3]
+    assert list(serve.structured_outputs) == ["predictions"]
+    for batch in (1, 5):  # dynamic batch
+        x = scale(x_val[:batch])
+        probs = serve(image=tf.constant(x))["predictions"].numpy()
+        assert probs.shape == (batch, 10)
+        np.testing.assert_allclose(probs, model(x, training=False), atol=1e-5)
+    raw = loaded.signatures["serving_uint8"]
+    raw_spec = raw.structured_input_signature[1]["image"]
+    assert raw_spec.dtype == tf.uint8 and raw_spec.shape.as_list() == [None, None, None, 3]
+    # decoded pixels of another size: central crop, resize and scaling inside the graph,
+    # exactly the evaluation transform of the training pipeline (runtime.resize_pixels)
+    big = tf.image.resize(x_val[:3], (48, 40)).numpy().round().astype("uint8")
+    expected = model(np.stack([resize_pixels(image, (SIZE, SIZE)) for image in big]),
+                     training=False)
+    np.testing.assert_allclose(raw(image=tf.constant(big))["predictions"], expected, atol=1e-5)
+    crop = tf.image.resize(x_val[:3, 2:30, 2:30], (SIZE, SIZE)).numpy() / 127.5 - 1.0
+    np.testing.assert_allclose(raw(image=tf.constant(x_val[:3]))["predictions"],
+                               model(crop, training=False), atol=1e-5)
+
+
+def test_runtime_matches_keras_for_float_formats(exported, trained_run, digits):
+    _, report = exported
+    _, model, _ = trained_run
+    x = scale(digits[1][0][:16])
+    expected = model(x, training=False).numpy()
+    for fmt in ("savedmodel", "tflite-fp32", "onnx"):
+        predictor = load_predictor(report[fmt].path)
+        np.testing.assert_allclose(predictor.predict(x), expected, atol=1e-4, err_msg=fmt)
+        assert predictor.labels == LABELS and predictor.input_size == (SIZE, SIZE)
+
+
+def test_failed_reexport_keeps_the_good_artefact(exported, trained_run):
+    run_dir, _, _ = trained_run
+    out, report = exported
+    path = report["tflite-fp32"].path
+    before = open(path, "rb").read(), open(report["tflite-fp32"].card_path).read()
+    sm_card = open(report["savedmodel"].card_path).read()
+    with pytest.raises(ExportError, match="max_abs_diff") as caught:
+        export_model(run_dir, out, ["tflite-fp32", "savedmodel"], verbose=False,
+                     bounds={"tflite-fp32": {"max_abs_diff": -1.0},
+                             "savedmodel": {"max_abs_diff": -1.0}})
+    failed = caught.value.report
+    assert not failed.ok and failed["tflite-fp32"].path is None
+    assert failed["tflite-fp32"].verification["max_abs_diff"] <= 1e-4  # figures still there
+    assert (open(path, "rb").read(), open(report["tflite-fp32"].card_path).read()) == before
+    assert open(report["savedmodel"].card_path).read() == sm_card
+    assert tf.saved_model.load(report["savedmodel"].path).signatures["serving_default"]
+    assert not [name for name in os.listdir(out) if name.startswith(".")]
+
+
+def test_mixed_precision_training_model_with_aux_heads_exports(tmp_path):
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = GoogLeNet(variant="torchvision", include_aux=True, input_shape=(65, 65, 3),
+                      classes=4, width_multiplier=0.25)
+    keras.config.set_dtype_policy("float32")
+    model.save(tmp_path / "model.keras")
+    report = export_model(tmp_path / "model.keras", tmp_path / "out",
+                          ["tflite-fp32", "savedmodel"], name="mp", optimize=True, verbose=False)
+    assert report.ok, report.summary()
+    for result in report.results:
+        # verified against the unmodified float32 model: the graph rewrites keep the math
+        assert result.verification["max_abs_diff"] <= 1e-4
+        assert result.card["graph_rewrites"] == ["fold_batch_norm", "merge_1x1_convs"]
+        assert result.card["model"]["variant"] == "torchvision"
+        assert result.card["output"]["shape"] == [None, 4]
+        assert result.card["labels"] is None
+    assert sorted(os.listdir(tmp_path / "out")) == [
+        "mp_fp32.tflite", "mp_fp32.tflite.json", "mp_savedmodel", "mp_savedmodel.json"]
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 65, 65, 3)).astype("float32")
+    probs = load_predictor(report["tflite-fp32"].path).predict(x)
+    # bf16 training model vs the float32 export: equal to bf16 precision
+    np.testing.assert_allclose(probs, model(x)["main"], atol=2e-2)
+
+
+@pytest.mark.parametrize("variant", ["v1", "v1_bn", "torchvision", "factorized"])
+def test_optimize_for_inference_keeps_the_math(variant):
+    model = GoogLeNet(variant=variant, input_shape=(48, 48, 3), classes=7, width_multiplier=0.25,
+                      classifier_activation=None)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # non-trivial BatchNorm statistics
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n),
+                               rng.normal(0, 0.1, n), rng.uniform(0.5, 2.0, n)])
+    optimized = optimize_for_inference(model)
+    kinds = [type(layer).__name__ for layer in optimized.layers]
+    assert "BatchNormalization" not in kinds
+    assert kinds.count("ChannelSplit") == 9  # one merged 1x1 conv per Inception block
+    assert kinds.count("Conv2D") == sum(
+        isinstance(layer, keras.layers.Conv2D) for layer in model.layers) - 9 * 2
+    assert optimized.get_layer("inception_3a_merged_1x1").filters == sum(
+        model.get_layer(f"inception_3a_{b}_conv").filters
+        for b in ("1x1", "3x3_reduce", "5x5_reduce"))
+    x = rng.uniform(-1, 1, (3, 48, 48, 3)).astype("float32")
+    logits = model(x, training=False).numpy()
+    np.testing.assert_allclose(optimized(x), logits, atol=1e-5 * max(1, np.abs(logits).max()))
+
+
+@pytest.mark.parametrize("variant,expected", [("v1", "v1"), ("v1_bn", "v1_bn"),
+                                              ("torchvision", "torchvision"),
+                                              ("factorized", "factorized")])
+def test_variant_and_widths_are_inferred_from_layers(variant, expected):
+    model = GoogLeNet(variant=variant, input_shape=(32, 32, 3), classes=3,
+                      widths={"4e": {"1x1": 200}}, width_multiplier=0.5)
+    assert infer_variant(model) == expected
+    widths = infer_widths(model)
+    expected_widths = resolve_widths({"4e": {"1x1": 200}}, 0.5)
+    assert widths == {k: list(v) for k, v in expected_widths.items()}
+
+
+def test_int8_io_uint8_logits_model_without_validation_images(tmp_path, digits):
+    (x_train, _), (x_val, _) = digits
+    model = GoogLeNet(variant="v1_bn", input_shape=(SIZE, SIZE, 3), classes=10,
+                      width_multiplier=0.25, classifier_activation=None)
+    report = export_model(model, tmp_path, ["tflite-int8", "tflite-dynamic"],
+                          calibration_data=x_train, calibration_steps=20, int8_io="uint8",
+                          verbose=False)
+    card = report["tflite-int8"].card
+    assert card["input"]["dtype"] == "uint8" and card["output"]["dtype"] == "uint8"
+    assert card["output"]["activation"] == "linear" and card["int8_io"] == "uint8"
+    probs = load_predictor(report["tflite-int8"].path).predict(scale(x_val[:4]))
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)  # softmax applied to logits
+    # no real images: parity is measured on random inputs, agreement bounds not enforced
+    for fmt in ("tflite-int8", "tflite-dynamic"):
+        v = report[fmt].verification
+        assert v["data"] == "random" and v["passed"]
+        assert [(c["metric"], c["enforced"]) for c in v["checks"]] == [("top1_agreement", False)]
+
+
+def test_a_model_for_any_input_size_is_fixed_by_input_size():
+    model = GoogLeNet(variant="v1_bn", input_shape=(None, None, 3), classes=5,
+                      width_multiplier=0.25)
+    with pytest.raises(ValueError, match="pass `input_size`"):
+        load_source(model)
+    fixed, card = load_source(model, input_size=40)
+    assert fixed.input_shape == (None, 40, 40, 3) and card["model"]["input_size"] == [40, 40]
+    assert card["model"]["variant"] == "v1_bn"  # a flat copy: the layers are still readable
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 40, 40, 3)).astype("float32")
+    np.testing.assert_allclose(fixed(x), model(x), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"formats": ["tflite-int8"]}, "needs `calibration_data`"),
+    ({"formats": ["tflite-int9"]}, r"unknown format.*tflite-int9.*savedmodel"),
+    ({"formats": "savedmodel,pytorch"}, "unknown format"),
+    ({"formats": ["onnx"], "opset": 13}, "`opset` must be an int >= 17"),
+    ({"formats": ["tflite-int8"], "calibration_data": np.zeros((1, 32, 32, 3)),
+      "int8_io": "int4"}, "`int8_io` must be one of"),
+    ({"formats": ["tflite-int8"], "calibration_data": np.zeros((1, 32, 32, 3)),
+      "calibration_steps": 0}, "`calibration_steps` must be a positive int"),
+])
+def test_bad_arguments_raise_before_any_work(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        export_model(tmp_path / "missing.keras", tmp_path / "out", **kwargs)
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_missing_source(tmp_path):
+    with pytest.raises(FileNotFoundError, match="source not found"):
+        export_model(tmp_path / "nope.keras", tmp_path / "out", ["onnx"], verbose=False)
+    os.makedirs(tmp_path / "empty_run")
+    with pytest.raises(FileNotFoundError, match="neither inference.keras nor model.keras"):
+        export_model(tmp_path / "empty_run", tmp_path / "out", ["onnx"], verbose=False)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_exports_a_keras_file(tmp_path, capsys):
+    from training.cli.export import main
+
+    model = GoogLeNet(variant="v1", input_shape=(SIZE, SIZE, 3), classes=3, width_multiplier=0.25)
+    model.save(tmp_path / "m.keras")
+    code = main([str(tmp_path / "m.keras"), "--formats", "onnx,tflite-fp32",
+                 "--out", str(tmp_path / "out"), "--no-verify", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads(captured.out)
+    assert report["ok"] and [a["format"] for a in report["artifacts"]] == ["tflite-fp32", "onnx"]
+    assert all(a["verification"] is None for a in report["artifacts"])
+    assert "tflite-fp32: converting" in captured.err and "verifying" not in captured.err
+    card = json.load(open(tmp_path / "out" / "googlenet.onnx.json"))
+    assert card["verification"] is None and card["model"]["variant"] == "v1"
+    x = np.random.default_rng(0).uniform(-1, 1, (2, SIZE, SIZE, 3)).astype("float32")
+    for name in ("googlenet.onnx", "googlenet_fp32.tflite"):
+        np.testing.assert_allclose(load_predictor(tmp_path / "out" / name).predict(x),
+                                   model(x), atol=1e-4)
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--formats", "tflite-int8"], "needs `calibration_data`"),
+    (["--formats", "savedmodel,tensorrt"], "unknown format"),
+])
+def test_cli_usage_errors_exit_2(tmp_path, capsys, args, match):
+    from training.cli.export import main
+
+    model = GoogLeNet(variant="v1_bn", input_shape=(SIZE, SIZE, 3), classes=2,
+                      width_multiplier=0.25)
+    model.save(tmp_path / "m.keras")
+    assert main([str(tmp_path / "m.keras"), "--out", str(tmp_path / "out"), *args]) == 2
+    assert match in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_cli_missing_source_exits_2(tmp_path, capsys):
+    from training.cli.export import main
+
+    assert main([str(tmp_path / "nope.keras"), "--out", str(tmp_path / "out")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_bounds_cover_every_format():
+    assert set(DEFAULT_BOUNDS) == set(FORMATS)
+    assert DEFAULT_BOUNDS["tflite-fp16"]["top1_agreement"] == 0.995
+    assert DEFAULT_BOUNDS["tflite-int8"]["top1_agreement"] == 0.99

@@ -1,0 +1,282 @@
+"""The trainer end to end: run directory, resume after SIGKILL, replicas, transfer, errors.
+
+Runs use small inputs, a quarter-width network and a few steps; anything that needs a
+fresh TensorFlow (logical CPU devices, SIGKILL) runs `googlenet-train` in a subprocess.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import keras_googlenet as kg
+from training import run_dir as run_dir_lib
+from training.cli.train import main
+from training.precision import select_precision
+from training.train import TrainConfig, ema_momentum_for, train
+
+SMALL = ["--input-size", "65", "--width-multiplier", "0.25", "--batch-size", "16"]
+RUN_FILES = {"model.keras", "inference.keras", "history.csv", "metrics.json", "config.json",
+             "labels.txt", "curves.png", "best.weights.h5"}
+
+
+def _cli(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "training.cli.train", *args],
+        capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    code = main([*SMALL, "--epochs", "2", "--steps-per-epoch", "4", "--output-dir", str(out),
+                 "--run-name", "smoke"])
+    assert code == 0
+    return out / "smoke"
+
+
+def test_cli_writes_a_complete_run_directory(finished_run):
+    assert RUN_FILES <= set(os.listdir(finished_run))
+    assert not any(name.startswith(".tmp-") for name in os.listdir(finished_run))
+    assert not (finished_run / "backup").exists()  # removed once training finished
+    assert (finished_run / "logs").is_dir()  # TensorBoard
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    for key in ("final_val_main_accuracy", "best_val_main_accuracy", "epochs", "global_batch",
+                "precision", "replicas", "images_per_second", "wall_time_seconds"):
+        assert metrics[key] is not None, key
+    assert metrics["epochs_completed"] == 2 and metrics["total_steps"] == 8
+    assert metrics["global_batch"] == 16 and metrics["replicas"] == 1
+    assert metrics["precision"] == select_precision("auto")
+    assert 0 <= metrics["final_val_main_accuracy"] <= 1
+    config = json.loads((finished_run / "config.json").read_text())
+    assert config["model"]["variant"] == "v1_bn" and config["model"]["input_size"] == 65
+    assert config["class_names"] == [str(i) for i in range(10)]
+    assert (finished_run / "labels.txt").read_text().split() == config["class_names"]
+    history = run_dir_lib.read_history(finished_run / "history.csv")
+    for key in ("main_loss", "aux1_loss", "aux2_accuracy", "val_main_accuracy"):
+        assert len(history[key]) == 2, key
+    assert (finished_run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_models_load_and_the_inference_model_is_float32_single_output(finished_run):
+    training_model = keras.models.load_model(finished_run / "model.keras")
+    assert set(training_model.output) == {"main", "aux1", "aux2"}
+    inference = keras.models.load_model(finished_run / "inference.keras")
+    assert {layer.dtype_policy.name for layer in inference.layers} == {"float32"}
+    assert not any(layer.name.startswith("aux") for layer in inference.layers)
+    x = np.random.default_rng(0).random((2, 65, 65, 3)).astype("float32")
+    np.testing.assert_allclose(inference.predict(x, verbose=0),
+                               training_model.predict(x, verbose=0)["main"], atol=3e-2)
+
+
+def test_a_finished_run_is_not_overwritten_unless_asked(finished_run, capsys):
+    before = (finished_run / "metrics.json").read_text()
+    code = main([*SMALL, "--epochs", "2", "--steps-per-epoch", "4",
+                 "--output-dir", str(finished_run.parent), "--run-name", "smoke"])
+    assert code == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+    assert (finished_run / "metrics.json").read_text() == before
+
+
+def test_two_replica_mirrored_training_has_finite_decreasing_loss(tmp_path):
+    result = _cli(*SMALL, "--replicas", "2", "--batch-size", "8", "--epochs", "3",
+                  "--steps-per-epoch", "6", "--no-ema", "--learning-rate", "3e-3",
+                  "--output-dir", str(tmp_path), "--run-name", "r2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 replica(s) x 8 = global batch 16" in result.stdout
+    assert "img/s" in result.stdout  # the per-epoch progress line
+    metrics = json.loads((tmp_path / "r2" / "metrics.json").read_text())
+    assert metrics["replicas"] == 2 and metrics["global_batch"] == 16
+    loss = run_dir_lib.read_history(tmp_path / "r2" / "history.csv")["loss"]
+    assert all(np.isfinite(loss)) and loss[-1] < loss[0]
+
+
+def test_resume_after_sigkill_ends_with_the_uninterrupted_step_count(tmp_path):
+    args = [*SMALL, "--epochs", "4", "--steps-per-epoch", "5", "--output-dir", str(tmp_path),
+            "--run-name", "killed"]
+    run = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "training.cli.train", *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    pointer = run / "backup" / "phase0" / "latest.json"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:  # wait for the backup of epoch 2, then kill mid-epoch 3
+            if pointer.exists() and json.loads(pointer.read_text()).get("epoch", 0) >= 2:
+                break
+            assert process.poll() is None, "training ended before it could be killed"
+            time.sleep(0.2)
+        else:
+            pytest.fail("no backup of epoch 2 appeared")
+        time.sleep(1.0)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not (run / "metrics.json").exists()
+
+    result = _cli(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(resuming)" in result.stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["total_steps"] == 4 * 5
+    assert metrics["epochs_completed"] == 4
+    history = run_dir_lib.read_history(run / "history.csv")
+    assert history["epoch"] == [0, 1, 2, 3]
+
+
+def test_transfer_learning_keeps_frozen_batchnorm_statistics(tmp_path):
+    source = kg.GoogLeNet(variant="v1_bn", include_aux=True, classes=5, input_shape=(65, 65, 3),
+                          width_multiplier=0.25)
+    rng = np.random.default_rng(0)
+    for layer in source.layers:  # non-trivial statistics, so a reset would show
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(rng.normal(size=layer.moving_mean.shape))
+            layer.moving_variance.assign(rng.uniform(0.5, 2, size=layer.moving_variance.shape))
+    source_path = tmp_path / "source.keras"
+    source.save(source_path)
+
+    result = train(TrainConfig(
+        input_size=65, width_multiplier=0.25, batch_size=16, epochs=1, steps_per_epoch=3,
+        init_weights=str(source_path), freeze_backbone=True, output_dir=str(tmp_path),
+        run_name="frozen",
+    ), log=lambda *_: None)
+    model = result.model
+    for name in ("conv1_bn", "inception_4e_5x5_bn", "aux1_proj_bn"):
+        if name.startswith("aux"):
+            continue  # heads train
+        for a, b in zip(model.get_layer(name).weights, source.get_layer(name).weights,
+                        strict=True):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_array_equal(model.get_layer("inception_5b_1x1_conv").kernel.numpy(),
+                                  source.get_layer("inception_5b_1x1_conv").kernel.numpy())
+    assert model.get_layer("predictions").units == 10  # new head for digits
+
+
+def test_unfreeze_after_fine_tunes_the_backbone(tmp_path):
+    source = kg.GoogLeNet(variant="v1_bn", include_aux=False, classes=3, input_shape=(65, 65, 3),
+                          width_multiplier=0.25)
+    source_path = tmp_path / "source.keras"
+    source.save(source_path)
+    result = train(TrainConfig(
+        input_size=65, width_multiplier=0.25, batch_size=16, epochs=2, steps_per_epoch=2,
+        aux=False, ema=False, init_weights=str(source_path), freeze_backbone=True,
+        unfreeze_after=1, output_dir=str(tmp_path), run_name="thaw",
+    ), log=lambda *_: None)
+    assert result.metrics["total_steps"] == 4
+    changed = result.model.get_layer("conv1_conv").kernel.numpy()
+    assert not np.array_equal(changed, source.get_layer("conv1_conv").kernel.numpy())
+
+
+def test_divergence_is_reported_clearly(tmp_path, capsys):
+    code = main([*SMALL, "--epochs", "2", "--steps-per-epoch", "4", "--optimizer", "sgd",
+                 "--learning-rate", "1e30", "--no-ema", "--precision", "float32",
+                 "--output-dir", str(tmp_path), "--run-name", "nan"])
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "Training diverged" in err and "--learning-rate" in err
+    assert not (tmp_path / "nan" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"epochs": 0}, "`epochs` must be a positive int"),
+        ({"batch_size": -1}, "`batch_size` must be a positive int"),
+        ({"precision": "fp8"}, "`precision` must be one of"),
+        ({"optimizer": "lion"}, "`optimizer` must be one of"),
+        ({"schedule": "step"}, "`schedule` must be one of"),
+        ({"variant": "v2"}, "`variant` must be one of"),
+        ({"input_size": 40}, "`input_size` must be >= 65"),
+        ({"learning_rate": 0}, "`learning_rate` must be a positive number"),
+        ({"label_smoothing": 1.5}, "`label_smoothing` must be in"),
+        ({"freeze_backbone": True}, "`freeze_backbone` needs `init_weights`"),
+        ({"init_weights": "nowhere.keras"}, "`init_weights` not found"),
+        ({"run_name": "a/b"}, "`run_name` must be"),
+        ({"widths": {"3a": (1,)}}, "six positive ints"),
+        ({"replicas": 0}, "`replicas` must be a positive int"),
+    ],
+)
+def test_bad_training_arguments_raise_clear_errors(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        TrainConfig(**kwargs).resolved()
+
+
+def test_cli_reports_bad_arguments_without_a_traceback(tmp_path):
+    result = _cli("--dataset", "csv:data.csv", "--output-dir", str(tmp_path), timeout=120)
+    assert result.returncode == 2
+    assert "dataset" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "gpus, flags, expected",
+    [
+        ([(8, 0)], set(), "mixed_float16"),
+        ([(8, 0), (6, 1)], set(), "float32"),
+        ([], {"avx512f", "avx512_bf16"}, "mixed_bfloat16"),
+        ([], {"amx_bf16"}, "mixed_bfloat16"),
+        ([], {"avx2"}, "float32"),
+    ],
+)
+def test_auto_precision_follows_the_hardware(gpus, flags, expected):
+    assert select_precision("auto", gpu_capabilities=gpus, flags=flags) == expected
+
+
+def test_explicit_precision_wins_and_bad_values_are_rejected():
+    assert select_precision("float32", gpu_capabilities=[(8, 0)]) == "float32"
+    with pytest.raises(ValueError, match="`precision` must be one of"):
+        select_precision("bf16")
+
+
+def test_ema_momentum_averages_the_last_five_percent_of_steps():
+    assert ema_momentum_for(176) == pytest.approx(0.9)  # short runs: at least 10 steps
+    assert ema_momentum_for(100_000) == pytest.approx(1 - 1 / 5000)
+    assert ema_momentum_for(10**9) == pytest.approx(0.9999)
+
+
+def test_atomic_writes_leave_nothing_behind_on_failure(tmp_path):
+    target = tmp_path / "metrics.json"
+    run_dir_lib.write_json(target, {"ok": 1})
+    with pytest.raises(RuntimeError), run_dir_lib.atomic_path(target) as tmp:
+        with open(tmp, "w") as f:
+            f.write("half")
+        raise RuntimeError("crash while writing")
+    assert json.loads(target.read_text()) == {"ok": 1}
+    assert os.listdir(tmp_path) == ["metrics.json"]
+
+
+def test_launchers_pass_on_every_option_but_their_own():
+    from training.cli import drop_options
+
+    argv = ["--workers", "2", "--epochs", "3", "--workers=4", "--overwrite", "--seed", "1"]
+    assert drop_options(argv, with_value=("--workers",)) == [
+        "--epochs", "3", "--overwrite", "--seed", "1"]
+    assert drop_options(argv, with_value=("--workers",), flags=("--overwrite",)) == [
+        "--epochs", "3", "--seed", "1"]
+
+
+def test_learning_rate_schedules():
+    from training.train import _learning_rate
+
+    paper = _learning_rate(TrainConfig(schedule="paper"), steps_per_epoch=10, epochs=40,
+                           base_lr=0.1)
+    assert float(paper(79)) == pytest.approx(0.1)  # unchanged through epoch 8
+    assert float(paper(80)) == pytest.approx(0.096)  # then x0.96 every 8 epochs
+    assert float(paper(160)) == pytest.approx(0.1 * 0.96**2)
+    cosine = _learning_rate(TrainConfig(warmup_epochs=1.0), steps_per_epoch=10, epochs=5,
+                            base_lr=0.1)
+    assert float(cosine(0)) == pytest.approx(0.0)
+    assert float(cosine(10)) == pytest.approx(0.1)  # warm-up ends at the peak
+    assert float(cosine(49)) < 0.01  # decays towards zero by the end
+    assert _learning_rate(TrainConfig(schedule="constant"), 10, 5, 0.1) == 0.1

@@ -1,0 +1,299 @@
+"""KerasTuner width search: the space, the budget, scores, resume, distributed tuning.
+
+Candidates are tiny (digits at 32 px without aux heads, quarter width, one epoch of two
+steps) so trials are short; the distributed search runs `googlenet-tune --workers 2` in
+a subprocess with a time limit and kills its whole process group whatever happens.
+"""
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import keras_tuner as kt
+import numpy as np
+import pytest
+
+import keras_googlenet as kg
+from keras_googlenet import spec as spec_lib
+from keras_googlenet import tuning
+from training.cli.tune import EXIT_BAD_ARGUMENTS, EXIT_SEARCH_FAILED, main
+from training.tune import NoScoreError, TuneConfig, read_executions, run_search
+
+TINY = dict(dataset="digits", input_size=32, aux=False, variants=("v1",), width_multiplier=0.25,
+            stage_multipliers=(0.25, 0.5), reduce_ratios=(0.5, 1.0), epochs=1,
+            steps_per_epoch=2, validation_steps=3, batch_size=32, precision="float32")
+TINY_ARGS = ["--input-size", "32", "--no-aux", "--variants", "v1", "--width-multiplier", "0.25",
+             "--stage-multipliers", "0.25,0.5", "--reduce-ratios", "0.5,1", "--epochs", "1",
+             "--steps-per-epoch", "2", "--validation-steps", "3", "--precision", "float32"]
+BUDGET_MACS = 1.4e6  # splits TINY's space: about half its candidates are over
+
+
+def _space_product(hypermodel):
+    """Every configuration the hypermodel can produce (its space has only choices)."""
+    hp = kt.HyperParameters()
+    hypermodel.build_model(hp)
+    names, options = [], []
+    for param in hp.space:
+        names.append(param.name)
+        options.append(param.values if hasattr(param, "values") else [param.value])
+    for combo in itertools.product(*options):
+        candidate = hp.copy()
+        candidate.values.update(dict(zip(names, combo, strict=True)))
+        yield candidate
+
+
+def _checkpoint(project, trial_id):
+    return project / f"trial_{trial_id}" / "checkpoint.weights.h5"
+
+
+# ------------------------------------------------------------------ the space
+
+
+def test_hypermodel_builds_every_configuration_with_profile_macs():
+    hypermodel = tuning.GoogLeNetHyperModel(
+        (65, 65, 3), 10, include_aux=True, width_multiplier=0.25,
+        stage_multipliers=(0.25, 0.5), reduce_ratios=(0.5, 1.0),
+    )
+    seen = set()
+    for hp in _space_product(hypermodel):
+        model = hypermodel.build_model(hp)
+        cost = hypermodel.cost(hp, model)
+        deployed = kg.inference_model(model)
+        profile_macs = sum(row["macs"] for row in kg.model_profile(deployed))
+        assert cost.macs == kg.count_macs(deployed) == profile_macs
+        assert cost.params == kg.count_params(deployed)
+        assert cost.macs < kg.count_macs(model)  # the aux heads are not deployed
+        widths = hypermodel.widths(hp)
+        for block, cols in widths.items():
+            for column, width in zip(spec_lib.WIDTH_COLUMNS, cols, strict=True):
+                assert model.get_layer(f"inception_{block}_{column}_conv").filters == width
+        seen.add(json.dumps(widths, sort_keys=True))
+    assert len(seen) >= 16  # the choices really change the network (some round alike)
+    # a compiled candidate trains on plain labels, fed to every head
+    model = hypermodel.build(hp)
+    history = hypermodel.fit(hp, model, np.zeros((4, 65, 65, 3), "float32"), np.arange(4),
+                             epochs=1, verbose=0)
+    assert np.isfinite(history.history["main_accuracy"][0])
+
+
+def test_all_ones_is_the_paper_network():
+    hypermodel = tuning.GoogLeNetHyperModel((224, 224, 3), 1000, include_aux=False,
+                                            stage_multipliers=(0.5, 1.0), reduce_ratios=(1.0,))
+    hp = kt.HyperParameters()
+    hypermodel.values(hp)
+    hp.values.update(stage3=1.0, stage4=1.0, stage5=1.0)
+    assert hypermodel.widths(hp) == spec_lib.INCEPTION_WIDTHS
+    paper = kg.GoogLeNet(variant="v1_bn")
+    assert hypermodel.cost(hp).macs == kg.count_macs(paper)  # 1.58 G multiply-adds
+
+
+def test_bad_arguments_are_value_errors():
+    with pytest.raises(ValueError, match="stage_multipliers"):
+        tuning.GoogLeNetHyperModel(stage_multipliers=(0.0, 1.0))
+    with pytest.raises(ValueError, match="max_macs"):
+        tuning.GoogLeNetHyperModel(max_macs=-1)
+    with pytest.raises(ValueError, match="latency_precision"):
+        tuning.GoogLeNetHyperModel(latency_precision="fp8")
+    with pytest.raises(ValueError, match=">= 65"):
+        tuning.GoogLeNetHyperModel((32, 32, 3), include_aux=True)
+    with pytest.raises(ValueError, match="tuner"):
+        tuning.make_tuner("grid", tuning.GoogLeNetHyperModel())
+    assert main(["--max-trials", "0"]) == EXIT_BAD_ARGUMENTS
+
+
+# ------------------------------------------------------------------ the budget
+
+
+def test_latency_budget_measures_the_tflite_model():
+    hypermodel = tuning.GoogLeNetHyperModel(
+        (32, 32, 3), 10, include_aux=False, width_multiplier=0.25, stage_multipliers=(0.25,),
+        reduce_ratios=(0.5,), max_latency_ms=1e-4,
+    )
+    cost = hypermodel.cost(kt.HyperParameters())
+    assert cost.latency_ms is not None and 0 < cost.latency_ms < 1000
+    assert cost.over_budget and "latency" in cost.violations[0]
+    with pytest.raises(tuning.BudgetExceededError):
+        hypermodel.check_budget(kt.HyperParameters())
+
+    # over budget on MACs already: the (slow) conversion is skipped
+    cheap_check = tuning.GoogLeNetHyperModel(
+        (32, 32, 3), 10, include_aux=False, width_multiplier=0.25, stage_multipliers=(0.25,),
+        reduce_ratios=(0.5,), max_macs=1000, max_latency_ms=1e-4,
+    )
+    cost = cheap_check.cost(kt.HyperParameters())
+    assert cost.latency_ms is None and "max_macs" in cost.violations[0]
+
+
+def test_over_budget_candidates_are_rejected_without_training(tmp_path):
+    config = TuneConfig(**{**TINY, "stage_multipliers": (0.25,)}, max_macs=1000, max_trials=2,
+                        directory=str(tmp_path))
+    with pytest.raises(NoScoreError, match="every candidate was over budget"):
+        run_search(config)
+    project = tmp_path / "googlenet"
+    executions = read_executions(str(project / tuning.EXECUTIONS_DIR))
+    # all 4 candidates of this space were tried: rejections do not use up max_trials
+    assert len(executions) == 4
+    assert {e["status"] for e in executions} == {"rejected"}
+    assert all(e["macs"] > 1000 for e in executions)
+    for e in executions:
+        assert not _checkpoint(project, e["trial_id"]).exists()  # never trained
+        trial = json.loads((project / f"trial_{e['trial_id']}" / "trial.json").read_text())
+        assert trial["status"] == "FAILED" and trial["score"] is None
+    table = (project / "results.md").read_text()
+    assert table.count("| rejected |") == 4 and "max_macs" in table
+
+
+# ------------------------------------------------------------------ search and resume
+
+
+class InterruptSecondTrial(keras.callbacks.Callback):
+    """Ctrl-C in the middle of the second trial that trains (KerasTuner copies callbacks,
+    the class attribute is shared)."""
+
+    trials = 0
+
+    def on_train_begin(self, logs=None):
+        type(self).trials += 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        if type(self).trials == 2:
+            raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="module")
+def resumed_search(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tuning")
+    config = TuneConfig(**TINY, max_trials=2, max_macs=BUDGET_MACS, directory=str(directory))
+    with pytest.raises(KeyboardInterrupt):
+        run_search(config, callbacks=[InterruptSecondTrial()])
+    project = directory / "googlenet"
+    interrupted = read_executions(str(project / tuning.EXECUTIONS_DIR))
+    finished = [e for e in interrupted if e["status"] == "completed"]
+    assert len(finished) == 1  # the second trained trial was interrupted
+    checkpoint = _checkpoint(project, finished[0]["trial_id"])
+    stamp = checkpoint.stat().st_mtime_ns
+    keras.config.set_dtype_policy("float32")
+    result = run_search(config)  # the same call continues the search
+    return {"result": result, "project": project, "before": interrupted,
+            "after": read_executions(str(project / tuning.EXECUTIONS_DIR)),
+            "checkpoint": checkpoint, "stamp": stamp, "config": config}
+
+
+def test_search_yields_real_scores(resumed_search):
+    result = resumed_search["result"]
+    completed = [r for r in result.records if r["status"] == "completed"]
+    assert len(completed) == 2
+    for record in completed:
+        score = record["val_main_accuracy"]
+        assert score is not None and isinstance(score, float) and 0.0 <= score <= 1.0
+        assert record["macs"] <= BUDGET_MACS and record["seconds"] > 0
+    for record in result.records:
+        if record["status"] == "rejected":
+            assert record["macs"] > BUDGET_MACS
+            assert not _checkpoint(resumed_search["project"], record["trial"]).exists()
+        else:
+            assert record["status"] == "completed"
+    assert result.best["val_main_accuracy"] == max(r["val_main_accuracy"] for r in completed)
+
+
+def test_resume_does_not_retrain_finished_trials(resumed_search):
+    before, after = resumed_search["before"], resumed_search["after"]
+    new = after[len(before):]
+    first = next(e for e in before if e["status"] == "completed")
+    assert first["trial_id"] not in {e["trial_id"] for e in new}
+    assert [e["status"] for e in new].count("completed") == 1  # only the interrupted one
+    assert resumed_search["result"].trials_run == len(new)
+    assert resumed_search["checkpoint"].stat().st_mtime_ns == resumed_search["stamp"]
+    # a changed setting is refused rather than mixed into the finished trials
+    changed = TuneConfig(**{**TINY, "epochs": 2}, max_trials=2, max_macs=BUDGET_MACS,
+                         directory=resumed_search["config"].directory)
+    with pytest.raises(ValueError, match="epochs"):
+        run_search(changed)
+
+
+def test_results_table_pareto_plot_and_best_model(resumed_search):
+    result, project = resumed_search["result"], resumed_search["project"]
+    for name in ("results.csv", "results.md", "pareto.png"):
+        assert (project / name).stat().st_size > 0
+    rows = (project / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("trial,status,val_main_accuracy,macs,params")
+    assert len(rows) == 1 + len(result.records)
+    best_dir = project / "best"
+    model = keras.saving.load_model(best_dir / "inference.keras", compile=False)
+    assert not isinstance(model.output, dict) and model.input_shape == (None, 32, 32, 3)
+    assert {w.dtype for w in model.weights} == {"float32"}
+    config = json.loads((best_dir / "config.json").read_text())
+    rebuilt = kg.GoogLeNet(
+        input_shape=(32, 32, 3), classes=10, variant=config["model"]["variant"],
+        widths={k: tuple(v) for k, v in config["model"]["widths"].items()},
+        width_multiplier=config["model"]["width_multiplier"],
+    )
+    assert kg.count_params(rebuilt) == kg.count_params(model) == result.best["params"]
+    assert config["trial"] == result.best["trial"]
+    assert result.best["trial"] in tuning.pareto_front(result.records)
+
+
+# ------------------------------------------------------------------ no score, no success
+
+
+@pytest.mark.parametrize("max_trials", [2, 3])
+def test_cli_fails_when_no_trial_scores(tmp_path, monkeypatch, capsys, max_trials):
+    # The verified pitfall: KerasTuner imports tensorboard in every trial and swallows
+    # the error, so a search can "succeed" having trained nothing.
+    monkeypatch.setitem(sys.modules, "tensorboard.plugins.hparams", None)
+    code = main([*TINY_ARGS, "--max-trials", str(max_trials), "--directory", str(tmp_path)])
+    assert code == EXIT_SEARCH_FAILED
+    err = capsys.readouterr().err
+    assert "no trial produced a score" in err or "consecutive failures" in err
+    assert "| failed |" in (tmp_path / "googlenet" / "results.md").read_text()
+
+
+# ------------------------------------------------------------------ distributed
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_distributed_search_runs_every_trial_exactly_once(tmp_path):
+    max_trials = 3
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "training.cli.tune", *TINY_ARGS, "--workers", "2",
+         "--max-trials", str(max_trials), "--steps-per-epoch", "1", "--validation-steps", "1",
+         "--replicas", "2", "--directory", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    try:
+        output, _ = launcher.communicate(timeout=240)
+    finally:
+        if launcher.poll() is None:  # timed out: the chief and workers share its group
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    assert launcher.returncode == 0, output[-3000:]
+    assert "[chief]" in output and "best: trial" in output
+
+    project = tmp_path / "googlenet"
+    executions = read_executions(str(project / tuning.EXECUTIONS_DIR))
+    trial_ids = [e["trial_id"] for e in executions]
+    assert sorted(trial_ids) == [str(i) for i in range(max_trials)]  # each exactly once
+    assert {e["status"] for e in executions} == {"completed"}
+    assert {e["tuner_id"] for e in executions} <= {"tuner0", "tuner1"}
+    for trial_id in trial_ids:
+        trial = json.loads((project / f"trial_{trial_id}" / "trial.json").read_text())
+        assert trial["status"] == "COMPLETED" and trial["score"] is not None
+    assert (project / "best" / "inference.keras").exists()
+    for worker in ("tuner0", "tuner1"):  # --replicas: each trial under MirroredStrategy
+        assert "2 replica(s)" in (project / "logs" / f"{worker}.log").read_text()
+    # no orphans: every worker process is gone
+    time.sleep(0.5)
+    assert not any(_alive(pid) for pid in {e["pid"] for e in executions})

@@ -1,0 +1,115 @@
+"""Callbacks of the trainer: progress with images/s, best checkpoint, NaN guard."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import keras
+
+from training import run_dir as run_dir_lib
+
+
+class TrainingProgress(keras.callbacks.Callback):
+    """A progress bar per epoch showing loss, main accuracy and images/s.
+
+    Also measures training throughput; the first epoch (graph tracing) is excluded from
+    `images_per_second` when there is more than one.
+    """
+
+    def __init__(self, global_batch, steps_per_epoch, stream=None):
+        super().__init__()
+        self.global_batch = global_batch
+        self.steps_per_epoch = steps_per_epoch
+        self.stream = stream or sys.stdout
+        self.epoch_rates = []  # (epoch, images/s over the epoch's training steps)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_label = f"Epoch {epoch + 1}/{self.params.get('epochs', '?')}"
+        # A live bar on a terminal; one line per epoch in logs (CI, nohup, tee).
+        self._live = self.stream.isatty()
+        if self._live:
+            print(self._epoch_label, file=self.stream, flush=True)
+            self._bar = keras.utils.Progbar(self.steps_per_epoch, unit_name="step")
+        self._start = time.perf_counter()
+        self._steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps = batch + 1
+        if not self._live:
+            return
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        values = [("img/s", self._steps * self.global_batch / elapsed)]
+        for key in ("loss", "main_accuracy"):
+            if logs and key in logs:
+                values.append((key, float(logs[key])))
+        self._bar.update(self._steps, values=values, finalize=False)
+
+    def on_test_begin(self, logs=None):
+        self._train_elapsed = time.perf_counter() - self._start
+
+    def on_epoch_end(self, epoch, logs=None):
+        train_time = getattr(self, "_train_elapsed", time.perf_counter() - self._start)
+        self._train_elapsed = None
+        rate = self._steps * self.global_batch / max(train_time or 1e-9, 1e-9)
+        self.epoch_rates.append((epoch, rate))
+        shown = [("img/s", rate)] + [
+            (k, float(v)) for k, v in (logs or {}).items()
+            if k in ("loss", "main_accuracy", "val_loss", "val_main_accuracy")
+        ]
+        if self._live:
+            self._bar.update(self._steps, values=shown, finalize=True)
+        else:
+            took = time.perf_counter() - self._start
+            text = " - ".join(f"{k}: {v:.4g}" for k, v in shown)
+            print(f"{self._epoch_label} - {self._steps} steps in {took:.0f}s - {text}",
+                  file=self.stream, flush=True)
+
+    @property
+    def images_per_second(self):
+        rates = [r for _, r in self.epoch_rates]
+        if len(rates) > 1:
+            rates = rates[1:]
+        return sum(rates) / len(rates) if rates else float("nan")
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Keep the weights with the best `monitor` (atomically written `.weights.h5`)."""
+
+    def __init__(self, path, monitor="val_main_accuracy", mode="max"):
+        super().__init__()
+        self.path = path
+        self.monitor = monitor
+        self.sign = 1 if mode == "max" else -1
+        self.best = None
+        self.best_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or math.isnan(value):
+            return
+        if self.best is None or self.sign * value > self.sign * self.best:
+            self.best, self.best_epoch = float(value), epoch
+            run_dir_lib.save_weights(self.model, self.path)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """`TerminateOnNaN` that remembers where, so the trainer can explain it."""
+
+    def __init__(self):
+        super().__init__()
+        self.diverged_at = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.diverged_at = (self._epoch, batch)
+            self.model.stop_training = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch

@@ -1,0 +1,180 @@
+"""`googlenet-export`: a trained GoogLeNet to SavedModel / TFLite / ONNX, each verified.
+
+A thin shell over `keras_googlenet.export.export_model`; this module only turns dataset
+specs (`digits`, `tfds:NAME`, `folder:PATH`, as in `googlenet-train --dataset`) into
+calibration and verification images with `training.data`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from training.cli import DefaultsFormatter
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser():
+    from keras_googlenet.export import FORMATS, INT8_IO_TYPES, MIN_ONNX_OPSET
+
+    p = argparse.ArgumentParser(
+        prog="googlenet-export",
+        description="Export the float32 inference model of a .keras file or run directory to "
+        "SavedModel, TFLite and ONNX, verify each artefact against Keras, and write a model "
+        "card <artefact>.json next to it. Exit status: 0 ok, 1 a conversion failed or a "
+        "verification bound was missed, 2 bad arguments.",
+        formatter_class=DefaultsFormatter,
+    )
+    p.add_argument("source", metavar="SRC", help="a .keras file or a training run directory")
+    p.add_argument("--formats", default=None,
+                   help=f"comma-separated subset of {','.join(FORMATS)} (default: every float "
+                   "format, plus tflite-int8 with --calibration-data)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--name", default=None, help="artefact base name (default: the model's name)")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="fix the input size of a model built for any size")
+    calib = p.add_argument_group("quantization")
+    calib.add_argument("--calibration-data", metavar="DATASET", default=None,
+                       help="digits | tfds:NAME | folder:PATH: training images for full-int8 "
+                       "calibration")
+    calib.add_argument("--calibration-steps", type=int, default=200,
+                       help="calibration images (one per converter step)")
+    calib.add_argument("--int8-io", choices=INT8_IO_TYPES, default="int8",
+                       help="input/output type of the full-int8 model")
+    ver = p.add_argument_group("verification")
+    ver.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                     help="compare every artefact with Keras before writing it")
+    ver.add_argument("--verification-data", metavar="DATASET", default=None,
+                     help="validation images for the top-1 agreement bounds (default: the "
+                     "run's dataset from config.json, else --calibration-data)")
+    ver.add_argument("--verification-samples", type=int, default=512,
+                     help="at most this many validation images")
+    p.add_argument("--data-dir", default=None, help="TFDS data directory")
+    p.add_argument("--uint8-signature", action=argparse.BooleanOptionalAction, default=True,
+                   help="add the SavedModel signature serving_uint8 (raw pixels, any size)")
+    p.add_argument("--optimize", action=argparse.BooleanOptionalAction, default=False,
+                   help="fold BatchNorm and merge sibling 1x1 convs in the exported graph "
+                   "(the converters fold BatchNorm anyway; measured no faster)")
+    p.add_argument("--opset", type=int, default=MIN_ONNX_OPSET, help="ONNX opset")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    return p
+
+
+def _run_config(source):
+    from keras_googlenet.export import resolve_source
+
+    _, run_info = resolve_source(source)
+    return run_info.get("config") or {}
+
+
+def _model_input_size(source):
+    import keras
+
+    from keras_googlenet.export import resolve_source
+
+    path, _ = resolve_source(source)
+    return keras.saving.load_model(path, compile=False).input_shape[1]
+
+
+def _split(spec, split, config, data_dir):
+    """Unbatched (uint8 image, label) tf.data of one split of a dataset spec."""
+    from training import data as data_lib  # lazy: the library never imports training/
+
+    same_dataset = spec == config.get("dataset")
+    splits = data_lib.load_dataset(
+        spec,
+        data_dir=data_dir or (config.get("data_dir") if same_dataset else None),
+        seed=config.get("seed", 0) if same_dataset else 0,
+        val_fraction=config.get("val_fraction", 0.2) if same_dataset else 0.2,
+    )
+    return getattr(splits, split), splits
+
+
+def _pipeline(dataset, input_size, variant, batch_size=32):
+    from training import data as data_lib
+
+    return data_lib.make_pipeline(
+        dataset, input_size=input_size, batch_size=batch_size, training=False,
+        variant=variant or "v1",
+    )
+
+
+def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from keras_googlenet.export import export_model, validate_export_arguments
+
+    try:
+        config = _run_config(args.source)
+        # Fail on usage errors before loading any data.
+        formats = validate_export_arguments(
+            args.formats, args.calibration_data, args.calibration_steps, args.int8_io,
+            args.opset, args.verification_samples)
+        model_config = config.get("model") or {}
+        size = args.input_size or model_config.get("input_size")
+        variant = model_config.get("variant")
+        if size is None:
+            size = _model_input_size(args.source)
+        if size is None and (args.calibration_data or args.verification_data):
+            raise ValueError("the model takes any input size: pass --input-size.")
+
+        calibration = verification = None
+        if args.calibration_data and "tflite-int8" in formats:
+            print(f"[export] calibration images: {args.calibration_data} (train split)",
+                  file=sys.stderr)
+            train, _ = _split(args.calibration_data, "train", config, args.data_dir)
+            calibration = _pipeline(train.shuffle(2048, seed=0), size, variant,
+                                    batch_size=1).take(args.calibration_steps)
+        if args.verify:
+            spec = args.verification_data or config.get("dataset") or args.calibration_data
+            if spec:
+                print(f"[export] verification images: {spec} (validation split)",
+                      file=sys.stderr)
+                val, _ = _split(spec, "val", config, args.data_dir)
+                verification = _pipeline(val, size, variant)
+            else:
+                print("[export] no validation images (no --verification-data, no run "
+                      "config): parity on random inputs; agreement bounds not enforced",
+                      file=sys.stderr)
+
+        report = export_model(
+            args.source, args.out, formats, name=args.name, input_size=args.input_size,
+            calibration_data=calibration, calibration_steps=args.calibration_steps,
+            int8_io=args.int8_io, uint8_signature=args.uint8_signature, verify=args.verify,
+            verification_data=verification, verification_samples=args.verification_samples,
+            opset=args.opset, optimize=args.optimize, strict=False,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        print(f"googlenet-export: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+    print(report.summary(), file=sys.stderr)
+    if args.json:
+        print(json.dumps(_report_json(report), indent=2, default=str))
+    if not report.ok:
+        failed = [r.format for r in report.results if not r.ok]
+        print(f"googlenet-export: FAILED: {', '.join(failed)} (nothing written for them)",
+              file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _report_json(report):
+    return {
+        "out_dir": report.out_dir,
+        "ok": report.ok,
+        "artifacts": [
+            {"format": r.format, "ok": r.ok, "path": r.path, "card": r.card_path,
+             "file_size_bytes": r.card["file_size_bytes"] if r.card else None,
+             "verification": r.verification, "error": r.error, "seconds": round(r.seconds, 2)}
+            for r in report.results
+        ],
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

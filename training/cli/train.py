@@ -1,0 +1,142 @@
+"""googlenet-train: train GoogLeNet (with its auxiliary heads) and write a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from keras_googlenet.spec import VARIANTS
+from training.cli import drop_options
+from training.precision import PRECISIONS
+
+EXIT_BAD_ARGUMENTS = 2
+EXIT_DIVERGED = 3
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="googlenet-train",
+        description="Train GoogLeNet on digits (default, offline), a TFDS dataset or an image "
+        "folder; writes saved_models/<run-name>/. Re-run the same command to resume.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", default="digits",
+                      help="digits | tfds:NAME | folder:PATH")
+    data.add_argument("--data-dir", default=None, help="TFDS data directory")
+    data.add_argument("--download", action="store_true",
+                      help="let TFDS download a dataset not prepared in --data-dir (default: "
+                      "never touch the network)")
+    data.add_argument("--val-fraction", type=float, default=0.2,
+                      help="held-out share when the dataset has no validation split")
+    data.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                      help="random horizontal flips (default: on, off for digits)")
+    data.add_argument("--distort", action=argparse.BooleanOptionalAction, default=True,
+                      help="photometric distortions")
+    data.add_argument("--min-crop-area", type=float, default=None,
+                      help="smallest random-crop area fraction (paper 0.08; digits 0.7)")
+    data.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
+                      help="cache decoded images in memory (default: on for digits only)")
+
+    model = p.add_argument_group("model")
+    model.add_argument("--variant", default="v1_bn", choices=sorted(VARIANTS))
+    model.add_argument("--input-size", type=int, default=None,
+                       help="square input side (default: 224, 80 for digits)")
+    model.add_argument("--width-multiplier", type=float, default=1.0)
+    model.add_argument("--widths", type=json.loads, default=None,
+                       help='JSON per-block widths, e.g. \'{"4e": [256,160,320,32,128,128]}\'')
+    model.add_argument("--no-aux", dest="aux", action="store_false",
+                       help="train without the auxiliary heads")
+    model.add_argument("--aux-loss-weight", type=float, default=0.3)
+    model.add_argument("--dropout", type=float, default=0.4)
+    model.add_argument("--bn-momentum", type=float, default=0.9,
+                       help="BatchNorm moving-average momentum (0.9 suits short runs)")
+
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int, default=8)
+    opt.add_argument("--batch-size", type=int, default=64, help="per replica")
+    opt.add_argument("--steps-per-epoch", type=int, default=None,
+                     help="cap on steps per epoch (default: one pass over the data)")
+    opt.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    opt.add_argument("--learning-rate", type=float, default=None,
+                     help="peak learning rate (default: 2e-3 adam, 0.05 sgd)")
+    opt.add_argument("--schedule", default="cosine", choices=["cosine", "paper", "constant"],
+                     help="cosine (with --warmup-epochs) or the paper's x0.96 every 8 epochs")
+    opt.add_argument("--warmup-epochs", type=float, default=0.0)
+    opt.add_argument("--weight-decay", type=float, default=0.0)
+    opt.add_argument("--label-smoothing", type=float, default=0.0)
+    opt.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
+                     help="Polyak averaging of weights, used for evaluation and export")
+    opt.add_argument("--ema-momentum", type=float, default=None,
+                     help="default: averages about the last 5%% of the steps")
+
+    dist = p.add_argument_group("hardware")
+    dist.add_argument("--precision", default="auto", choices=PRECISIONS,
+                      help="auto: mixed_float16 on recent GPUs, mixed_bfloat16 on CPUs with "
+                      "AVX512_BF16/AMX, else float32")
+    dist.add_argument("--replicas", type=int, default=None,
+                      help="MirroredStrategy replicas (all GPUs; on a CPU: N logical devices)")
+    dist.add_argument("--strategy", default="mirrored", choices=["mirrored", "multi-worker"],
+                      help="multi-worker: MultiWorkerMirroredStrategy across processes/hosts, "
+                      "cluster from TF_CONFIG")
+    dist.add_argument("--workers", type=int, default=None,
+                      help="start N multi-worker processes on 127.0.0.1 and wait for them")
+    dist.add_argument("--loop", default=None, choices=["fit", "custom"],
+                      help="training loop (default: Model.fit; the custom strategy.run loop "
+                      "under multi-worker)")
+    dist.add_argument("--seed", type=int, default=0)
+
+    transfer = p.add_argument_group("transfer learning")
+    transfer.add_argument("--init-weights", default=None,
+                          help="a .keras GoogLeNet or a run directory to start from")
+    transfer.add_argument("--freeze-backbone", action="store_true",
+                          help="train only the heads (BatchNorm stays in inference mode)")
+    transfer.add_argument("--unfreeze-after", type=int, default=None,
+                          help="unfreeze the backbone after N epochs (LR x0.1)")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--run-name", default=None,
+                     help="default: <dataset>-<variant>-<size>px")
+    out.add_argument("--output-dir", default="saved_models")
+    out.add_argument("--overwrite", action="store_true", help="replace a finished run")
+    return p
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # per-step collective chatter
+    if args.workers is not None:
+        if args.workers < 1:
+            print(f"error: `--workers` must be a positive int; received {args.workers}.",
+                  file=sys.stderr)
+            return EXIT_BAD_ARGUMENTS
+        from training.multiworker import launch_local_workers
+
+        return launch_local_workers(drop_options(argv, with_value=("--workers",)), args.workers)
+
+    from training import callbacks
+    from training.train import TrainConfig, train
+
+    options = vars(args)
+    options.pop("workers")
+    config = TrainConfig(**options)
+    try:
+        result = train(config)
+    except callbacks.TrainingDivergedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENTS
+    print(json.dumps(result.metrics, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""googlenet-tune: search GoogLeNet's Inception widths with KerasTuner under a compute budget."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from keras_googlenet.spec import VARIANTS
+from training.cli import drop_options
+from training.precision import PRECISIONS
+
+EXIT_BAD_ARGUMENTS = 2
+EXIT_SEARCH_FAILED = 3  # no trial produced a score, or the trials kept crashing
+EXIT_INTERRUPTED = 130
+TUNER_CHOICES = ("random", "bayesian", "hyperband")
+LATENCY_CHOICES = ("float32", "int8")
+
+
+def _floats(text):
+    """'0.5,0.75,1' -> (0.5, 0.75, 1.0)."""
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one number, got {text!r}")
+    return values
+
+
+def _value_or_range(text):
+    """'0.4' -> (0.4,) fixed; '0.2:0.5' -> (0.2, 0.5) searched."""
+    try:
+        values = tuple(float(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or MIN:MAX, got {text!r}") from None
+    if len(values) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected a number or MIN:MAX, got {text!r}")
+    return values
+
+
+def _variants(text):
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = [v for v in values if v not in VARIANTS]
+    if not values or unknown:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated variants from {sorted(VARIANTS)}, got {text!r}"
+        )
+    return values
+
+
+def _count(text):
+    """'300e6', '1.5G', '800M', '5k' -> float."""
+    scale = {"k": 1e3, "m": 1e6, "g": 1e9}.get(text[-1:].lower(), 1.0)
+    try:
+        return float(text[:-1] if scale != 1.0 else text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 300e6 or 300M, got "
+                                         f"{text!r}") from None
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="googlenet-tune",
+        description="Search GoogLeNet's Inception widths (per-stage multipliers, bottleneck "
+        "ratios) with KerasTuner; candidates over the compute budget are rejected before "
+        "training. Writes <directory>/<project-name>/results.{csv,md}, pareto.png and best/. "
+        "Re-run the same command to continue an interrupted search.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    search = p.add_argument_group("search")
+    search.add_argument("--tuner", default="random", choices=TUNER_CHOICES)
+    search.add_argument("--max-trials", type=int, default=10,
+                        help="trials to train (rejected candidates do not count); a cap for "
+                        "hyperband")
+    search.add_argument("--epochs", type=int, default=2,
+                        help="epochs per trial (hyperband: for the longest-trained models)")
+    search.add_argument("--steps-per-epoch", type=int, default=None,
+                        help="cap on training steps per epoch (default: one pass)")
+    search.add_argument("--validation-steps", type=int, default=None,
+                        help="cap on validation batches (default: the whole split)")
+    search.add_argument("--batch-size", type=int, default=32, help="per replica")
+    search.add_argument("--seed", type=int, default=0)
+
+    space = p.add_argument_group("search space")
+    space.add_argument("--stage-multipliers", type=_floats, default=(0.5, 0.75, 1.0),
+                       help="choices of the width multiplier of each of stages 3, 4, 5")
+    space.add_argument("--reduce-ratios", type=_floats, default=(0.5, 0.75, 1.0),
+                       help="choices of the factor on the #3x3/#5x5 reduce columns "
+                       "(1 = the paper's bottlenecks)")
+    space.add_argument("--variants", type=_variants, default=("v1_bn",),
+                       help="comma-separated variants to search")
+    space.add_argument("--width-multiplier", type=float, default=1.0,
+                       help="scales the whole network (stem included) after the search's widths")
+    space.add_argument("--dropout", type=_value_or_range, default=(0.4,),
+                       help="a rate, or MIN:MAX to search")
+    space.add_argument("--learning-rate", type=_value_or_range, default=(2e-3,),
+                       help="Adam's rate, or MIN:MAX to search (log scale)")
+    space.add_argument("--no-aux", dest="aux", action="store_false",
+                       help="train without the auxiliary heads (allows inputs down to 32 px)")
+
+    budget = p.add_argument_group("compute budget (checked before training)")
+    budget.add_argument("--max-macs", type=_count, default=None,
+                        help="multiply-adds per image of the inference model, e.g. 300M")
+    budget.add_argument("--max-params", type=_count, default=None,
+                        help="parameters of the inference model, e.g. 2.5M")
+    budget.add_argument("--max-latency-ms", type=float, default=None,
+                        help="median TFLite latency of one image, measured on this machine")
+    budget.add_argument("--latency-precision", default="float32", choices=LATENCY_CHOICES)
+    budget.add_argument("--latency-threads", type=int, default=1,
+                        help="TFLite interpreter threads for the latency measurement")
+
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", default="digits", help="digits | tfds:NAME | folder:PATH")
+    data.add_argument("--data-dir", default=None, help="TFDS data directory")
+    data.add_argument("--val-fraction", type=float, default=0.2,
+                      help="held-out share when the dataset has no validation split")
+    data.add_argument("--input-size", type=int, default=None,
+                      help="square input side (default: 224, 80 for digits)")
+
+    hardware = p.add_argument_group("hardware and distribution")
+    hardware.add_argument("--precision", default="auto", choices=PRECISIONS)
+    hardware.add_argument("--replicas", type=int, default=None,
+                          help="MirroredStrategy replicas per trial (the tuner's "
+                          "distribution_strategy; on a CPU: N logical devices)")
+    hardware.add_argument("--workers", type=int, default=0,
+                          help="run a distributed search here: a chief and N workers on "
+                          "127.0.0.1 (KerasTuner's protocol)")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--directory", default="tuning")
+    out.add_argument("--project-name", default="googlenet")
+    out.add_argument("--overwrite", action="store_true",
+                     help="delete the project and start afresh instead of continuing it")
+    return p
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from training.tune import SearchFailedError, TuneConfig, launch_local, run_search
+
+    settings = {k: v for k, v in vars(args).items() if k != "workers"}
+    config = TuneConfig(**settings)
+    try:
+        config.validate()
+        if args.workers < 0:
+            raise ValueError(f"`workers` must be >= 0; received workers={args.workers}.")
+        if args.workers:
+            if "KERASTUNER_ORACLE_IP" in os.environ:
+                raise ValueError("--workers starts its own chief and workers; unset "
+                                 "KERASTUNER_ORACLE_IP to use it.")
+            if args.overwrite:
+                import shutil
+
+                # Once, here: children deleting the project would race one another.
+                shutil.rmtree(os.path.join(args.directory, args.project_name),
+                              ignore_errors=True)
+            child_argv = drop_options(argv, with_value=("--workers",), flags=("--overwrite",))
+            return launch_local(child_argv, args.workers, args.directory, args.project_name)
+        result = run_search(config)
+    except SearchFailedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_SEARCH_FAILED
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENTS
+    except KeyboardInterrupt:
+        print("interrupted: re-run the same command to continue the search", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if result.role != "worker":
+        print(json.dumps({"best": {k: v for k, v in result.best.items() if k != "widths"},
+                          "trials_run": result.trials_run,
+                          "paths": {k: v for k, v in result.paths.items()
+                                    if k != "markdown_text"}}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,651 @@
+"""Datasets and input pipelines for training GoogLeNet.
+
+`load_dataset` turns a spec string into unbatched train/validation `tf.data`
+datasets of `(uint8 image (H, W, 3), int32 label)`:
+
+* `"digits"` (default): scikit-learn's bundled 8x8 digits, present on any machine.
+* `"tfds:NAME"`: a TFDS image-classification dataset already prepared in `data_dir`
+  (never touches the network unless `download=True`).
+* `"folder:PATH"`: one sub-folder of images per class, optionally under
+  `PATH/train` and `PATH/val`; unreadable files are skipped and reported.
+
+`make_pipeline` batches one of those datasets for the model: Inception-style
+augmentation for training, a central crop for evaluation, then `preprocess_input`.
+It is deterministic under its `seed`: every random op is stateless and fed per-element
+seeds drawn from a seeded stream that is redrawn, reproducibly, at every iteration.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import logging
+import numbers
+import os
+
+import numpy as np
+import tensorflow as tf
+
+import keras_googlenet
+from training.augment import (
+    AREA_RANGE,
+    EVAL_CROP_FRACTION,
+    central_crop,
+    check_area_range,
+    inception_crop,
+    inception_crop_box,
+    train_augment,
+)
+
+__all__ = [
+    "DatasetSplits",
+    "DatasetUnavailableError",
+    "central_crop",
+    "inception_crop",
+    "inception_crop_box",
+    "load_dataset",
+    "make_pipeline",
+]
+
+logger = logging.getLogger("keras_googlenet.data")
+
+SPEC_FORMS = ("digits", "tfds:NAME", "folder:PATH")
+# Image formats tf.io.decode_image reads exactly like PIL (CMYK JPEG and palette PNG
+# included); anything else PIL can open (BMP, TIFF, WebP, ...) is decoded with PIL.
+_TF_DECODABLE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF"})  # MPO: camera JPEGs
+_VAL_FOLDER_NAMES = ("val", "validation")
+
+
+class DatasetUnavailableError(ValueError):
+    """A dataset is not available locally and could not (or may not) be downloaded."""
+
+
+@dataclasses.dataclass
+class DatasetSplits:
+    """Train and validation data of one dataset.
+
+    Attributes:
+        train: unbatched `tf.data.Dataset` of `(image, label)`: uint8 images of shape
+            (height, width, 3), sizes may vary; int32 scalar labels.
+        val: the same for validation.
+        class_names: label index -> class name.
+        num_train: number of training examples.
+        num_val: number of validation examples.
+        source: the spec string the data came from, e.g. `"tfds:cifar10"`.
+        skipped: files skipped as unreadable (folder datasets); empty otherwise.
+    """
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    class_names: list[str]
+    num_train: int
+    num_val: int
+    source: str
+    skipped: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+
+# ---------------------------------------------------------------------------------
+# load_dataset
+
+
+def load_dataset(spec="digits", data_dir=None, seed=0, val_fraction=0.2, *, download=False):
+    """Load a dataset's train and validation splits.
+
+    Args:
+        spec: `"digits"`, `"tfds:NAME"` (e.g. `"tfds:cifar10"`, `"tfds:imagenet2012"`)
+            or `"folder:PATH"`.
+        data_dir: TFDS data directory (`tfds:` only; `None` = TFDS's default).
+        seed: seeds the train/validation split where one has to be made.
+        val_fraction: share of each class held out for validation when the data has
+            no validation split of its own; in (0, 1).
+        download: `tfds:` only. By default nothing is downloaded, so loading never
+            waits on a network that is not there; a dataset that is not prepared in
+            `data_dir` raises `DatasetUnavailableError` saying how to prepare it.
+            `True` lets TFDS download and prepare it (from the original sources).
+
+    Returns:
+        A `DatasetSplits`.
+
+    Raises:
+        ValueError: a bad argument, a missing or unusable folder, an unknown or
+            non-image-classification TFDS dataset.
+        DatasetUnavailableError: (a `ValueError`) a TFDS dataset that is not prepared.
+    """
+    if not isinstance(spec, str):
+        raise ValueError(
+            f"`dataset` must be a string of the form {' | '.join(SPEC_FORMS)}; received {spec!r}."
+        )
+    seed = _check_seed(seed)
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real):
+        raise ValueError(f"`val_fraction` must be a number in (0, 1); received {val_fraction!r}.")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"`val_fraction` must be in (0, 1); received val_fraction={val_fraction}.")
+
+    kind, _, arg = spec.partition(":")
+    if spec == "digits":
+        return _load_digits(seed, float(val_fraction))
+    if kind == "tfds" and arg:
+        return _load_tfds(spec, arg, data_dir, seed, float(val_fraction), download)
+    if kind == "folder" and arg:
+        return _load_folder(spec, arg, seed, float(val_fraction))
+    raise ValueError(
+        f"`dataset` must be one of the forms {', '.join(SPEC_FORMS)}; received {spec!r}."
+    )
+
+
+def _check_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**31:
+        raise ValueError(f"`seed` must be an int in [0, 2**31); received seed={seed!r}.")
+    return int(seed)
+
+
+def _stratified_split(labels, val_fraction, seed):
+    """Seeded per-class split: `(train_indices, val_indices)`.
+
+    Each class with at least two examples keeps at least one on each side. Train
+    indices come shuffled so classes are mixed before any shuffle buffer sees them.
+    """
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label in np.unique(labels):
+        indices = rng.permutation(np.flatnonzero(labels == label))
+        num_val = round(len(indices) * val_fraction)
+        num_val = min(max(num_val, 1), len(indices) - 1) if len(indices) > 1 else 0
+        val.append(indices[:num_val])
+        train.append(indices[num_val:])
+    return rng.permutation(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def _load_digits(seed, val_fraction):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # 0..16 gray levels -> 0..255, replicated to RGB.
+    gray = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    images = np.repeat(gray[..., None], 3, axis=-1)
+    labels = digits.target.astype(np.int32)
+    train_idx, val_idx = _stratified_split(labels, val_fraction, seed)
+    return DatasetSplits(
+        train=tf.data.Dataset.from_tensor_slices((images[train_idx], labels[train_idx])),
+        val=tf.data.Dataset.from_tensor_slices((images[val_idx], labels[val_idx])),
+        class_names=[str(name) for name in digits.target_names],
+        num_train=len(train_idx),
+        num_val=len(val_idx),
+        source="digits",
+        skipped=[],
+    )
+
+
+# ---------------------------------------------------------------------------------
+# TFDS
+
+
+@contextlib.contextmanager
+def _tfds_offline():
+    """Keep TFDS off gs://tfds-data: offline, each metadata look-up there hangs ~60 s.
+
+    TFDS 4.9.10 gates every GCS access (dataset info, `is_dataset_on_gcs`, prepared
+    downloads) on `gcs_utils._is_gcs_disabled`; it defaults to True, but make sure.
+    """
+    from tensorflow_datasets.core.utils import gcs_utils
+
+    if not hasattr(gcs_utils, "_is_gcs_disabled"):  # another TFDS version: rely on try_gcs
+        yield
+        return
+    previous = gcs_utils._is_gcs_disabled
+    gcs_utils._is_gcs_disabled = True
+    try:
+        yield
+    finally:
+        gcs_utils._is_gcs_disabled = previous
+
+
+def _load_tfds(spec, name, data_dir, seed, val_fraction, download):
+    import tensorflow_datasets as tfds
+
+    with _tfds_offline():
+        try:
+            builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
+        except tfds.core.registered.DatasetNotFoundError:
+            raise ValueError(
+                f"`dataset`: TFDS has no dataset {name!r} (received {spec!r}); "
+                "see `tfds.list_builders()` for the names."
+            ) from None
+        features = builder.info.features
+        image_feature = features["image"] if "image" in features else None
+        label_feature = features["label"] if "label" in features else None
+        if not isinstance(image_feature, tfds.features.Image) or not isinstance(
+            label_feature, tfds.features.ClassLabel
+        ):
+            raise ValueError(
+                f"`dataset`: {spec!r} is not an image-classification dataset; it needs an "
+                f"`image` (Image) and a `label` (ClassLabel) feature, it has {list(features)}."
+            )
+        if not builder.is_prepared():
+            if not download:
+                raise DatasetUnavailableError(_not_prepared_message(builder, name, data_dir))
+            try:
+                builder.download_and_prepare(
+                    download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+                )
+            except Exception as error:  # any failure means: not available here
+                raise DatasetUnavailableError(
+                    f"Could not download and prepare TFDS dataset {name!r}: {error}\n"
+                    + _not_prepared_message(builder, name, data_dir, download_failed=True)
+                ) from error
+
+        split_names = list(builder.info.splits.keys())
+        if "train" not in split_names:
+            raise ValueError(
+                f"`dataset`: TFDS dataset {name!r} has no `train` split (splits: {split_names})."
+            )
+        val_split = next((s for s in ("validation", "test") if s in split_names), None)
+        to_pair = _tfds_to_pair(image_feature, spec)
+        if val_split is not None:
+            train = builder.as_dataset(
+                split="train",
+                shuffle_files=True,
+                read_config=tfds.ReadConfig(shuffle_seed=seed),
+            )
+            val = builder.as_dataset(split=val_split, shuffle_files=False)
+            num_train = _count(train, builder, "train")
+            num_val = _count(val, builder, val_split)
+        else:
+            # No held-out split: hold out a seeded random subset of train, by index.
+            full = builder.as_dataset(split="train", shuffle_files=False)
+            total = _count(full, builder, "train")
+            rng = np.random.default_rng(seed)
+            num_val = min(max(round(total * val_fraction), 1), total - 1)
+            is_val = np.zeros(total, dtype=bool)
+            is_val[rng.permutation(total)[:num_val]] = True
+            is_val = tf.constant(is_val)
+            indexed = full.enumerate()
+            train = indexed.filter(lambda i, _: tf.logical_not(is_val[i])).map(lambda _, ex: ex)
+            val = indexed.filter(lambda i, _: is_val[i]).map(lambda _, ex: ex)
+            num_train = total - num_val
+
+    return DatasetSplits(
+        train=train.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE),
+        val=val.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE),
+        class_names=list(label_feature.names),
+        num_train=int(num_train),
+        num_val=int(num_val),
+        source=spec,
+        skipped=[],
+    )
+
+
+def _count(dataset, builder, split):
+    cardinality = int(dataset.cardinality())
+    return cardinality if cardinality >= 0 else builder.info.splits[split].num_examples
+
+
+def _tfds_to_pair(image_feature, spec):
+    channels = image_feature.shape[-1]
+    if channels not in (1, 3, 4, None):
+        raise ValueError(f"`dataset`: {spec!r} has {channels}-channel images; 1, 3 or 4 work.")
+
+    def to_rgb(image):
+        if channels == 1:
+            return tf.image.grayscale_to_rgb(image)
+        if channels == 4:
+            return image[..., :3]  # drop alpha
+        if channels == 3:
+            return image
+        # Channels only known per image: gray is replicated, alpha dropped.
+        image = tf.cond(
+            tf.shape(image)[-1] == 1, lambda: tf.tile(image, [1, 1, 3]), lambda: image[..., :3]
+        )
+        image.set_shape((None, None, 3))
+        return image
+
+    def to_pair(example):
+        image = example["image"]
+        if image.dtype != tf.uint8:
+            image = tf.image.convert_image_dtype(image, tf.uint8, saturate=True)
+        return to_rgb(image), tf.cast(example["label"], tf.int32)
+
+    return to_pair
+
+
+def _not_prepared_message(builder, name, data_dir, download_failed=False):
+    where = data_dir if data_dir is not None else "the TFDS default data_dir"
+    shown_dir = data_dir if data_dir is not None else "~/tensorflow_datasets"
+    message = (
+        f"TFDS dataset {name!r} is not prepared in {where} (looked for {builder.data_dir}). "
+        f"Prepare it on a machine with network access: `tfds build {name} --data_dir "
+        f"{shown_dir}`, and copy that directory here"
+    )
+    if not download_failed:
+        # The default never downloads, so loading cannot hang on a missing network.
+        message += (
+            "; or let TFDS download it now: `googlenet-train --download` (download=True)"
+        )
+    message += "."
+    instructions = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
+    if instructions:
+        manual_dir = os.path.join(shown_dir, "downloads", "manual")
+        message += (
+            f"\n{name!r} must be downloaded by hand first:\n{instructions.strip()}\n"
+            f"Put those files in {manual_dir} and run "
+            f"`tfds build {name} --data_dir {shown_dir} --manual_dir {manual_dir}`."
+        )
+    return message
+
+
+# ---------------------------------------------------------------------------------
+# Image folders
+
+
+def _load_folder(spec, path, seed, val_fraction):
+    root = os.path.expanduser(path)
+    if not os.path.isdir(root):
+        raise ValueError(f"`dataset`: folder {path!r} does not exist or is not a directory.")
+    val_root = next(
+        (os.path.join(root, n) for n in _VAL_FOLDER_NAMES if os.path.isdir(os.path.join(root, n))),
+        None,
+    )
+    has_subtrees = os.path.isdir(os.path.join(root, "train")) and val_root is not None
+    train_root = os.path.join(root, "train") if has_subtrees else root
+
+    class_names = _class_folders(train_root)
+    if len(class_names) < 2:
+        raise ValueError(
+            f"`dataset`: {spec!r} needs one sub-folder of images per class and at least two "
+            f"classes; found {len(class_names)} in {train_root} ({class_names})."
+        )
+    if has_subtrees:
+        extra = sorted(set(_class_folders(val_root)) - set(class_names))
+        if extra:
+            raise ValueError(
+                f"`dataset`: {val_root} has classes that {train_root} lacks: {extra}. "
+                "Train and val must use the same class sub-folders."
+            )
+
+    train_files, train_labels = _list_files(train_root, class_names)
+    val_files, val_labels = _list_files(val_root, class_names) if has_subtrees else ([], [])
+    readable, use_pil = _scan_images(train_files + val_files)
+    skipped = [f for f, ok in zip(train_files + val_files, readable, strict=True) if not ok]
+    if skipped:
+        logger.warning(
+            "Skipped %d of %d files in %s that are not readable images (corrupt, truncated "
+            "or not images), e.g. %s",
+            len(skipped),
+            len(readable),
+            root,
+            skipped[:5],
+        )
+
+    def keep(files, labels, offset):
+        mask = readable[offset : offset + len(files)]
+        return (
+            np.array(files, dtype=object)[mask].astype(str),
+            np.array(labels, dtype=np.int32)[mask],
+            use_pil[offset : offset + len(files)][mask],
+        )
+
+    files, labels, pil = keep(train_files, train_labels, 0)
+    empty = [class_names[c] for c in range(len(class_names)) if not np.any(labels == c)]
+    if empty:
+        raise ValueError(f"`dataset`: classes without a readable image in {train_root}: {empty}.")
+    if has_subtrees:
+        val_files, val_labels, val_pil = keep(val_files, val_labels, len(train_files))
+        order = np.random.default_rng(seed).permutation(len(files))  # mix the classes
+        files, labels, pil = files[order], labels[order], pil[order]
+    else:
+        train_idx, val_idx = _stratified_split(labels, val_fraction, seed)
+        val_files, val_labels, val_pil = files[val_idx], labels[val_idx], pil[val_idx]
+        files, labels, pil = files[train_idx], labels[train_idx], pil[train_idx]
+    if len(val_files) == 0:
+        raise ValueError(
+            f"`dataset`: {spec!r} leaves no validation images; add images or a val/ folder."
+        )
+
+    return DatasetSplits(
+        train=_decoding_dataset(files, labels, pil),
+        val=_decoding_dataset(val_files, val_labels, val_pil),
+        class_names=class_names,
+        num_train=len(files),
+        num_val=len(val_files),
+        source=spec,
+        skipped=skipped,
+    )
+
+
+def _class_folders(root):
+    return sorted(
+        entry.name
+        for entry in os.scandir(root)
+        if entry.is_dir() and not entry.name.startswith(".")
+    )
+
+
+def _list_files(root, class_names):
+    files, labels = [], []
+    for label, name in enumerate(class_names):
+        class_dir = os.path.join(root, name)
+        if not os.path.isdir(class_dir):
+            continue  # a val/ tree may lack some classes
+        for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for filename in sorted(filenames):
+                if not filename.startswith("."):  # .DS_Store and friends
+                    files.append(os.path.join(dirpath, filename))
+                    labels.append(label)
+    return files, labels
+
+
+def _scan_images(files):
+    """Fully decode every file once, so bad ones are known before training starts.
+
+    Returns:
+        `(readable, use_pil)`: boolean arrays; `use_pil` marks formats that
+        `tf.io.decode_image` does not read.
+    """
+    if not files:
+        return np.zeros(0, bool), np.zeros(0, bool)
+    # PIL releases the GIL while decoding, so threads scale over the cores.
+    workers = min(32, 2 * (os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as executor:
+        results = list(executor.map(_scan_image, files))
+    readable, use_pil = zip(*results, strict=True)
+    return np.array(readable, dtype=bool), np.array(use_pil, dtype=bool)
+
+
+def _scan_image(path):
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image_format = image.format
+            image.load()  # raises on truncated or corrupt data (LOAD_TRUNCATED_IMAGES is off)
+        return True, image_format not in _TF_DECODABLE_FORMATS
+    except Exception:  # PIL raises many types for bad files; any of them means "skip"
+        return False, False
+
+
+def _pil_decode(path):
+    from PIL import Image
+
+    with Image.open(path.decode() if isinstance(path, bytes) else path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _decoding_dataset(files, labels, use_pil):
+    """`(path, label)` -> `(uint8 RGB image, label)`, decoded lazily in the pipeline."""
+    any_pil = bool(np.any(use_pil))
+
+    def decode(path, label, pil):
+        def with_tf():
+            return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+
+        def with_pil():
+            image = tf.numpy_function(_pil_decode, [path], tf.uint8, stateful=False)
+            image.set_shape((None, None, 3))
+            return image
+
+        # The PIL branch only exists when needed, keeping the usual graph pure TF.
+        image = tf.cond(pil, with_pil, with_tf) if any_pil else with_tf()
+        image.set_shape((None, None, 3))
+        return image, label
+
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (tf.constant(files, tf.string), tf.constant(labels, tf.int32), tf.constant(use_pil))
+    )
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # Every file decoded once in the up-front scan; should one still fail (changed on
+    # disk since), drop it with a logged warning rather than end training mid-epoch.
+    return dataset.ignore_errors(log_warning=True)
+
+
+# ---------------------------------------------------------------------------------
+# make_pipeline
+
+
+def make_pipeline(
+    dataset,
+    *,
+    input_size,
+    batch_size,
+    training,
+    seed=0,
+    variant="v1",
+    flip=True,
+    distort=True,
+    cache=False,
+    shuffle_buffer=10_000,
+    drop_remainder=None,
+    area_range=AREA_RANGE,
+):
+    """Batch a `DatasetSplits.train`/`.val` dataset for a GoogLeNet model.
+
+    Training: shuffle (reshuffled every iteration), Inception crop of 8 %-100 % of
+    the area (`area_range`) with aspect ratio in [3/4, 4/3], resize to `input_size`, optional
+    horizontal flip and color distortions. Evaluation: central crop of 87.5 % of
+    each side, resize. Then `keras_googlenet.preprocess_input(variant=variant)`.
+    The dataset is not repeated: one iteration is one epoch.
+
+    Deterministic under `seed`: pipelines built with the same seed yield identical
+    batches, epoch after epoch; each new iteration (epoch, or pass of a `.repeat()`)
+    draws a new shuffle and new augmentation, reproducibly. (TF combines op seeds
+    with its global seed, so a `keras.utils.set_random_seed` call is part of the
+    recipe: same global seed and same `seed`, same batches.)
+
+    Args:
+        dataset: unbatched `tf.data.Dataset` of `(uint8 image (H, W, 3), label)`.
+        input_size: side length of the model input, e.g. 224.
+        batch_size: examples per batch.
+        training: augment and shuffle (True) or evaluate (False).
+        seed: seeds the shuffle and the augmentation.
+        variant: GoogLeNet variant whose preprocessing to apply.
+        flip: random horizontal flips (training; turn off for e.g. digits).
+        distort: random brightness, saturation, hue and contrast (training).
+        cache: cache the decoded, un-augmented images in memory after the first epoch.
+        shuffle_buffer: shuffle buffer size in examples (training).
+        drop_remainder: drop the last partial batch; `None` = True for training
+            (static batch shapes for tf.distribute), False for evaluation.
+        area_range: bounds of the training crop's share of the image area; the
+            paper's (0.08, 1.0) by default (tiny images like digits may want more).
+
+    Returns:
+        A `tf.data.Dataset` of `(images, labels)`: float32 (batch, input_size,
+        input_size, 3) in [-1, 1] and int32 (batch,).
+    """
+    _check_dataset(dataset)
+    input_size = _check_positive_int(input_size, "input_size")
+    batch_size = _check_positive_int(batch_size, "batch_size")
+    shuffle_buffer = _check_positive_int(shuffle_buffer, "shuffle_buffer")
+    seed = _check_seed(seed)
+    area_range = check_area_range(area_range)
+    if variant not in keras_googlenet.VARIANTS:
+        raise ValueError(
+            f"`variant` must be one of {sorted(keras_googlenet.VARIANTS)}; "
+            f"received variant={variant!r}."
+        )
+    for name, value in (
+        ("training", training),
+        ("flip", flip),
+        ("distort", distort),
+        ("cache", cache),
+    ):
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"`{name}` must be True or False; received {name}={value!r}.")
+    if drop_remainder is None:
+        drop_remainder = bool(training)
+    elif not isinstance(drop_remainder, (bool, np.bool_)):
+        raise ValueError(
+            f"`drop_remainder` must be None, True or False; received {drop_remainder!r}."
+        )
+    cardinality = int(dataset.cardinality())
+    if drop_remainder and 0 <= cardinality < batch_size:
+        raise ValueError(
+            f"`batch_size`={batch_size} exceeds the dataset's {cardinality} examples, so "
+            "with drop_remainder=True there would be no batch; lower `batch_size`."
+        )
+
+    def finish(image, label):
+        image = keras_googlenet.preprocess_input(image, variant=variant)
+        return image, tf.cast(label, tf.int32)
+
+    ds = dataset.cache() if cache else dataset
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        # A seeded stream of per-element seed pairs for the stateless augmentation ops;
+        # `rerandomize_each_iteration` draws a fresh (but reproducible) stream per epoch.
+        element_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip(ds, element_seeds.batch(2, drop_remainder=True))
+
+        def augment(example, element_seed):
+            image, label = example
+            image = train_augment(
+                image, input_size, element_seed, flip=flip, distort=distort, area_range=area_range
+            )
+            return finish(image, label)
+
+        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+
+        def evaluate(image, label):
+            return finish(central_crop(image, input_size, EVAL_CROP_FRACTION), label)
+
+        ds = ds.map(evaluate, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    ds = ds.batch(batch_size, drop_remainder=bool(drop_remainder))
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options)
+
+
+def _check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}.")
+    return int(value)
+
+
+def _check_dataset(dataset):
+    if isinstance(dataset, DatasetSplits):
+        raise ValueError(
+            "`dataset` must be one split, e.g. `splits.train` or `splits.val`; "
+            "received the whole DatasetSplits."
+        )
+    if not isinstance(dataset, tf.data.Dataset):
+        raise ValueError(f"`dataset` must be a tf.data.Dataset; received {type(dataset).__name__}.")
+    spec = dataset.element_spec
+    ok = (
+        isinstance(spec, tuple)
+        and len(spec) == 2
+        and isinstance(spec[0], tf.TensorSpec)
+        and spec[0].shape.rank == 3
+        and spec[0].shape[-1] in (3, None)
+    )
+    if not ok:
+        raise ValueError(
+            "`dataset` must yield unbatched (image, label) pairs with images of shape "
+            f"(height, width, 3), as `load_dataset` returns; received element_spec={spec}."
+        )
