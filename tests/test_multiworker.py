@@ -100,15 +100,17 @@ def test_loss_curve_matches_single_process_training_at_the_same_global_batch(
         two_worker_run, tmp_path):
     run, _, _ = two_worker_run
     result = subprocess.run(
-        [sys.executable, "-m", "training.cli.train", *SMALL, "--epochs", "2", "--replicas", "2",
+        [sys.executable, "-m", "training.cli.train", *SMALL, "--epochs", "2", "--batch-size", "16",
          "--loop", "custom", "--output-dir", str(tmp_path), "--run-name", "one"],
         env=ENV, capture_output=True, text=True, timeout=400,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     single = run_dir_lib.read_history(tmp_path / "one" / "history.csv")
     multi = run_dir_lib.read_history(run / "history.csv")
-    # Same global batch, same seeded data order and augmentation, same per-replica BN
-    # batches; only dropout masks differ between the two set-ups. Stated tolerance: 5 %.
+    # One process, one replica of 16 against two workers of 8: same global batch, same
+    # seeded data order and augmentation. Dropout masks and BatchNorm's batches (16 vs 2x8)
+    # differ. Stated tolerance: 5 % (2 replicas in one process gave the same figures within
+    # 2 %, at 4x the test time: MirroredStrategy traces each replica).
     np.testing.assert_allclose(multi["loss"], single["loss"], rtol=0.05)
     np.testing.assert_allclose(multi["val_main_loss"], single["val_main_loss"], rtol=0.05)
 
