@@ -8,7 +8,7 @@ from keras_googlenet.googlenet import (
     inception_block,
     set_batch_norm_momentum,
 )
-from keras_googlenet.layers import LocalResponseNormalization
+from keras_googlenet.layers import FusedBatchNormalization, LocalResponseNormalization
 from keras_googlenet.losses import (
     DEFAULT_LOSS_WEIGHTS,
     SparseCategoricalCrossentropy,
@@ -30,6 +30,7 @@ __all__ = [
     "ENDPOINTS",
     "INCEPTION_WIDTHS",
     "VARIANTS",
+    "FusedBatchNormalization",
     "GoogLeNet",
     "LocalResponseNormalization",
     "SparseCategoricalCrossentropy",

@@ -12,6 +12,9 @@ from keras.applications import imagenet_utils
 from keras_googlenet import spec as spec_lib
 
 PREPROCESSING_MODES = ("tf", "torch", "caffe")
+# Evaluation crop of the Inception recipe: the central 87.5 % of each side, then resize.
+# Shared by the training pipeline, export's uint8 signature and googlenet-predict.
+EVAL_CROP_FRACTION = 0.875
 
 
 def preprocess_input(x, variant="v1", mode=None, data_format=None):

@@ -26,6 +26,8 @@ import os
 
 import numpy as np
 
+from keras_googlenet.preprocessing import EVAL_CROP_FRACTION
+
 FORMAT_KERAS = "keras"
 FORMAT_SAVEDMODEL = "savedmodel"
 FORMAT_TFLITE = "tflite"
@@ -305,9 +307,6 @@ def load_predictor(path, num_threads=None):
     fmt = detect_format(path)
     card = read_model_card(path)
     return _PREDICTORS[fmt](path, card=card, num_threads=num_threads)
-
-
-EVAL_CROP_FRACTION = 0.875  # the evaluation crop of the training pipeline (training.augment)
 
 
 def _crop_box(height, width, fraction):

@@ -16,12 +16,13 @@ import numbers
 
 import tensorflow as tf
 
+from keras_googlenet.preprocessing import EVAL_CROP_FRACTION
+
 # The paper's crop distribution.
 AREA_RANGE = (0.08, 1.0)
 ASPECT_RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)
 # Attempts before `sample_distorted_bounding_box` falls back to the whole image.
 MAX_ATTEMPTS = 10
-EVAL_CROP_FRACTION = 0.875
 
 # Photometric distortions of the Inception training recipe (TF-slim `distort_color`).
 BRIGHTNESS_MAX_DELTA = 32.0 / 255.0
