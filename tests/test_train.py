@@ -280,3 +280,32 @@ def test_learning_rate_schedules():
     assert float(cosine(10)) == pytest.approx(0.1)  # warm-up ends at the peak
     assert float(cosine(49)) < 0.01  # decays towards zero by the end
     assert _learning_rate(TrainConfig(schedule="constant"), 10, 5, 0.1) == 0.1
+
+
+def test_epoch_backup_resumes_fit_and_a_later_fit_keeps_its_own_initial_epoch(tmp_path):
+    from training.multiworker import EpochBackup
+
+    class EpochLog(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epochs = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epochs.append(epoch)
+
+    def fit(backup_dir, **kwargs):
+        log = EpochLog()
+        model.fit(x, y, batch_size=4, verbose=0, callbacks=[
+            EpochBackup(str(backup_dir), restore_on_train_begin=True), log], **kwargs)
+        return log.epochs
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    x, y = np.ones((8, 3), "float32"), np.ones((8, 1), "float32")
+    assert fit(tmp_path / "a", epochs=2) == [0, 1]
+    steps = int(model.optimizer.iterations.numpy())
+    model.optimizer.iterations.assign(0)
+    assert fit(tmp_path / "a", epochs=3) == [2]  # restored: epochs 0-1 are not redone
+    assert int(model.optimizer.iterations.numpy()) == steps + 2  # the step count came back
+    # a new phase with an empty backup starts where it is told, not at the epoch restored above
+    assert fit(tmp_path / "b", epochs=5, initial_epoch=3) == [3, 4]

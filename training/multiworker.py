@@ -103,9 +103,10 @@ class EpochBackup(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.restore_on_train_begin:
-            completed = self.restore()
-            if completed:
-                self.model._initial_epoch = completed  # read by Model.fit after this hook
+            # Model.fit starts from `model._initial_epoch or initial_epoch`, read after this
+            # hook. Keras never resets it, so a value left by an earlier fit (an earlier
+            # training phase) must be cleared when there is nothing to restore.
+            self.model._initial_epoch = self.restore() or None
 
     def _pointer(self):
         return os.path.join(self.backup_dir, "latest.json")
