@@ -551,3 +551,21 @@ def test_tfds_unknown_or_unsuitable_dataset():
         data.load_dataset("tfds:no_such_dataset")
     with pytest.raises(ValueError, match="not an image-classification dataset"):
         data.load_dataset("tfds:glue")
+
+
+def test_folder_files_are_reshuffled_every_epoch_before_decoding(tmp_path):
+    root = tmp_path / "ds"
+    for name in COLORS:
+        _write_class(root, name, 10)
+    splits = data.load_dataset(f"folder:{root}", seed=3, val_fraction=0.2)
+    assert splits.shuffle_buffer == data.FOLDER_SHUFFLE_BUFFER < 10_000
+
+    def label_order(dataset):
+        return [int(label) for _, label in dataset.as_numpy_iterator()]
+
+    first, second = label_order(splits.train), label_order(splits.train)
+    assert sorted(first) == sorted(second) and len(first) == splits.num_train == 24
+    assert first != second  # a new order every epoch
+    again = data.load_dataset(f"folder:{root}", seed=3, val_fraction=0.2)
+    assert label_order(again.train) == first  # reproducible under the seed
+    assert label_order(splits.val) == label_order(splits.val)  # validation is not shuffled

@@ -13,6 +13,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -405,7 +406,9 @@ def train(config: TrainConfig, log=print) -> TrainResult:
     )
     train_ds = data_lib.make_pipeline(
         splits.train, batch_size=global_batch, training=True, flip=config.flip,
-        distort=config.distort, area_range=(config.min_crop_area, 1.0), **pipeline_args,
+        distort=config.distort, area_range=(config.min_crop_area, 1.0),
+        **({"shuffle_buffer": splits.shuffle_buffer} if splits.shuffle_buffer else {}),
+        **pipeline_args,
     ).repeat()
     val_ds = data_lib.make_pipeline(
         splits.val, batch_size=global_batch, training=False, **pipeline_args
@@ -503,10 +506,17 @@ def train(config: TrainConfig, log=print) -> TrainResult:
             progress,
         ]
         if config.loop == "fit":
-            model.fit(
-                train_ds, validation_data=val_ds, epochs=end_epoch, initial_epoch=first_epoch,
-                steps_per_epoch=steps_per_epoch, callbacks=phase_callbacks, verbose=0,
-            )
+            with warnings.catch_warnings():
+                # Keras warns "Your input ran out of data" at the end of every validation
+                # pass over a dataset of unknown size (folder datasets: files that turn out
+                # unreadable are dropped). The training data repeats, so it cannot run out.
+                warnings.filterwarnings("ignore", message="Your input ran out of data")
+                model.fit(
+                    train_ds, validation_data=val_ds, epochs=end_epoch,
+                    initial_epoch=first_epoch, steps_per_epoch=steps_per_epoch,
+                    callbacks=phase_callbacks, verbose=0,
+                    shuffle=False,  # the pipeline shuffles; Keras would warn it ignores this
+                )
         else:
             with strategy.scope():
                 custom_loop = multiworker.CustomLoop(model, strategy, global_batch)
@@ -531,7 +541,9 @@ def train(config: TrainConfig, log=print) -> TrainResult:
 
     wall_time = time.perf_counter() - started
     if config.loop == "fit":
-        final = model.evaluate(val_ds, verbose=0, return_dict=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            final = model.evaluate(val_ds, verbose=0, return_dict=True)
     else:
         final = custom_loop.evaluate(strategy.experimental_distribute_dataset(val_ds))
     weights_spread = _weights_spread_across_workers(model, strategy) if cluster else None
