@@ -51,9 +51,14 @@ def _alive(pid):
         return False
 
 
-def _launch(*args):
-    return subprocess.Popen([sys.executable, "-m", "training.cli.train", *args], env=ENV,
+def _launch(*args, tmpdir=None):
+    env = ENV if tmpdir is None else {**ENV, "TMPDIR": str(tmpdir)}
+    return subprocess.Popen([sys.executable, "-m", "training.cli.train", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _our_temp_files(tmpdir):
+    return [n for n in os.listdir(tmpdir) if n.startswith("keras_googlenet")]
 
 
 def _wait_collecting_workers(process, timeout=400):
@@ -72,15 +77,16 @@ def _wait_collecting_workers(process, timeout=400):
 @pytest.fixture(scope="module")
 def two_worker_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("mw")
+    tmpdir = tmp_path_factory.mktemp("mw-tmp")
     process = _launch(*SMALL, "--epochs", "2", "--workers", "2", "--output-dir", str(out),
-                      "--run-name", "mw")
+                      "--run-name", "mw", tmpdir=tmpdir)
     code, output, workers = _wait_collecting_workers(process)
     assert code == 0, output[-4000:]
-    return out / "mw", output, workers
+    return out / "mw", output, workers, tmpdir
 
 
 def test_two_workers_finish_in_sync_and_only_the_chief_writes(two_worker_run):
-    run, output, workers = two_worker_run
+    run, output, workers, tmpdir = two_worker_run
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["strategy"] == "multi-worker" and metrics["workers"] == 2
     assert metrics["replicas"] == 2 and metrics["global_batch"] == 16
@@ -89,16 +95,17 @@ def test_two_workers_finish_in_sync_and_only_the_chief_writes(two_worker_run):
     assert {"model.keras", "inference.keras", "history.csv", "curves.png"} <= set(os.listdir(run))
     assert "global batch 16" in output  # the chief's progress is streamed
     assert len(workers) >= 2
+    assert _our_temp_files(tmpdir) == []  # worker scratch and launcher logs removed
 
 
 def test_launcher_leaves_no_process_behind_after_success(two_worker_run):
-    _, _, workers = two_worker_run
+    _, _, workers, _ = two_worker_run
     assert workers and not [pid for pid in workers if _alive(pid)]
 
 
 def test_loss_curve_matches_single_process_training_at_the_same_global_batch(
         two_worker_run, tmp_path):
-    run, _, _ = two_worker_run
+    run, _, _, _ = two_worker_run
     result = subprocess.run(
         [sys.executable, "-m", "training.cli.train", *SMALL, "--epochs", "2", "--batch-size", "16",
          "--loop", "custom", "--output-dir", str(tmp_path), "--run-name", "one"],
@@ -120,7 +127,9 @@ def test_killed_worker_then_restart_resumes_with_the_uninterrupted_step_count(tm
             "--run-name", "ft"]
     run = tmp_path / "ft"
     pointer = run / "backup" / "phase0" / "latest.json"
-    process = _launch(*args)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    process = _launch(*args, tmpdir=tmpdir)
     workers = set()
     deadline = time.time() + 300
     try:
@@ -144,8 +153,10 @@ def test_killed_worker_then_restart_resumes_with_the_uninterrupted_step_count(tm
     assert completed >= 1
     assert (pointer.parent / f"epoch-{completed}.weights.h5").exists()
     assert not (run / "metrics.json").exists()
+    # The killed worker could not clean up; the launcher removed its scratch directory.
+    assert _our_temp_files(tmpdir) == []
 
-    code, output, _ = _wait_collecting_workers(_launch(*args))
+    code, output, _ = _wait_collecting_workers(_launch(*args, tmpdir=tmpdir))
     assert code == 0, output[-4000:]
     assert "(resuming)" in output
     metrics = json.loads((run / "metrics.json").read_text())

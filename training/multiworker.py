@@ -35,6 +35,9 @@ import tensorflow as tf
 
 from training import run_dir as run_dir_lib
 
+# Set by `launch_local_workers`: where each worker keeps its scratch directory.
+WORKER_SCRATCH_ENV = "KERAS_GOOGLENET_WORKER_SCRATCH"
+
 
 @dataclasses.dataclass(frozen=True)
 class ClusterInfo:
@@ -46,6 +49,20 @@ class ClusterInfo:
     def is_chief(self):
         # TF's convention: an explicit "chief" task, or worker 0 when there is none.
         return self.task_type == "chief" or (self.task_type == "worker" and self.task_id == 0)
+
+
+def worker_scratch_dir(run_name, task_id, environ=None):
+    """A new directory for a non-chief worker's own files (history, logs, best weights).
+
+    Under `launch_local_workers` it is made inside the launcher's temporary directory,
+    which the launcher removes however the worker ends, SIGKILL included. Elsewhere it is
+    a fresh temporary directory; `train` removes it when the worker returns or raises.
+    """
+    environ = os.environ if environ is None else environ
+    parent = environ.get(WORKER_SCRATCH_ENV) or None
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    return tempfile.mkdtemp(prefix=f"keras_googlenet-{run_name}-worker{task_id}-", dir=parent)
 
 
 def cluster_from_tf_config(environ=None):
@@ -300,6 +317,7 @@ def launch_local_workers(argv, workers, stream=None, env=None, timeout=None):
                 **os.environ, **(env or {}),
                 "TF_CONFIG": json.dumps({"cluster": cluster,
                                          "task": {"type": "worker", "index": index}}),
+                WORKER_SCRATCH_ENV: os.path.join(log_dir, "scratch"),
             }
             command = [sys.executable, "-m", "training.cli.train", *argv,
                        "--strategy", "multi-worker"]

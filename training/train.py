@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 import warnings
 
@@ -353,17 +352,25 @@ def train(config: TrainConfig, log=print) -> TrainResult:
     Re-running the same call after an interruption (even SIGKILL) resumes from the last
     completed epoch. Returns the run directory, the metrics and the trained model.
     """
-    from training import data as data_lib
-
     config = config.resolved()
     cluster = multiworker.cluster_from_tf_config() if config.strategy == "multi-worker" else None
     is_chief = cluster is None or cluster.is_chief
     run_dir = os.path.join(config.output_dir, config.run_name)
-    # Only the chief writes the run directory; other workers write to a scratch directory.
-    work_dir = run_dir if is_chief else tempfile.mkdtemp(
-        prefix=f"keras_googlenet-{config.run_name}-worker{cluster.task_id}-")
-    if not is_chief:
-        log = _quiet
+    if is_chief:
+        return _train(config, log, cluster, run_dir, work_dir=run_dir)
+    # Only the chief writes the run directory; other workers write to a scratch directory,
+    # removed however training ends (the launcher's covers SIGKILL too).
+    work_dir = multiworker.worker_scratch_dir(config.run_name, cluster.task_id)
+    try:
+        return _train(config, _quiet, cluster, run_dir, work_dir)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _train(config, log, cluster, run_dir, work_dir):
+    from training import data as data_lib
+
+    is_chief = work_dir == run_dir
     resuming = run_dir_lib.prepare_run_dir(run_dir, overwrite=config.overwrite) if is_chief \
         else False
     started = time.perf_counter()
@@ -548,7 +555,6 @@ def train(config: TrainConfig, log=print) -> TrainResult:
         final = custom_loop.evaluate(strategy.experimental_distribute_dataset(val_ds))
     weights_spread = _weights_spread_across_workers(model, strategy) if cluster else None
     if not is_chief:
-        shutil.rmtree(work_dir, ignore_errors=True)
         return TrainResult(run_dir=None, metrics={"final_val_main_accuracy":
                                                   final["main_accuracy"]}, model=model)
     run_dir_lib.compact_history(history_path)  # drop rows of epochs an interruption redid
