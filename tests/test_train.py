@@ -309,3 +309,29 @@ def test_epoch_backup_resumes_fit_and_a_later_fit_keeps_its_own_initial_epoch(tm
     assert int(model.optimizer.iterations.numpy()) == steps + 2  # the step count came back
     # a new phase with an empty backup starts where it is told, not at the epoch restored above
     assert fit(tmp_path / "b", epochs=5, initial_epoch=3) == [3, 4]
+
+
+def test_folder_dataset_training_emits_no_spurious_keras_warnings(tmp_path):
+    # Folder datasets have unknown size (unreadable files are dropped), so every Keras
+    # validation pass ends with "Your input ran out of data" unless train() silences it.
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, colour in enumerate(((200, 30, 30), (30, 200, 30))):
+        folder = tmp_path / "data" / f"class{label}"
+        folder.mkdir(parents=True)
+        for i in range(10):
+            pixels = np.clip(rng.normal(colour, 20, (40, 40, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train(TrainConfig(
+            dataset=f"folder:{tmp_path / 'data'}", input_size=33, width_multiplier=0.25,
+            batch_size=4, epochs=2, steps_per_epoch=2, aux=False, output_dir=str(tmp_path),
+            run_name="folder",
+        ), log=lambda *_: None)
+    assert result.metrics["epochs_completed"] == 2
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "ran out of data" in m], messages

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -346,6 +347,16 @@ def _check_resume_matches(run_dir, record):
         )
 
 
+@contextlib.contextmanager
+def _no_ran_out_of_data_warning():
+    """Keras warns "Your input ran out of data" at the end of every pass over a dataset of
+    unknown size (folder datasets: files that turn out unreadable are dropped). Validation
+    is meant to end that way, and the training data repeats, so it cannot run out."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        yield
+
+
 def train(config: TrainConfig, log=print) -> TrainResult:
     """Train a GoogLeNet as `config` says and write the run directory.
 
@@ -513,11 +524,7 @@ def _train(config, log, cluster, run_dir, work_dir):
             progress,
         ]
         if config.loop == "fit":
-            with warnings.catch_warnings():
-                # Keras warns "Your input ran out of data" at the end of every validation
-                # pass over a dataset of unknown size (folder datasets: files that turn out
-                # unreadable are dropped). The training data repeats, so it cannot run out.
-                warnings.filterwarnings("ignore", message="Your input ran out of data")
+            with _no_ran_out_of_data_warning():
                 model.fit(
                     train_ds, validation_data=val_ds, epochs=end_epoch,
                     initial_epoch=first_epoch, steps_per_epoch=steps_per_epoch,
@@ -548,8 +555,7 @@ def _train(config, log, cluster, run_dir, work_dir):
 
     wall_time = time.perf_counter() - started
     if config.loop == "fit":
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Your input ran out of data")
+        with _no_ran_out_of_data_warning():
             final = model.evaluate(val_ds, verbose=0, return_dict=True)
     else:
         final = custom_loop.evaluate(strategy.experimental_distribute_dataset(val_ds))
