@@ -1,0 +1,117 @@
+"""Batch-1 latency of each GoogLeNet stage in LiteRT (fp32) and ONNX Runtime, side by side.
+
+    python benchmarks/stage_latency.py --threads 2
+
+Cuts the float32 inference model at `keras_googlenet.ENDPOINTS` (conv1, pool1, ...,
+inception_5b, then the head), converts every stage on its own to TFLite (XNNPACK) and to
+ONNX (tf2onnx), and times each in its runtime: median of `--rounds` medians of `--runs`
+calls. Shows where one runtime loses time to the other, stage by stage. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def _median_ms(call, rounds, runs):
+    for _ in range(10):
+        call()
+    medians = []
+    for _ in range(rounds):
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+        medians.append(np.median(times))
+    return float(np.median(medians)) * 1e3
+
+
+def stage_models(model):
+    """[(name, stage model, MACs)] from the input to the last endpoint, then the head."""
+    import keras
+
+    import keras_googlenet as kg
+
+    stages, start = [], model.input
+    names = [*kg.ENDPOINTS, None]
+    for name in names:
+        end = model.output if name is None else model.get_layer(name).output
+        stage = keras.Model(start, end, name=f"stage_{name or 'head'}")
+        macs = sum(
+            int(np.prod(layer.output.shape[1:])) * int(np.prod(layer.kernel.shape[:-1]))
+            for layer in stage.layers
+            if isinstance(layer, keras.layers.Conv2D | keras.layers.Dense)
+        )
+        stages.append((name or "head", stage, macs))
+        start = end
+    return stages
+
+
+def time_litert(stage, threads, rounds, runs):
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        blob = tf.lite.TFLiteConverter.from_keras_model(stage).convert()
+    interpreter = Interpreter(model_content=blob, num_threads=threads)
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    interpreter.set_tensor(detail["index"], np.random.default_rng(0).random(
+        detail["shape"], dtype=np.float32))
+    return _median_ms(interpreter.invoke, rounds, runs)
+
+
+def time_onnxruntime(stage, threads, rounds, runs):
+    import onnxruntime as ort
+    import tensorflow as tf
+    import tf2onnx
+
+    shape = (1, *stage.input.shape[1:])
+    spec = (tf.TensorSpec(shape, tf.float32, name="x"),)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        proto, _ = tf2onnx.convert.from_keras(stage, input_signature=spec, opset=17)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    sess = ort.InferenceSession(proto.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+    feed = {sess.get_inputs()[0].name: np.random.default_rng(0).random(shape, dtype=np.float32)}
+    return _median_ms(lambda: sess.run(None, feed), rounds, runs)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--variant", default="torchvision")
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--runs", type=int, default=20)
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras_googlenet as kg
+
+    model = kg.GoogLeNet(weights=None, variant=args.variant, include_aux=False,
+                         input_shape=(args.input_size, args.input_size, 3))
+    print("| stage | M MACs | LiteRT fp32 ms | ONNX Runtime ms | LiteRT / ORT |")
+    print("|---|---|---|---|---|")
+    totals = [0.0, 0.0]
+    for name, stage, macs in stage_models(model):
+        litert = time_litert(stage, args.threads, args.rounds, args.runs)
+        onnx = time_onnxruntime(stage, args.threads, args.rounds, args.runs)
+        totals[0] += litert
+        totals[1] += onnx
+        print(f"| {name} | {macs / 1e6:.0f} | {litert:.2f} | {onnx:.2f} | {litert / onnx:.2f} |",
+              flush=True)
+    print(f"| sum | | {totals[0]:.2f} | {totals[1]:.2f} | {totals[0] / totals[1]:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
