@@ -8,7 +8,8 @@
 
 `export` writes torchvision's `GoogLeNet(aux_logits=False, transform_input=False)` (random
 weights; eval mode, so torch.onnx folds BatchNorm into the convs) with opset 17 and a dynamic
-batch. `compare` prints the median of the per-round medians for each model. Not a test:
+batch. `compare` prints the median of the per-round medians for each model (`--openvino`:
+also in OpenVINO's CPU plugin held to float32). Not a test:
 it backs the reference figures discussed in docs/export.md.
 """
 
@@ -57,33 +58,55 @@ def export(path, opset=17):
     print(f"wrote {path} (torch {torch.__version__})")
 
 
-def compare(paths, threads, rounds, runs):
+def _onnxruntime_call(path, threads):
     import onnxruntime as ort
 
-    sessions = []
-    for path in paths:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        sess = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        inp = sess.get_inputs()[0]
-        shape = [d if isinstance(d, int) else 1 for d in inp.shape]
-        feed = {inp.name: np.random.default_rng(0).random(shape, dtype=np.float32)}
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    sess = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    shape = [d if isinstance(d, int) else 1 for d in inp.shape]
+    feed = {inp.name: np.random.default_rng(0).random(shape, dtype=np.float32)}
+    return f"ONNX Runtime {ort.__version__}", lambda: sess.run(None, feed)
+
+
+def _openvino_call(path, threads):
+    """The same .onnx in OpenVINO's CPU plugin, held to float32 (on CPUs with AMX or
+    AVX512-BF16 its default is to compute in bfloat16)."""
+    import openvino
+
+    core = openvino.Core()
+    model = core.read_model(path)
+    shape = [d.get_length() if d.is_static else 1 for d in model.inputs[0].get_partial_shape()]
+    model.reshape({model.inputs[0].get_any_name(): shape})
+    compiled = core.compile_model(model, "CPU", {
+        "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads,
+        "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
+    request = compiled.create_infer_request()
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    return f"OpenVINO {openvino.__version__} (f32)", lambda: request.infer({0: x})
+
+
+def compare(paths, threads, rounds, runs, openvino=False):
+    calls = [_onnxruntime_call(path, threads) for path in paths]
+    if openvino:
+        calls += [_openvino_call(path, threads) for path in paths]
+    for _, call in calls:
         for _ in range(10):
-            sess.run(None, feed)
-        sessions.append((sess, feed))
-    medians = [[] for _ in paths]
+            call()
+    medians = [[] for _ in calls]
     for _ in range(rounds):
-        for index, (sess, feed) in enumerate(sessions):
+        for index, (_, call) in enumerate(calls):
             times = []
             for _ in range(runs):
                 start = time.perf_counter()
-                sess.run(None, feed)
+                call()
                 times.append(time.perf_counter() - start)
             medians[index].append(np.median(times) * 1e3)
-    print(f"ONNX Runtime {ort.__version__}, {threads} threads, batch 1: median of {rounds} "
-          f"rounds x {runs} runs")
-    for path, values in zip(paths, medians, strict=True):
-        print(f"  {np.median(values):6.2f} ms (rounds {min(values):.2f}-{max(values):.2f})  {path}")
+    print(f"{threads} threads, batch 1: median of {rounds} rounds x {runs} runs")
+    for (runtime, _), path, values in zip(calls, paths * (1 + openvino), medians, strict=True):
+        print(f"  {np.median(values):6.2f} ms (rounds {min(values):.2f}-{max(values):.2f})  "
+              f"{runtime}  {path}")
 
 
 def main(argv=None):
@@ -97,6 +120,8 @@ def main(argv=None):
     c.add_argument("--threads", type=int, default=2)
     c.add_argument("--rounds", type=int, default=6)
     c.add_argument("--runs", type=int, default=30)
+    c.add_argument("--openvino", action="store_true",
+                   help="also time each model in OpenVINO at float32 (needs `openvino`)")
     args = p.parse_args(argv)
     if args.command == "export":
         export(args.out, args.opset)
@@ -104,7 +129,7 @@ def main(argv=None):
         missing = [m for m in args.models if not os.path.isfile(m)]
         if missing:
             p.error(f"no such model file: {missing}")
-        compare(args.models, args.threads, args.rounds, args.runs)
+        compare(args.models, args.threads, args.rounds, args.runs, args.openvino)
     return 0
 
 
