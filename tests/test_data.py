@@ -443,6 +443,21 @@ def test_folder_train_val_layout(tmp_path):
         data.load_dataset(f"folder:{root}")
 
 
+def test_folder_check_reports_progress_and_rate(tmp_path, caplog, monkeypatch):
+    root = tmp_path / "ds"
+    for name in COLORS:
+        _write_class(root, name, 4)
+    monkeypatch.setattr(data, "SCAN_PROGRESS_SECONDS", 0.0)  # report after every file
+    with caplog.at_level(logging.INFO, logger="keras_googlenet.data"):
+        data.load_dataset(f"folder:{root}", seed=0, val_fraction=0.25)
+    progress = [r.getMessage() for r in caplog.records if "checking images" in r.getMessage()]
+    assert progress[0].startswith("checking images: 1 of 12 (8 %)")
+    assert progress[-1].startswith("checking images: 11 of 12 (91 %)")
+    assert "files/s, about 0 min 00 s left" in progress[-1]
+    done = [r.getMessage() for r in caplog.records if r.getMessage().startswith("checked ")]
+    assert len(done) == 1 and done[0].startswith("checked 12 images in 0 min")
+
+
 def test_file_gone_after_scan_is_dropped_not_fatal(tmp_path):
     root = tmp_path / "ds"
     for name in COLORS:

@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import numbers
 import os
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -55,6 +56,8 @@ SPEC_FORMS = ("digits", "tfds:NAME", "folder:PATH")
 # included); anything else PIL can open (BMP, TIFF, WebP, ...) is decoded with PIL.
 _TF_DECODABLE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF"})  # MPO: camera JPEGs
 _VAL_FOLDER_NAMES = ("val", "validation")
+# While folder images are checked: how often to log progress (seconds).
+SCAN_PROGRESS_SECONDS = 10.0
 
 
 class DatasetUnavailableError(ValueError):
@@ -453,6 +456,9 @@ def _list_files(root, class_names):
 def _scan_images(files):
     """Fully decode every file once, so bad ones are known before training starts.
 
+    Logs progress with a rate and the time left every `SCAN_PROGRESS_SECONDS`, and the
+    total time at the end, when the check takes that long.
+
     Returns:
         `(readable, use_pil)`: boolean arrays; `use_pil` marks formats that
         `tf.io.decode_image` does not read.
@@ -461,10 +467,31 @@ def _scan_images(files):
         return np.zeros(0, bool), np.zeros(0, bool)
     # PIL releases the GIL while decoding, so threads scale over the cores.
     workers = min(32, 2 * (os.cpu_count() or 1))
+    total = len(files)
+    started = last_report = time.monotonic()
+    results = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as executor:
-        results = list(executor.map(_scan_image, files))
+        for done, result in enumerate(executor.map(_scan_image, files), 1):
+            results.append(result)
+            now = time.monotonic()
+            if now - last_report >= SCAN_PROGRESS_SECONDS and done < total:
+                rate = done / max(now - started, 1e-9)
+                logger.info("checking images: %d of %d (%d %%), %.0f files/s, about %s left",
+                            done, total, 100 * done // total, rate,
+                            _duration((total - done) / rate))
+                last_report = now
+    elapsed = time.monotonic() - started
+    if elapsed >= SCAN_PROGRESS_SECONDS:
+        logger.info("checked %d images in %s (%.2f ms a file)", total, _duration(elapsed),
+                    1e3 * elapsed / total)
     readable, use_pil = zip(*results, strict=True)
     return np.array(readable, dtype=bool), np.array(use_pil, dtype=bool)
+
+
+def _duration(seconds):
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s"
 
 
 def _scan_image(path):
