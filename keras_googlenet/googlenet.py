@@ -7,6 +7,7 @@ Reference:
 from __future__ import annotations
 
 import os
+import warnings
 
 import keras
 from keras import layers
@@ -114,6 +115,8 @@ def GoogLeNet(
     else:
         img_input = input_tensor
         model_inputs = keras.utils.get_source_inputs(input_tensor)
+        if len(model_inputs) == 1:  # so that model(x) takes a bare tensor, without a warning
+            model_inputs = model_inputs[0]
 
     x = _stem(img_input, variant_spec, width_multiplier)
 
@@ -159,7 +162,10 @@ def GoogLeNet(
         )
     elif weights is not None:
         try:
-            model.load_weights(weights)
+            # Keras warns about the mismatch before it raises; our error says it better.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model.load_weights(weights)
         except Exception as error:  # a mismatch deep in h5 loading: say what to check
             raise ValueError(
                 f"Could not load `weights={weights!r}` into this GoogLeNet "
@@ -167,6 +173,9 @@ def GoogLeNet(
                 f"classes={classes}, input channels={input_shape[-1]}): the file must be "
                 f"saved from a model built with the same arguments. Cause: {error}"
             ) from error
+        for warning in caught:  # a load that worked keeps its warnings
+            warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                   warning.lineno)
     return model
 
 
