@@ -14,6 +14,9 @@ so that background load affects them alike:
 - batch-32 throughput with the most threads: images/s from the median of `--batch-runs`
   calls.
 
+`--reference-onnx PATH` adds a row for a plain NCHW ONNX model timed in the same rounds,
+e.g. torchvision's own GoogLeNet (`benchmarks/torchvision_onnx.py export PATH`).
+
 Prints a markdown table (and writes it with `--markdown`). Not a test: numbers depend on
 the machine and its load.
 """
@@ -64,6 +67,9 @@ def build_parser():
     p.add_argument("--compare-optimized", action="store_true",
                    help="also time tflite-fp32, tflite-int8 and onnx exported with "
                    "optimize=True (BatchNorm folded, sibling 1x1 convs merged by us)")
+    p.add_argument("--reference-onnx", default=None, metavar="PATH",
+                   help="also time this NCHW .onnx (e.g. torchvision's own GoogLeNet, from "
+                   "`benchmarks/torchvision_onnx.py export`) in ONNX Runtime, same rounds")
     p.add_argument("--markdown", default=None, help="write the table to this file")
     p.add_argument("--worker", nargs=2, action="append", metavar=("FORMAT", "PATH"),
                    help=argparse.SUPPRESS)
@@ -82,6 +88,26 @@ def _time_calls(fn, x, runs, warmup):
     return np.asarray(times) * 1e3
 
 
+REFERENCE = "reference-onnx"
+
+
+class _ReferenceOnnx:
+    """A plain NCHW ONNX model (no model card) in ONNX Runtime, fed the same NHWC batches."""
+
+    def __init__(self, path, threads):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.name = self.session.get_inputs()[0].name
+        self.input_size = tuple(self.session.get_inputs()[0].shape[2:4])
+
+    def _run(self, x):
+        # The transpose costs what the input Transpose inside our NHWC export costs.
+        return self.session.run(None, {self.name: np.ascontiguousarray(x.transpose(0, 3, 1, 2))})
+
+
 def worker(rows, threads, args):
     """Runs in a subprocess (TF thread pools are fixed at start-up): time every artefact.
 
@@ -96,6 +122,9 @@ def worker(rows, threads, args):
 
     predictors = {}
     for fmt, path in rows:
+        if fmt == REFERENCE:
+            predictors[fmt] = _ReferenceOnnx(path, threads)
+            continue
         tf_based = fmt in ("keras", "savedmodel")
         predictors[fmt] = load_predictor(path, num_threads=None if tf_based else threads)
     h, w = next(iter(predictors.values())).input_size
@@ -185,6 +214,9 @@ def main(argv=None):
     if args.worker:
         worker(args.worker, args.worker_threads, args)
         return 0
+    if args.reference_onnx and not os.path.isfile(args.reference_onnx):
+        print(f"--reference-onnx: no such file {args.reference_onnx!r}", file=sys.stderr)
+        return 2
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     threads = [int(t) for t in args.threads.split(",")]
     paths = export_artefacts(args, formats)
@@ -192,6 +224,10 @@ def main(argv=None):
     if args.compare_optimized:
         selected += [(OPTIMIZED_LABELS[f], f"{f}:optimized")
                      for f in OPTIMIZED_FORMATS if f in formats]
+    if args.reference_onnx:
+        paths[REFERENCE] = args.reference_onnx
+        selected.append(("Reference ONNX in ONNX Runtime "
+                         f"({os.path.basename(args.reference_onnx)})", REFERENCE))
     measured = {}
     for n in threads:
         command = [sys.executable, os.path.abspath(__file__), "--worker-threads", str(n),
