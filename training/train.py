@@ -379,9 +379,10 @@ def train(config: TrainConfig, log=print) -> TrainResult:
 
 
 def _train(config, log, cluster, run_dir, work_dir):
+    """`train` for one process: the chief writes `run_dir`, other workers `work_dir`."""
     from training import data as data_lib
 
-    is_chief = work_dir == run_dir
+    is_chief = cluster is None or cluster.is_chief
     resuming = run_dir_lib.prepare_run_dir(run_dir, overwrite=config.overwrite) if is_chief \
         else False
     started = time.perf_counter()
