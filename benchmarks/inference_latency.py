@@ -28,9 +28,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
+from _timing import call_times_ms
 
 ROWS = (  # (row label, export format or "keras")
     ("Keras (tf.function)", "keras"),
@@ -75,17 +75,6 @@ def build_parser():
                    help=argparse.SUPPRESS)
     p.add_argument("--worker-threads", type=int, default=None, help=argparse.SUPPRESS)
     return p
-
-
-def _time_calls(fn, x, runs, warmup):
-    for _ in range(warmup):
-        fn(x)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - start)
-    return np.asarray(times) * 1e3
 
 
 REFERENCE = "reference-onnx"
@@ -139,7 +128,7 @@ def worker(rows, threads, args):
     b1 = {fmt: [] for fmt in predictors}
     for _ in range(-(-args.runs // per_round)):
         for fmt, predictor in predictors.items():
-            b1[fmt].extend(_time_calls(predictor._run, x1, per_round, 0))
+            b1[fmt].extend(call_times_ms(lambda p=predictor: p._run(x1), per_round))
     result = {}
     for fmt, times in b1.items():
         result[fmt] = {"median_ms": float(np.median(times)),
@@ -150,7 +139,7 @@ def worker(rows, threads, args):
         tb = {fmt: [] for fmt in predictors}
         for _ in range(args.batch_runs):
             for fmt, predictor in predictors.items():
-                tb[fmt].extend(_time_calls(predictor._run, xb, 1, 0))
+                tb[fmt].extend(call_times_ms(lambda p=predictor: p._run(xb), 1))
         for fmt, times in tb.items():
             result[fmt]["batch_ms"] = float(np.median(times))
             result[fmt]["images_per_s"] = args.batch / (float(np.median(times)) / 1e3)

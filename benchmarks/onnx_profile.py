@@ -23,9 +23,9 @@ import json
 import os
 import sys
 import tempfile
-import time
 
 import numpy as np
+from _timing import median_ms
 
 
 def conv_macs(model_path):
@@ -61,17 +61,6 @@ def session(path, threads, profile=False):
     options.intra_op_num_threads = threads
     options.enable_profiling = profile
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-
-def median_ms(run, runs, warmup=10):
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3
 
 
 def profile(path, threads, runs):

@@ -15,23 +15,9 @@ import contextlib
 import io
 import os
 import sys
-import time
 
 import numpy as np
-
-
-def _median_ms(call, rounds, runs):
-    for _ in range(10):
-        call()
-    medians = []
-    for _ in range(rounds):
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - start)
-        medians.append(np.median(times))
-    return float(np.median(medians)) * 1e3
+from _timing import median_ms
 
 
 def stage_models(model):
@@ -66,7 +52,7 @@ def time_litert(stage, threads, rounds, runs):
     detail = interpreter.get_input_details()[0]
     interpreter.set_tensor(detail["index"], np.random.default_rng(0).random(
         detail["shape"], dtype=np.float32))
-    return _median_ms(interpreter.invoke, rounds, runs)
+    return median_ms(interpreter.invoke, runs, rounds=rounds)
 
 
 def time_onnxruntime(stage, threads, rounds, runs):
@@ -83,7 +69,7 @@ def time_onnxruntime(stage, threads, rounds, runs):
     sess = ort.InferenceSession(proto.SerializeToString(), options,
                                 providers=["CPUExecutionProvider"])
     feed = {sess.get_inputs()[0].name: np.random.default_rng(0).random(shape, dtype=np.float32)}
-    return _median_ms(lambda: sess.run(None, feed), rounds, runs)
+    return median_ms(lambda: sess.run(None, feed), runs, rounds=rounds)
 
 
 def main(argv=None):

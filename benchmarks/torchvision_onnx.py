@@ -19,9 +19,9 @@ import argparse
 import os
 import re
 import sys
-import time
 
 import numpy as np
+from _timing import call_times_ms
 
 
 def torchvision_googlenet():
@@ -97,12 +97,7 @@ def compare(paths, threads, rounds, runs, openvino=False):
     medians = [[] for _ in calls]
     for _ in range(rounds):
         for index, (_, call) in enumerate(calls):
-            times = []
-            for _ in range(runs):
-                start = time.perf_counter()
-                call()
-                times.append(time.perf_counter() - start)
-            medians[index].append(np.median(times) * 1e3)
+            medians[index].append(float(np.median(call_times_ms(call, runs))))
     print(f"{threads} threads, batch 1: median of {rounds} rounds x {runs} runs")
     for (runtime, _), path, values in zip(calls, paths * (1 + openvino), medians, strict=True):
         print(f"  {np.median(values):6.2f} ms (rounds {min(values):.2f}-{max(values):.2f})  "

@@ -14,10 +14,11 @@ docs/export.md, not a test.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
-import time
 
 import numpy as np
+from _timing import median_ms
 
 # (name, input channels, output channels, spatial size): the big 3x3 convs of the
 # torchvision topology at 224x224, 47 % of its multiply-adds between them.
@@ -86,17 +87,6 @@ def session(nodes, inits, in_ch, out_ch, size, threads):
                                 providers=["CPUExecutionProvider"])
 
 
-def median_ms(sess, x, runs):
-    for _ in range(20):
-        sess.run(None, {"x": x})
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        sess.run(None, {"x": x})
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
@@ -113,9 +103,10 @@ def main(argv=None):
         wino = session(*winograd_graph(weights, bias, size), in_ch, out_ch, size, args.threads)
         diff = np.abs(direct.run(None, {"x": x})[0] - wino.run(None, {"x": x})[0]).max()
         macs = size * size * out_ch * in_ch * 9 / 1e6
+        direct_ms = median_ms(functools.partial(direct.run, None, {"x": x}), args.runs, 20)
+        wino_ms = median_ms(functools.partial(wino.run, None, {"x": x}), args.runs, 20)
         print(f"| {name} | {in_ch}->{out_ch} @ {size}x{size} | {macs:.0f} / {macs / 2.25:.0f} | "
-              f"{median_ms(direct, x, args.runs):.2f} | {median_ms(wino, x, args.runs):.2f} | "
-              f"{diff:.1e} |", flush=True)
+              f"{direct_ms:.2f} | {wino_ms:.2f} | {diff:.1e} |", flush=True)
     return 0
 
 
