@@ -10,10 +10,16 @@ import os
 import warnings
 
 import keras
+import numpy as np
 from keras import layers
 
 from keras_googlenet import spec as spec_lib
-from keras_googlenet.layers import FusedBatchNormalization, LocalResponseNormalization
+from keras_googlenet.preprocessing import preprocess_in_model
+from keras_googlenet.layers import (
+    FusedBatchNormalization,
+    LocalResponseNormalization,
+    load_weights,
+)
 
 IMAGENET_WEIGHTS_HELP = (
     "`weights='imagenet'` loads torchvision's IMAGENET1K_V1 weights ported onto "
@@ -40,6 +46,7 @@ def GoogLeNet(
     dropout=0.4,
     aux_dropout=0.7,
     name="googlenet",
+    include_preprocessing=False,
 ):
     """Instantiates the GoogLeNet (Inception v1) architecture.
 
@@ -56,7 +63,8 @@ def GoogLeNet(
     maps worth tapping.
 
     Note: each variant expects its own input preprocessing; call
-    `keras_googlenet.preprocess_input(x, variant=...)` on RGB images in [0, 255].
+    `keras_googlenet.preprocess_input(x, variant=...)` on RGB images in [0, 255], or
+    build with `include_preprocessing=True` to feed the pixels as they are.
 
     Args:
         include_top: whether to include the classifier (global average pool, dropout,
@@ -95,6 +103,12 @@ def GoogLeNet(
         dropout: dropout rate before the main classifier (the paper: 0.4).
         aux_dropout: dropout rate in the auxiliary heads (the paper: 0.7).
         name: the model's name.
+        include_preprocessing: when True the model takes RGB pixels in [0, 255] and
+            applies the variant's `preprocess_input` itself, in a `Rescaling` layer
+            named `preprocessing` right after the input (as ConvNeXt and
+            EfficientNetV2 do in `keras.applications`). Needs 3 input channels. The
+            weights are the same as without it, so `weights` files and
+            `weights="imagenet"` load either way.
 
     Returns:
         A `keras.Model`.
@@ -108,6 +122,15 @@ def GoogLeNet(
     input_shape = _resolve_input_shape(
         input_tensor, input_shape, include_top, include_aux, variant_spec
     )
+    if not isinstance(include_preprocessing, (bool, np.bool_)):
+        raise ValueError("`include_preprocessing` must be True or False; received "
+                         f"include_preprocessing={include_preprocessing!r}.")
+    if include_preprocessing and input_shape[-1] != 3:
+        raise ValueError(
+            "`include_preprocessing=True` rescales RGB pixels, so the input needs 3 "
+            f"channels; received input_shape={input_shape!r}. Preprocess other inputs "
+            "yourself and use include_preprocessing=False."
+        )
 
     if input_tensor is None:
         img_input = layers.Input(shape=input_shape, name="image")
@@ -118,7 +141,10 @@ def GoogLeNet(
         if len(model_inputs) == 1:  # so that model(x) takes a bare tensor, without a warning
             model_inputs = model_inputs[0]
 
-    x = _stem(img_input, variant_spec, width_multiplier)
+    x = img_input
+    if include_preprocessing:
+        x = preprocess_in_model(x, variant_spec.preprocessing)
+    x = _stem(x, variant_spec, width_multiplier)
 
     aux_outputs = {}
     aux_after = {block: head for head, block in spec_lib.AUX_TAPS.items()}
@@ -165,7 +191,7 @@ def GoogLeNet(
             # Keras warns about the mismatch before it raises; our error says it better.
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                model.load_weights(weights)
+                load_weights(model, weights)
         except Exception as error:  # a mismatch deep in h5 loading: say what to check
             raise ValueError(
                 f"Could not load `weights={weights!r}` into this GoogLeNet "
@@ -288,6 +314,10 @@ def _validate_arguments(
             )
         if not os.path.isfile(weights):
             raise ValueError(f"`weights` file not found: {weights!r}.")
+    # A string such as "no" is truthy: it would silently build the classifier.
+    for arg, value in (("include_top", include_top), ("include_aux", include_aux)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"`{arg}` must be True or False; received {arg}={value!r}.")
     if include_aux and not include_top:
         raise ValueError(
             "`include_aux=True` needs `include_top=True`: the auxiliary heads are "

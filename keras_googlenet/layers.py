@@ -1,5 +1,7 @@
 """Layers Keras does not ship. Registered so `keras.models.load_model` needs no `custom_objects`."""
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -43,7 +45,6 @@ class LocalResponseNormalization(keras.layers.Layer):
         return config
 
 
-@keras.saving.register_keras_serializable(package="keras_googlenet")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` whose training step is one fused TensorFlow op.
 
@@ -93,3 +94,58 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             self.moving_variance * momentum + variance * (1.0 - momentum)
         )
         return tf.cast(outputs, self.compute_dtype)
+
+
+
+# Saved as Keras' own layer: same variables, same config and the same math outside
+# training, so a saved model (`.keras` or `.weights.h5`) loads in plain Keras without this
+# package (as the unfused `keras.layers.BatchNormalization`). Keras stores a layer's
+# weights under its class name and names its config from this public-name table.
+FusedBatchNormalization.__name__ = FusedBatchNormalization.__qualname__ = "BatchNormalization"
+
+
+def _serialize_as_keras_batch_normalization():
+    from keras.src import api_export  # no public way to give a subclass a Keras name
+
+    names = getattr(api_export, "REGISTERED_OBJS_TO_NAMES", None)
+    public = names.get(keras.layers.BatchNormalization) if names is not None else None
+    if public is not None:
+        names[FusedBatchNormalization] = public
+
+
+_serialize_as_keras_batch_normalization()
+
+# Files saved before that change name the layer `keras_googlenet>FusedBatchNormalization`
+# and keep its weights under `fused_batch_normalization`: this class still loads them.
+_LegacyFusedBatchNormalization = keras.saving.register_keras_serializable(
+    package="keras_googlenet", name="FusedBatchNormalization")(
+    type("FusedBatchNormalization", (FusedBatchNormalization,), {"__module__": __name__}))
+
+
+@contextlib.contextmanager
+def legacy_weight_names(model):
+    """Within the block, `model`'s fused BatchNorms store their weights under the old
+    `fused_batch_normalization` names: loads `.weights.h5` files saved before the rename."""
+    swapped = [layer for layer in model._flatten_layers()
+               if type(layer) is FusedBatchNormalization]
+    for layer in swapped:
+        layer.__class__ = _LegacyFusedBatchNormalization
+    try:
+        yield
+    finally:
+        for layer in swapped:
+            layer.__class__ = FusedBatchNormalization
+
+
+def load_weights(model, path):
+    """`model.load_weights(path)`, also for files written before the rename above."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        names = []
+        f.visit(names.append)
+    if any("fused_batch_normalization" in name for name in names):
+        with legacy_weight_names(model):
+            model.load_weights(path)
+    else:
+        model.load_weights(path)

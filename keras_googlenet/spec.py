@@ -48,6 +48,10 @@ BLOCK_NAMES = tuple(f"inception_{b}" for stage in STAGES for b in stage)
 ENDPOINTS = ("conv1", "pool1", "conv2", "pool2") + BLOCK_NAMES[:2] + ("pool3",) + \
     BLOCK_NAMES[2:7] + ("pool4",) + BLOCK_NAMES[7:]
 
+# A network this big (1 GB of float32 weights; width_multiplier ~6.4) is a typo, not a
+# model: checked before any variable exists, so a huge multiplier cannot eat all memory.
+MAX_BACKBONE_PARAMS = 250_000_000
+
 # keras.applications' lower bounds: below these the network degenerates.
 MIN_INPUT_SIZE = 32  # 5b is then 1x1
 DOWNSAMPLING_BEFORE_AUX = 4  # conv1, pool1, pool2, pool3 each halve the size
@@ -186,9 +190,33 @@ def resolve_widths(widths=None, width_multiplier=1.0):
                     f"{WIDTH_COLUMNS}; received {value!r}."
                 )
             table[key] = tuple(value)
-    return {
+    resolved = {
         key: tuple(scale_width(w, width_multiplier) for w in cols) for key, cols in table.items()
     }
+    params = backbone_params(resolved, width_multiplier)
+    if params > MAX_BACKBONE_PARAMS:
+        given = f"`width_multiplier={width_multiplier!r}`" + (
+            " with these `widths`" if widths else "")
+        raise ValueError(
+            f"{given} gives a backbone of about {params / 1e6:,.0f} M parameters; at most "
+            f"{MAX_BACKBONE_PARAMS / 1e6:,.0f} M are allowed (the paper's GoogLeNet has 6 M): "
+            "use a smaller `width_multiplier` or smaller `widths`."
+        )
+    return resolved
+
+
+def backbone_params(block_widths, width_multiplier=1.0, channels=3):
+    """Convolution weights of the stem and the Inception blocks (no heads), from widths."""
+    stem = {k: scale_width(v, width_multiplier) for k, v in STEM_WIDTHS.items()}
+    total = 49 * channels * stem["conv1"] + stem["conv1"] * stem["conv2_reduce"] \
+        + 9 * stem["conv2_reduce"] * stem["conv2"]
+    c_in = stem["conv2"]
+    for stage in STAGES:
+        for block in stage:
+            n1, n3r, n3, n5r, n5, npool = block_widths[block]
+            total += c_in * (n1 + n3r + n5r + npool) + 9 * n3r * n3 + 25 * n5r * n5
+            c_in = block_output_channels(block_widths[block])
+    return total
 
 
 def block_output_channels(cols):

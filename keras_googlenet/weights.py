@@ -614,6 +614,7 @@ def load_imagenet_weights(model, variant, include_top, classes, widths=None,
     their random initialization, with a warning.
     """
     from keras_googlenet.googlenet import IMAGENET_WEIGHTS_HELP, GoogLeNet
+    from keras_googlenet.layers import load_weights
 
     if variant != "torchvision":
         raise ValueError(
@@ -636,14 +637,14 @@ def load_imagenet_weights(model, variant, include_top, classes, widths=None,
     path = ensure_imagenet_weights()
     if include_top and _layer_or_none(model, "aux1_fc") is None:
         try:  # the file's own structure: load directly
-            model.load_weights(path)
+            load_weights(model, path)
             return path
         except Exception:  # noqa: BLE001 - explained by the reference load below
             pass
     reference = GoogLeNet(variant="torchvision", classifier_activation=None,
                           input_shape=(224, 224, 3))
     try:
-        reference.load_weights(path)
+        load_weights(reference, path)
     except Exception as error:
         raise ValueError(
             f"{path!r} is not a converted main-head GoogLeNet(variant='torchvision') weights "

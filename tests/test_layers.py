@@ -84,5 +84,7 @@ def test_builder_uses_it_and_it_round_trips(tmp_path):
                                for layer in batch_norms)
     path = tmp_path / "m.keras"
     model.save(path)
-    loaded = keras.models.load_model(path)  # registered: no custom_objects needed
-    assert isinstance(loaded.get_layer("conv1_bn"), FusedBatchNormalization)
+    loaded = keras.models.load_model(path)  # saved as Keras' own layer (#14)
+    assert type(loaded.get_layer("conv1_bn")) is keras.layers.BatchNormalization
+    x = np.random.default_rng(0).random((2, 48, 48, 3)).astype("float32")
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
