@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import errno
 import json
 import os
 import shutil
@@ -31,12 +32,14 @@ import keras
 import numpy as np
 
 from keras_googlenet import spec as spec_lib
+from keras_googlenet.preprocessing import PREPROCESSING_LAYER, preprocess_in_model
 from keras_googlenet.runtime import (
     CARD_IN_SAVEDMODEL,
     EVAL_CROP_FRACTION,
     card_path_for,
     resize_pixels,
 )
+from keras_googlenet.tflite_gpu import gpu_delegate_report
 
 # format -> (file name suffix after the base name, precision written in the card)
 FORMATS = {
@@ -60,7 +63,12 @@ DEFAULT_BOUNDS = {
     "tflite-dynamic": {"top1_agreement": 0.99},
     "tflite-int8": {"top1_agreement": 0.99},
 }
-INT8_IO_TYPES = ("int8", "uint8", "float32")
+INT8_IO_TYPES = ("uint8", "int8", "float32")
+# uint8 is what MediaPipe Tasks and the TFLite Task Library accept for a quantized
+# image input (they refuse int8), and a uint8 input fed raw pixels is exact only when
+# the model rescales them itself: so a uint8 int8 export always has the preprocessing
+# inside (input quantization scale 1, zero point 0).
+DEFAULT_INT8_IO = "uint8"
 MIN_ONNX_OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAME = "predictions"
@@ -68,12 +76,41 @@ UINT8_SIGNATURE = "serving_uint8"
 PREPROCESSING = {
     "mode": "tf",
     "formula": "x / 127.5 - 1",
+    "in_model": False,
     "color": "RGB",
     "pixel_range": [0, 255],
     "input_range": [-1.0, 1.0],
     "central_crop": EVAL_CROP_FRACTION,
     "resize": "bilinear (tf.image.resize, no antialiasing) to input_size, after the crop",
 }
+
+
+def preprocessing_card(in_model, mode="tf"):
+    """The card's `preprocessing` section: scaled input, or pixels rescaled in the model."""
+    card = dict(PREPROCESSING, mode=mode)
+    if in_model:
+        card.update(in_model=True, input_range=[0.0, 255.0],
+                    formula=f"inside the model (layer {PREPROCESSING_LAYER!r}, mode "
+                            f"{mode!r}): feed RGB pixels in [0, 255]")
+    return card
+
+
+def has_preprocessing_layer(model):
+    """Whether `model` rescales raw pixels itself (`GoogLeNet(include_preprocessing=True)`)."""
+    return any(layer.name == PREPROCESSING_LAYER for layer in model.layers)
+
+
+def with_preprocessing(model, mode="tf"):
+    """`model` (which takes preprocessed images) behind layers that preprocess RGB pixels."""
+    pixels = keras.Input(model.input_shape[1:], name=INPUT_NAME)
+    return keras.Model(pixels, model(preprocess_in_model(pixels, mode)), name=model.name)
+
+
+def to_model_input(x, card):
+    """Preprocessed images (x / 127.5 - 1) as the artefact of `card` takes them."""
+    if (card.get("preprocessing") or {}).get("in_model"):
+        return (np.asarray(x, dtype="float32") + 1.0) * 127.5
+    return x
 _PARITY_SAMPLES = 32
 _BLOCK_COLUMNS = ("1x1", "3x3_reduce", "3x3", "5x5_reduce", "5x5", "pool_proj")
 
@@ -100,6 +137,7 @@ class ArtifactResult:
     verification: dict | None = None
     error: str | None = None
     seconds: float = 0.0
+    warnings: list = dataclasses.field(default_factory=list)
 
     @property
     def ok(self):
@@ -131,6 +169,7 @@ class ExportReport:
                 f"{r.format:<15} {'ok' if r.ok else 'FAILED':<7} {size_text:>10}  "
                 f"{format_verification(r.verification)}"
                 + (f"\n{'':<35}error: {r.error}" if r.error else "")
+                + "".join(f"\n{'':<35}WARNING: {w}" for w in r.warnings)
             )
         return "\n".join(lines)
 
@@ -165,7 +204,10 @@ def _read_run_dir(run_dir):
     config_path = os.path.join(run_dir, "config.json")
     if os.path.isfile(config_path):
         with open(config_path, encoding="utf-8") as f:
-            info["config"] = json.load(f)
+            try:
+                info["config"] = json.load(f)
+            except ValueError as error:
+                raise ValueError(f"{config_path!r} is corrupt (not JSON: {error}).") from None
     labels_path = os.path.join(run_dir, "labels.txt")
     if os.path.isfile(labels_path):
         with open(labels_path, encoding="utf-8") as f:
@@ -280,7 +322,7 @@ def describe_source(path, model, run_info=None):
                   "dtype": "float32"},
         "output": {"name": OUTPUT_NAME, "shape": [None, classes], "dtype": "float32",
                    "activation": _activation_name(model) if output_layer else "unknown"},
-        "preprocessing": dict(PREPROCESSING),
+        "preprocessing": preprocessing_card(has_preprocessing_layer(model)),
         "labels": labels,
         "source": {
             "path": os.path.abspath(path) if path is not None else None,
@@ -306,7 +348,9 @@ def load_source(source, input_size=None):
         path, run_info, model = None, {}, source
     else:
         path, run_info = resolve_source(source)
-        model = keras.saving.load_model(path, compile=False)
+        from keras_googlenet.runtime import load_keras_model
+
+        model = load_keras_model(path, "source")
     model = float32_inference_model(model)
     if input_size is not None or model.input_shape[1] is None or model.input_shape[2] is None:
         size = _size_pair(input_size if input_size is not None else _config_size(run_info))
@@ -398,7 +442,7 @@ def _take_images(data, limit, size, what):
 # --------------------------------------------------------------------------- converters
 
 
-def _serving_fns(model, size):
+def _serving_fns(model, size, in_model=False):
     import tensorflow as tf
 
     @tf.function(autograph=False)
@@ -416,7 +460,9 @@ def _serving_fns(model, size):
         x = tf.image.crop_to_bounding_box(image, (shape[1] - height) // 2,
                                           (shape[2] - width) // 2, height, width)
         x = tf.image.resize(tf.cast(x, tf.float32), size, method="bilinear")
-        x = tf.clip_by_value(x, 0.0, 255.0) / 127.5 - 1.0
+        x = tf.clip_by_value(x, 0.0, 255.0)
+        if not in_model:
+            x = x / 127.5 - 1.0
         return {OUTPUT_NAME: model(x, training=False)}
 
     float_spec = tf.TensorSpec((None, *size, 3), tf.float32, name=INPUT_NAME)
@@ -429,10 +475,12 @@ def write_savedmodel(model, path, uint8_signature=True):
 
     With `uint8_signature`, also `serving_uint8`: uint8 'image' [N, any H, any W, 3]
     (decoded pixels), resized bilinearly and scaled to [-1, 1] inside the graph.
+    A model with its preprocessing inside takes pixels in [0, 255] in both.
     """
 
     size = tuple(model.input_shape[1:3])
-    (serve, float_spec), (serve_uint8, uint8_spec) = _serving_fns(model, size)
+    (serve, float_spec), (serve_uint8, uint8_spec) = _serving_fns(
+        model, size, in_model=has_preprocessing_layer(model))
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serving_default", serve, input_signature=[float_spec])
@@ -441,7 +489,7 @@ def write_savedmodel(model, path, uint8_signature=True):
     archive.write_out(os.fspath(path), verbose=False)
 
 
-def convert_tflite(savedmodel_dir, fmt, representative_dataset=None, int8_io="int8"):
+def convert_tflite(savedmodel_dir, fmt, representative_dataset=None, int8_io=DEFAULT_INT8_IO):
     """TFLite flatbuffer bytes for one of the `tflite-*` formats."""
     import tensorflow as tf
 
@@ -658,6 +706,8 @@ def _softmax(x):
 
 
 def _keras_probs(model, x, activation):
+    if has_preprocessing_layer(model):  # references are kept in the x / 127.5 - 1 space
+        x = (x + 1.0) * 127.5
     y = np.concatenate([np.asarray(model(x[i:i + 64], training=False))
                         for i in range(0, len(x), 64)]).astype("float32")
     return y if activation == "softmax" else _softmax(y)
@@ -670,9 +720,9 @@ def verify_artifact(predictor, reference, fmt, bounds=None, savedmodel_path=None
     probabilities, agreement inputs, Keras probabilities and labels.
     """
     bounds = DEFAULT_BOUNDS.get(fmt, {}) if bounds is None else bounds
-    parity = predictor.predict(reference["parity_x"])
+    parity = predictor.predict(to_model_input(reference["parity_x"], predictor.card))
     max_abs_diff = float(np.max(np.abs(parity - reference["parity_p"])))
-    probs = predictor.predict(reference["agree_x"])
+    probs = predictor.predict(to_model_input(reference["agree_x"], predictor.card))
     agreement = float(np.mean(probs.argmax(-1) == reference["agree_p"].argmax(-1)))
     figures = {
         "max_abs_diff": max_abs_diff,
@@ -756,6 +806,15 @@ def _path_size(path):
     return os.path.getsize(path)
 
 
+def is_disk_full(error):
+    """Whether `error` means the disk is full. h5py and TensorFlow raise their own types
+    (RuntimeError, tf.errors) carrying errno 28 only in the message."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    text = str(error)
+    return "No space left on device" in text or "errno = 28" in text
+
+
 def _remove(path):
     if path and os.path.isdir(path):
         shutil.rmtree(path, ignore_errors=True)
@@ -821,6 +880,29 @@ def _json_default(value):
 # --------------------------------------------------------------------------- the export
 
 
+def check_destination(source, out_dir, name=None):
+    """`ValueError` naming the argument for a bad `source` type, `out_dir` or `name`,
+    before any work: a name such as '../x' would write outside `out_dir`."""
+    if not isinstance(source, (str, os.PathLike, keras.Model)):
+        raise ValueError("`source` must be a '.keras' file, a run directory or a keras.Model; "
+                         f"received {source!r}.")
+    if not isinstance(out_dir, (str, os.PathLike)) or not os.fspath(out_dir):
+        raise ValueError(f"`out_dir` must be a directory path; received {out_dir!r}.")
+    existing = os.fspath(out_dir)
+    while existing and not os.path.exists(existing):  # the nearest existing ancestor
+        parent = os.path.dirname(existing.rstrip(os.sep))
+        existing = parent if parent != existing else ""
+    if existing and not os.path.isdir(existing):
+        raise ValueError(f"`out_dir` {os.fspath(out_dir)!r}: {existing!r} is a file, not a "
+                         "directory.")
+    if name is not None:
+        separators = [sep for sep in (os.sep, os.altsep) if sep]
+        if not isinstance(name, str) or name in ("", ".", "..") or any(
+                sep in name for sep in separators) or name.startswith("."):
+            raise ValueError("`name` must be a file name without a path (no '/', not '.' or "
+                             f"'..', not starting with '.'); received name={name!r}.")
+
+
 def validate_export_arguments(formats, calibration_data, calibration_steps, int8_io, opset,
                               verification_samples):
     """The resolved format list; `ValueError` naming the argument on any bad value."""
@@ -878,7 +960,12 @@ def export_model(
     input_size=None,
     calibration_data=None,
     calibration_steps=200,
-    int8_io="int8",
+    int8_io=DEFAULT_INT8_IO,
+    include_preprocessing=False,
+    labels=None,
+    tflite_metadata=True,
+    author=None,
+    license=None,
     uint8_signature=True,
     verify=True,
     verification_data=None,
@@ -909,8 +996,21 @@ def export_model(
             iterable of batches (uint8 pixels are resized and scaled for you), or a
             callable usable directly as the converter's `representative_dataset`.
         calibration_steps: how many images (one per converter step) to calibrate on.
-        int8_io: input/output type of the full-int8 model: `"int8"`, `"uint8"` or
-            `"float32"` (integer internals with a float interface).
+        int8_io: input/output type of the full-int8 model: `"uint8"` (default; what
+            MediaPipe and the TFLite Task Library accept, fed raw pixels: the
+            preprocessing is put inside that artefact), `"int8"` or `"float32"`
+            (integer internals with a float interface).
+        include_preprocessing: put the variant's preprocessing inside every exported
+            model (as `GoogLeNet(include_preprocessing=True)` does), so that they all
+            take RGB pixels in [0, 255]. A model built that way keeps it regardless.
+        labels: class names (a list, or the path of a text file with one per line);
+            default: the run's `labels.txt`, else ImageNet's names for 1000 classes,
+            else the class indices. A count that differs from the model's classes is
+            a `ValueError` before any conversion.
+        tflite_metadata: write TFLite Metadata into every `.tflite` (name, version,
+            input normalization, value ranges, the labels as `labels.txt`), which
+            MediaPipe Tasks, the TFLite Task Library and Android Studio read.
+        author, license: recorded in the cards and the TFLite metadata.
         uint8_signature: add the SavedModel signature `serving_uint8` that takes uint8
             images of any size and resizes and scales them in the graph.
         verify: compare every artefact with Keras before publishing it (default on).
@@ -942,6 +1042,7 @@ def export_model(
     """
     import time
 
+    check_destination(source, out_dir, name)
     formats = validate_export_arguments(formats, calibration_data, calibration_steps, int8_io,
                                         opset, verification_samples)
     all_bounds = {fmt: dict(DEFAULT_BOUNDS.get(fmt, {})) for fmt in FORMATS}
@@ -950,13 +1051,29 @@ def export_model(
             raise ValueError(f"`bounds` has an unknown format {fmt!r}; allowed: {list(FORMATS)}.")
         all_bounds[fmt].update(override)
 
+    if not isinstance(include_preprocessing, bool):
+        raise ValueError("`include_preprocessing` must be True or False; received "
+                         f"{include_preprocessing!r}.")
+    explicit_labels = read_labels(labels) if labels is not None else None
+
     _log(verbose, f"[export] loading {source if not hasattr(source, 'name') else source.name}")
     model, base_card = load_source(source, input_size=input_size)
     size = tuple(model.input_shape[1:3])
     name = name or model.name
+    activation = base_card["output"]["activation"]
+    base_card["labels"] = _resolve_labels(explicit_labels, source, base_card, verbose)
+    for key, value in (("author", author), ("license", license)):
+        if value is not None:
+            base_card[key] = str(value)
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    activation = base_card["output"]["activation"]
+    source_in_model = has_preprocessing_layer(model)
+    mode = base_card["preprocessing"]["mode"]
+    pixel_model = model if source_in_model else None
+
+    def in_model_for(fmt):
+        return source_in_model or include_preprocessing or (
+            fmt == "tflite-int8" and int8_io == "uint8")
 
     representative = None
     if "tflite-int8" in formats:
@@ -965,6 +1082,12 @@ def export_model(
         else:
             calib_x, _ = _take_images(calibration_data, calibration_steps, size,
                                       "calibration_data")
+            if in_model_for("tflite-int8"):
+                # Pixels, with one 0..255 gradient so that the input range calibrates to
+                # exactly [0, 255]: a uint8 input then carries the pixels unchanged.
+                gradient = np.broadcast_to(np.linspace(-1.0, 1.0, size[1], dtype="float32")
+                                           [None, None, :, None], (1, *size, 3))
+                calib_x = (np.concatenate([calib_x, gradient]) + 1.0) * 127.5
 
             def representative():
                 for i in range(len(calib_x)):
@@ -980,6 +1103,15 @@ def export_model(
     else:
         base_card["graph_rewrites"] = []
 
+    def model_for(fmt):
+        """The Keras model behind `fmt`'s artefact: scaled input, or pixels."""
+        nonlocal pixel_model
+        if not in_model_for(fmt):
+            return exported_model
+        if pixel_model is None:
+            pixel_model = with_preprocessing(exported_model, mode)
+        return pixel_model
+
     reference = None
     if verify:
         _log(verbose, "[export] computing Keras reference outputs")
@@ -987,7 +1119,7 @@ def export_model(
 
     results = []
     work_dir = tempfile.mkdtemp(prefix="googlenet-export-")
-    conversion_savedmodel = None
+    conversion_savedmodels = {}  # in-model preprocessing? -> SavedModel for the converter
     try:
         for fmt in formats:
             suffix, precision = FORMATS[fmt]
@@ -1001,25 +1133,34 @@ def export_model(
                 if fmt == "savedmodel":
                     tmp_parent = tempfile.mkdtemp(dir=out_dir, prefix=f".{name + suffix}.tmp-")
                     tmp = os.path.join(tmp_parent, "savedmodel")
-                    write_savedmodel(exported_model, tmp, uint8_signature=uint8_signature)
+                    write_savedmodel(model_for(fmt), tmp, uint8_signature=uint8_signature)
                 else:
                     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name + suffix}.",
                                                suffix=".tmp")
                     os.close(fd)
                     if fmt == "onnx":
-                        convert_onnx(exported_model, tmp, opset=opset)
+                        convert_onnx(model_for(fmt), tmp, opset=opset)
                     else:
-                        if conversion_savedmodel is None:
-                            conversion_savedmodel = os.path.join(work_dir, "savedmodel")
-                            write_savedmodel(exported_model, conversion_savedmodel,
+                        key = in_model_for(fmt)
+                        if key not in conversion_savedmodels:
+                            conversion_savedmodels[key] = os.path.join(
+                                work_dir, f"savedmodel_{'pixels' if key else 'scaled'}")
+                            write_savedmodel(model_for(fmt), conversion_savedmodels[key],
                                              uint8_signature=False)
-                        flatbuffer = convert_tflite(conversion_savedmodel, fmt,
+                        flatbuffer = convert_tflite(conversion_savedmodels[key], fmt,
                                                     representative if fmt == "tflite-int8"
                                                     else None, int8_io=int8_io)
-                        with open(tmp, "wb") as f:
-                            f.write(flatbuffer)
 
                 card = _card(base_card, fmt, precision, target, opset, int8_io, uint8_signature)
+                card["preprocessing"] = preprocessing_card(in_model_for(fmt), mode)
+                if fmt.startswith("tflite"):
+                    if tflite_metadata:
+                        _log(verbose, f"[export] {fmt}: writing TFLite metadata")
+                        flatbuffer = _with_tflite_metadata(flatbuffer, card)
+                        card["tflite_metadata"] = _metadata_summary(card)
+                    card["gpu_delegate"] = gpu_delegate_report(flatbuffer)
+                    with open(tmp, "wb") as f:
+                        f.write(flatbuffer)
                 if verify:
                     _log(verbose, f"[export] {fmt}: verifying against Keras")
                     predictor = _predictor_for(fmt, tmp, card)
@@ -1044,15 +1185,21 @@ def export_model(
                     write_json_atomic(card, os.path.join(tmp, CARD_IN_SAVEDMODEL))
                 publish(tmp, target)
                 tmp = None
-                if fmt == "savedmodel":
-                    conversion_savedmodel = target  # the TFLite converter reuses it
+                if fmt == "savedmodel":  # the TFLite converter reuses it
+                    conversion_savedmodels.setdefault(in_model_for(fmt), target)
                 write_json_atomic(card, card_path_for(target))
                 result.path, result.card_path, result.card = target, card_path_for(target), card
                 _log(verbose, f"[export] {fmt}: ok, {card['file_size_bytes'] / 1e6:.2f} MB; "
                               f"{format_verification(result.verification)}")
+                gpu = card.get("gpu_delegate")
+                if gpu is not None and not gpu["compatible"]:
+                    result.warnings.append(gpu_warning(gpu))
+                    _log(verbose, f"[export] {fmt}: WARNING: {result.warnings[-1]}")
             except Exception as error:  # record, clean up, try the other formats
                 result.error = f"{type(error).__name__}: {error}" if not isinstance(
                     error, _BoundMissedError) else str(error)
+                if is_disk_full(error):  # the tmp file goes; a previous artefact stays
+                    result.error = f"no space left on {out_dir!r} while writing {target!r}"
                 _log(verbose, f"[export] {fmt}: FAILED: {result.error}")
             finally:
                 _remove(tmp)
@@ -1073,6 +1220,97 @@ def export_model(
 
 class _BoundMissedError(Exception):
     pass
+
+
+def gpu_warning(gpu):
+    """One line for an artefact the GPU delegate cannot take whole."""
+    ops = ", ".join(f"{op} (x{count})" for op, count in gpu["unsupported_ops"].items())
+    return (f"LiteRT's GPU delegate cannot run {ops}: on a phone those ops fall back to "
+            "the CPU and split the graph (slower than all-GPU); the v1_bn, torchvision "
+            "and factorized variants have no such op.")
+
+
+def read_labels(labels):
+    """Class names from a list or a text file (one per line); `ValueError` otherwise."""
+    if isinstance(labels, (str, os.PathLike)):
+        path = os.fspath(labels)
+        if not os.path.isfile(path):
+            raise ValueError(f"`labels` file not found: {path!r}.")
+        with open(path, encoding="utf-8") as f:
+            labels = [line.rstrip("\r\n") for line in f if line.strip()]
+    if not isinstance(labels, (list, tuple)) or not labels or not all(
+            isinstance(label, str) and label.strip() and "\n" not in label
+            for label in labels):
+        raise ValueError("`labels` must be a non-empty list of class names (strings without "
+                         "line breaks) or the path of a text file with one per line.")
+    return [label.strip() for label in labels]
+
+
+def _resolve_labels(explicit, source, card, verbose):
+    """The class names for the cards and the TFLite metadata (see `export_model`)."""
+    classes = card["model"]["classes"]
+    if explicit is not None:
+        if len(explicit) != classes:
+            raise ValueError(f"`labels` has {len(explicit)} names but the model has {classes} "
+                             "classes; give one name per class.")
+        return explicit
+    if not isinstance(source, keras.Model):
+        run_labels = resolve_source(source)[1].get("labels")
+        if run_labels is not None and len(run_labels) != classes:
+            raise ValueError(
+                f"the run's labels.txt has {len(run_labels)} names but the model has "
+                f"{classes} classes; fix labels.txt or pass labels (CLI: --labels FILE).")
+        if run_labels is not None:
+            return run_labels
+    if classes == 1000:
+        from keras_googlenet.preprocessing import imagenet_class_index
+
+        _log(verbose, "[export] no labels given: using ImageNet's 1000 class names")
+        return [name for _, name in (imagenet_class_index()[i] for i in range(1000))]
+    _log(verbose, "[export] no labels (no labels.txt, no --labels): classes are named by "
+                  "their index")
+    return None
+
+
+def _tflite_metadata_fields(card):
+    """What the TFLite metadata of `card`'s artefact says (also recorded in the card)."""
+    from keras_googlenet import __version__
+
+    model = card["model"]
+    in_model = card["preprocessing"]["in_model"]
+    dataset = (card.get("source") or {}).get("dataset")
+    return {
+        "name": model["name"],
+        "description": (f"GoogLeNet (Inception v1, Szegedy et al. 2014), variant "
+                        f"{model['variant']}, {model['classes']} classes"
+                        + (f", trained on {dataset}" if dataset else "") + ". "
+                        + ("Input: RGB pixels in [0, 255]." if in_model else
+                           "Input: RGB scaled to [-1, 1] (x / 127.5 - 1).")),
+        "version": f"keras_googlenet {__version__}, exported {card['created']}",
+        "author": card.get("author"),
+        "license": card.get("license"),
+        "mean": [0.0] if in_model else [127.5],
+        "std": [1.0] if in_model else [127.5],
+        "input_range": [0.0, 255.0] if in_model else [-1.0, 1.0],
+        "output_range": [0.0, 1.0] if card["output"]["activation"] == "softmax" else None,
+        "labels": card["labels"] or [str(i) for i in range(model["classes"])],
+        "input_size": model["input_size"],
+    }
+
+
+def _with_tflite_metadata(flatbuffer, card):
+    from keras_googlenet.tflite_metadata import add_image_classifier_metadata
+
+    fields = _tflite_metadata_fields(card)
+    return add_image_classifier_metadata(flatbuffer, **fields)
+
+
+def _metadata_summary(card):
+    from keras_googlenet.tflite_metadata import LABELS_FILE
+
+    fields = _tflite_metadata_fields(card)
+    return {**{k: v for k, v in fields.items() if k != "labels"},
+            "labels_file": LABELS_FILE, "labels_count": len(fields["labels"])}
 
 
 def _predictor_for(fmt, path, card):

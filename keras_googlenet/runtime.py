@@ -50,9 +50,35 @@ def read_model_card(path):
         candidates.append(os.path.join(path, CARD_IN_SAVEDMODEL))
     for candidate in candidates:
         if os.path.isfile(candidate):
-            with open(candidate, encoding="utf-8") as f:
-                return json.load(f)
+            try:
+                with open(candidate, encoding="utf-8") as f:
+                    card = json.load(f)
+            except (ValueError, UnicodeDecodeError) as error:
+                raise ValueError(f"the model card {candidate!r} is corrupt (not JSON: "
+                                 f"{error}); fix or delete it.") from None
+            if not isinstance(card, dict):
+                raise ValueError(f"the model card {candidate!r} is corrupt (not a JSON "
+                                 "object); fix or delete it.")
+            return card
     return None
+
+
+def load_keras_model(path, what="model"):
+    """`keras.saving.load_model(path, compile=False)`, with a clear error for a file that
+    is not a `.keras` archive (Keras would say "File not found" although it exists)."""
+    import zipfile
+
+    import keras
+
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"`{what}` {os.fspath(path)!r} is not a valid .keras archive (not a "
+                         "zip file: truncated or another format).")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (ValueError, TypeError, OSError, KeyError, zipfile.BadZipFile) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"`{what}` {os.fspath(path)!r} is not a valid .keras archive or holds "
+                         f"a model that cannot be rebuilt: {first[:300]}") from None
 
 
 def detect_format(path):
@@ -119,7 +145,12 @@ class Predictor:
         raise NotImplementedError
 
     def predict(self, x, batch_size=32):
-        """Probabilities for a float32 batch of preprocessed images (N, H, W, 3)."""
+        """Probabilities for a float32 batch of model inputs (N, H, W, 3).
+
+        Model inputs are what the artefact takes: images scaled with `x / 127.5 - 1`,
+        or RGB pixels in [0, 255] when its card says the preprocessing is inside
+        (`card["preprocessing"]["in_model"]`). `preprocess_images` makes either.
+        """
         x = np.asarray(x, dtype="float32")
         if x.ndim == 3:
             x = x[None]
@@ -130,16 +161,30 @@ class Predictor:
                 f"this model takes {self.input_size[0]}x{self.input_size[1]} images; received "
                 f"{x.shape[1]}x{x.shape[2]}. Use `preprocess_images` to resize."
             )
+        if not len(x):
+            raise ValueError("`x` is an empty batch: pass at least one image.")
         outputs = [self._run(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
-        y = np.concatenate(outputs, axis=0).astype("float32") if outputs else np.zeros((0, 0))
+        y = np.concatenate(outputs, axis=0).astype("float32")
+        if not np.all(np.isfinite(y)):
+            bad = int(np.sum(~np.all(np.isfinite(y.reshape(len(y), -1)), axis=1)))
+            # NaN probabilities would still sort into a confident-looking top-k.
+            raise ValueError(
+                f"{self.path!r} produced non-finite outputs (NaN/inf) for {bad} of {len(y)} "
+                "image(s): its weights are corrupt (a diverged training run?).")
         return y if self.output_is_probability else _softmax(y)
 
     def preprocess_images(self, images):
         """Decode/resize/scale images (paths, PIL images or uint8 arrays) for this model."""
         if not self.input_size:
             raise ValueError("the model card gives no input size; pass preprocessed arrays.")
-        crop = self.card.get("preprocessing", {}).get("central_crop", EVAL_CROP_FRACTION)
-        return np.stack([load_image(image, self.input_size, crop) for image in images])
+        if not len(images):
+            raise ValueError("`images` is empty: pass at least one image.")
+        preprocessing = self.card.get("preprocessing", {})
+        crop = preprocessing.get("central_crop", EVAL_CROP_FRACTION)
+        # A model with its preprocessing inside takes the resized pixels as they are.
+        scale = not preprocessing.get("in_model", False)
+        return np.stack([load_image(image, self.input_size, crop, scale=scale)
+                         for image in images])
 
     def classify(self, images, top_k=5):
         """Top-k `[(label, probability), ...]` per image (paths, PIL images or arrays)."""
@@ -162,13 +207,12 @@ class KerasPredictor(Predictor):
     format = FORMAT_KERAS
 
     def __init__(self, path, card=None, num_threads=None, model=None):
-        import keras
         import tensorflow as tf
 
         from keras_googlenet.pruning import inference_model
 
         if model is None:
-            model = keras.saving.load_model(path, compile=False)
+            model = load_keras_model(path)
         if isinstance(model.output, (dict, list, tuple)):
             model = inference_model(model)
         self.model = model
@@ -272,9 +316,13 @@ class ONNXPredictor(Predictor):
         if num_threads:
             options.intra_op_num_threads = num_threads
             options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            self.path, sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        try:
+            self.session = ort.InferenceSession(
+                self.path, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime raises its own types (InvalidProtobuf, ...)
+            raise ValueError(f"{self.path!r} is not a valid ONNX model: "
+                             f"{str(error).strip()[:300]}") from None
         self.input_name = self.session.get_inputs()[0].name
         shape = self.session.get_inputs()[0].shape
         if self.input_size is None and all(isinstance(v, int) for v in shape[1:3]):
@@ -303,6 +351,9 @@ def load_predictor(path, num_threads=None):
             default). TensorFlow's thread pools are process-wide: set them with
             `tf.config.threading` before TensorFlow starts.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError("`path` must be the path of a .keras, .tflite or .onnx file or a "
+                         f"SavedModel directory; received {path!r}.")
     _check_threads(num_threads)
     fmt = detect_format(path)
     card = read_model_card(path)
@@ -318,8 +369,11 @@ def _crop_box(height, width, fraction):
     return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
 
 
-def resize_pixels(pixels, size, central_crop=EVAL_CROP_FRACTION):
+def resize_pixels(pixels, size, central_crop=EVAL_CROP_FRACTION, scale=True):
     """RGB pixels (H, W, 3) in [0, 255] -> float32 `size` in [-1, 1], like evaluation.
+
+    With `scale=False` the result stays pixels in [0, 255], for a model that has its
+    preprocessing inside.
 
     The training pipeline's evaluation transform: central crop of `central_crop` of each
     side, `tf.image.resize` (bilinear, no antialiasing), clip, then `x / 127.5 - 1`.
@@ -330,10 +384,11 @@ def resize_pixels(pixels, size, central_crop=EVAL_CROP_FRACTION):
     top, left, h, w = _crop_box(pixels.shape[0], pixels.shape[1], central_crop)
     cropped = pixels[top:top + h, left:left + w].astype("float32")
     resized = tf.image.resize(cropped, tuple(size), method="bilinear").numpy()
-    return np.clip(resized, 0.0, 255.0) / 127.5 - 1.0
+    resized = np.clip(resized, 0.0, 255.0)
+    return resized / 127.5 - 1.0 if scale else resized
 
 
-def load_image(image, size, central_crop=EVAL_CROP_FRACTION):
+def load_image(image, size, central_crop=EVAL_CROP_FRACTION, scale=True):
     """An image (path, PIL image or HxW[x3] array) as float32 `size` RGB in [-1, 1].
 
     Decoded with PIL and converted to RGB, then `resize_pixels`: the same central crop,
@@ -345,9 +400,9 @@ def load_image(image, size, central_crop=EVAL_CROP_FRACTION):
     if isinstance(image, (str, os.PathLike)):
         with Image.open(image) as opened:
             opened.load()
-            pixels = np.asarray(opened.convert("RGB"))
+            pixels = pil_to_rgb8(opened, name=os.fspath(image))
     elif isinstance(image, Image.Image):
-        pixels = np.asarray(image.convert("RGB"))
+        pixels = pil_to_rgb8(image)
     else:
         pixels = np.asarray(image)
         if pixels.ndim == 2:
@@ -356,5 +411,60 @@ def load_image(image, size, central_crop=EVAL_CROP_FRACTION):
             raise ValueError(f"expected an HxWx3 image array; received shape {pixels.shape}.")
         if pixels.shape[-1] == 1:
             pixels = np.repeat(pixels, 3, axis=-1)
-        pixels = pixels[..., :3]
-    return resize_pixels(pixels, size, central_crop)
+        pixels = _check_pixel_range(pixels[..., :3])
+    return resize_pixels(pixels, size, central_crop, scale=scale)
+
+
+def _check_pixel_range(pixels):
+    """Arrays must hold RGB pixels in [0, 255]; a float image in [0, 1] (or already
+    preprocessed to [-1, 1]) would be read as a nearly black picture, confidently wrong."""
+    if np.issubdtype(pixels.dtype, np.integer) or pixels.dtype == bool or not pixels.size:
+        if pixels.size and (pixels.min() < 0 or pixels.max() > 255):
+            raise ValueError(
+                f"image arrays must hold RGB pixels in [0, 255]; received {pixels.dtype} values "
+                f"in [{pixels.min()}, {pixels.max()}] (scale 16-bit images by 1/257).")
+        return pixels
+    low, high = float(np.nanmin(pixels)), float(np.nanmax(pixels))
+    if not np.all(np.isfinite(pixels)) or low < 0 or high > 255:
+        raise ValueError(
+            "image arrays must hold RGB pixels in [0, 255]; received float values in "
+            f"[{low:g}, {high:g}]" + (" (already preprocessed? pass them to `predict`)."
+                                     if low < 0 else ".")
+        )
+    if 0 < high <= 1:
+        raise ValueError(
+            f"image arrays must hold RGB pixels in [0, 255]; received float values in [{low:g}, "
+            f"{high:g}], which look like a [0, 1] image: multiply by 255 (or pass uint8).")
+    return pixels
+
+
+# PIL modes that `Image.convert("RGB")` would clip to 8 bits instead of scaling.
+HIGH_BIT_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def pil_to_rgb8(image, name=None):
+    """A PIL image as uint8 RGB pixels (H, W, 3), scaling 16-bit and float images.
+
+    PIL's `convert("RGB")` clips a 16-bit gray image (a full-range gradient turns 99.6 %
+    white) and truncates floats; those are scaled here instead (16-bit: / 257, float
+    in [0, 1]: x 255). A 32-bit integer or float image whose range is not one of those
+    is refused, never clipped.
+    """
+    if image.mode not in HIGH_BIT_DEPTH_MODES:
+        return np.asarray(image.convert("RGB"))
+    values = np.asarray(image)
+    what = f"image {name!r}" if name else "image"
+    if image.mode == "F":
+        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+        if not np.all(np.isfinite(values)) or low < 0 or high > 1:
+            raise ValueError(f"{what} has float pixels in [{low:g}, {high:g}]; only float "
+                             "images in [0, 1] can be read (save it as 8 or 16 bits).")
+        gray = np.round(values.astype("float64") * 255.0)
+    else:
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high > 65535:
+            raise ValueError(f"{what} has 32-bit pixels in [{low}, {high}]; only 8- and 16-bit "
+                             "images can be read.")
+        gray = np.round(values.astype("float64") / 257.0)  # 65535 -> 255
+    gray = gray.astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=-1)

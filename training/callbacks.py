@@ -7,8 +7,24 @@ import sys
 import time
 
 import keras
+import numpy as np
 
 from training import run_dir as run_dir_lib
+
+
+def nonfinite_variables(model):
+    """Names of the model's (and its optimizer's) variables holding NaN or inf.
+
+    Checked before every backup or checkpoint: a NaN loss is not the only way weights go
+    bad, and a saved NaN epoch would later be resumed as if it were good.
+    """
+    variables = list(model.weights)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and getattr(optimizer, "built", False):
+        variables += list(optimizer.variables)
+    return [v.path for v in variables
+            if np.issubdtype(np.dtype(v.dtype), np.floating)
+            and not np.all(np.isfinite(np.asarray(v.numpy(), dtype="float32")))]
 
 
 class TrainingProgress(keras.callbacks.Callback):
@@ -90,12 +106,23 @@ class BestWeights(keras.callbacks.Callback):
         if value is None or math.isnan(value):
             return
         if self.best is None or self.sign * value > self.sign * self.best:
+            if nonfinite_variables(self.model):
+                return  # never checkpoint a diverged model, however its accuracy reads
             self.best, self.best_epoch = float(value), epoch
             run_dir_lib.save_weights(self.model, self.path)
 
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; `epochs_completed` epochs are backed up for a resume."""
+
+    def __init__(self, epochs_completed, run_dir):
+        super().__init__(epochs_completed, run_dir)
+        self.epochs_completed = epochs_completed
+        self.run_dir = run_dir
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -113,3 +140,13 @@ class StopOnNaN(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        self._batch = -1
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._batch = batch
+
+    def on_epoch_end(self, epoch, logs=None):
+        # First callback at epoch end: the backup and checkpoint that follow check too.
+        if self.diverged_at is None and nonfinite_variables(self.model):
+            self.diverged_at = (epoch, max(self._batch, 0))
+            self.model.stop_training = True

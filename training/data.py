@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_googlenet
+from keras_googlenet.runtime import HIGH_BIT_DEPTH_MODES, pil_to_rgb8
 from training.augment import (
     AREA_RANGE,
     EVAL_CROP_FRACTION,
@@ -501,7 +502,11 @@ def _scan_image(path):
         with Image.open(path) as image:
             image_format = image.format
             image.load()  # raises on truncated or corrupt data (LOAD_TRUNCATED_IMAGES is off)
-        return True, image_format not in _TF_DECODABLE_FORMATS
+            high_bit_depth = image.mode in HIGH_BIT_DEPTH_MODES
+            if high_bit_depth:
+                pil_to_rgb8(image)  # raises for a range it cannot scale: skipped, reported
+        # 16-bit and float images go through pil_to_rgb8, which scales them like predict.
+        return True, high_bit_depth or image_format not in _TF_DECODABLE_FORMATS
     except Exception:  # PIL raises many types for bad files; any of them means "skip"
         return False, False
 
@@ -510,7 +515,8 @@ def _pil_decode(path):
     from PIL import Image
 
     with Image.open(path.decode() if isinstance(path, bytes) else path) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        # Not convert("RGB"): it clips 16-bit images to white instead of scaling them.
+        return np.asarray(pil_to_rgb8(image), dtype=np.uint8)
 
 
 def _decoding_dataset(files, labels, use_pil, shuffle_seed=None):

@@ -33,6 +33,7 @@ import time
 import keras
 import tensorflow as tf
 
+from keras_googlenet.layers import load_weights
 from training import run_dir as run_dir_lib
 
 # Set by `launch_local_workers`: where each worker keeps its scratch directory.
@@ -142,11 +143,18 @@ class EpochBackup(keras.callbacks.Callback):
             optimizer = self.model.optimizer
             if not optimizer.built:
                 optimizer.build(self.model.trainable_variables)
-            self.model.load_weights(os.path.join(self.backup_dir, f"epoch-{epoch}.weights.h5"))
+            load_weights(self.model, os.path.join(self.backup_dir, f"epoch-{epoch}.weights.h5"))
         return epoch
 
     def on_epoch_end(self, epoch, logs=None):
+        from training.callbacks import nonfinite_variables
+
         completed = epoch + 1
+        if nonfinite_variables(self.model):
+            # A diverged epoch is not a completed one: the last good backup stays the
+            # latest, so a rerun resumes from finite weights. Same on every worker (the
+            # weights are in sync), so no save is skipped on one worker only.
+            return
         if not self.is_chief:
             scratch = tempfile.mkdtemp(prefix="keras_googlenet-worker-backup-")
             try:

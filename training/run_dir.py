@@ -4,16 +4,57 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import os
 import shutil
 import tempfile
 
+import numpy as np
+
 FINISHED_MARKER = "metrics.json"  # written last: its presence means the run finished
+DIVERGED_MARKER = "diverged.json"  # the last attempt stopped on NaN/inf: may restart anew
+# What a run directory holds while training; removed when a run is restarted anew.
+TRAINING_STATE = ("backup", "history.csv", "best.weights.h5", "logs", DIVERGED_MARKER,
+                  "config.json", "labels.txt")
 
 
 class RunExistsError(ValueError):
     """The run directory holds a finished run and overwriting was not asked for."""
+
+
+class DiskFullError(OSError):
+    """No space left for a run-directory write; the previous file of that name is kept."""
+
+
+def is_disk_full(error):
+    # h5py raises RuntimeError with errno 28 only in its message.
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    return "No space left on device" in str(error) or "errno = 28" in str(error)
+
+
+def _disk_full(path, directory):
+    return DiskFullError(errno.ENOSPC, f"no space left on {directory} while writing "
+                         f"{os.path.basename(path)}", path)
+
+
+def check_free_space(path, needed_bytes):
+    """`DiskFullError` before a write that cannot fit: h5py's own ENOSPC path is fragile
+    (measured: tracebacks, then a segfault)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)  # the write below would create it anyway
+    if shutil.disk_usage(directory).free < needed_bytes:
+        raise _disk_full(path, directory)
+
+
+def _model_bytes(model):
+    variables = list(model.weights)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and getattr(optimizer, "built", False):
+        variables += list(optimizer.variables)
+    total = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+    return int(total * 1.05) + (1 << 16)  # h5 and zip metadata
 
 
 @contextlib.contextmanager
@@ -30,6 +71,10 @@ def atomic_path(path, suffix=""):
     try:
         yield tmp
         os.replace(tmp, path)
+    except Exception as error:
+        if is_disk_full(error):
+            raise _disk_full(path, directory) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -46,23 +91,57 @@ def write_json(path, data):
 
 def save_keras(model, path):
     """`model.save` with an atomic rename (a crash never leaves half a `.keras` file)."""
+    check_free_space(path, _model_bytes(model))
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
 
 
 def save_weights(model, path):
+    check_free_space(path, _model_bytes(model))
     with atomic_path(path, suffix=".weights.h5") as tmp:
         model.save_weights(tmp)
 
 
-def prepare_run_dir(run_dir, overwrite=False):
-    """Create `run_dir`; refuse a finished run unless `overwrite`. Returns True when resuming."""
+def check_run_dir(run_dir, overwrite=False):
+    """Refuse a finished run unless `overwrite`, and a `run_dir` that is a file; writes
+    nothing, so it can run before the inputs are checked."""
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise ValueError(f"`run_name`: {run_dir} is a file, not a run directory.")
     finished = os.path.exists(os.path.join(run_dir, FINISHED_MARKER))
     if finished and not overwrite:
         raise RunExistsError(
             f"{run_dir} already holds a finished run ({FINISHED_MARKER} exists). Pick another "
             "--run-name, or pass --overwrite to replace it."
         )
+    return finished
+
+
+def has_completed_epoch(run_dir):
+    """Whether an unfinished run has anything to resume: a backup or a finished phase."""
+    backup = os.path.join(run_dir, "backup")
+    return any(files for _, _, files in os.walk(backup)) or any(
+        name.startswith("phase") and name.endswith(".weights.h5")
+        for name in (os.listdir(run_dir) if os.path.isdir(run_dir) else []))
+
+
+def clear_training_state(run_dir):
+    """Remove an unfinished run's state so that it starts over with new settings."""
+    for name in os.listdir(run_dir):
+        path = os.path.join(run_dir, name)
+        if name in TRAINING_STATE or (name.startswith("phase") and name.endswith(".weights.h5")):
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+
+
+def prepare_run_dir(run_dir, overwrite=False):
+    """Create `run_dir`; refuse a finished run unless `overwrite`. Returns True when resuming.
+
+    Call it only once the inputs have been checked: it creates the directory and, with
+    `overwrite`, deletes a finished run.
+    """
+    finished = check_run_dir(run_dir, overwrite)
     if finished:
         for name in os.listdir(run_dir):
             path = os.path.join(run_dir, name)

@@ -174,10 +174,22 @@ class TrainConfig:
                 fail("unfreeze_after", f"less than epochs={self.epochs}", self.unfreeze_after)
         if self.init_weights is not None and not os.path.exists(self.init_weights):
             raise ValueError(f"`init_weights` not found: {self.init_weights!r}.")
+        separators = [sep for sep in ("/", os.sep, os.altsep) if sep]
+        # '..' or '.' would put the run in (or, with --overwrite, empty) a parent directory.
         if not isinstance(self.run_name, (str, type(None))) or (
-            self.run_name is not None and (not self.run_name or "/" in self.run_name)
+            self.run_name is not None and (
+                self.run_name in ("", ".", "..") or any(s in self.run_name for s in separators))
         ):
-            fail("run_name", "a non-empty name without '/'", self.run_name)
+            fail("run_name", "a directory name inside --output-dir (not '.' or '..', no '/')",
+                 self.run_name)
+        if not isinstance(self.output_dir, (str, os.PathLike)) or not os.fspath(self.output_dir):
+            fail("output_dir", "a directory path", self.output_dir)
+        existing = os.path.abspath(self.output_dir)
+        while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise ValueError(f"`output_dir` {os.fspath(self.output_dir)!r}: {existing} is a file, "
+                             "not a directory.")
         kg.spec.resolve_widths(self.widths, self.width_multiplier)  # raises on bad widths
 
 
@@ -286,7 +298,9 @@ def _load_source_model(path):
             f"`init_weights` must be a .keras model or a run directory holding model.keras; "
             f"received {path!r}."
         )
-    return keras.models.load_model(path, compile=False)
+    from keras_googlenet.runtime import load_keras_model
+
+    return load_keras_model(path, "init_weights")
 
 
 def _phases(config):
@@ -326,12 +340,17 @@ def _config_record(config, extra):
     return record
 
 
-def _check_resume_matches(run_dir, record):
+def _check_resume_matches(run_dir, record, overwrite=False):
+    """True when the unfinished run in `run_dir` is to start over with new settings: it
+    diverged, completed no epoch, or `overwrite` was asked. Raises if it must be resumed."""
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
-        return
-    with open(path) as f:
-        saved = json.load(f)
+        return False
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except ValueError:
+        saved = {}  # a config.json cut short: nothing trustworthy to resume against
     ignore = {"overwrite", "versions", "command"}
 
     def canonical(value):
@@ -340,11 +359,49 @@ def _check_resume_matches(run_dir, record):
     changed = sorted(
         k for k in record if k not in ignore and canonical(saved.get(k)) != canonical(record[k])
     )
-    if changed:
-        raise ValueError(
-            f"{run_dir} holds an unfinished run with different settings ({', '.join(changed)}); "
-            "re-run with the same arguments to resume it, or choose another --run-name."
-        )
+    if not changed:
+        return False
+    diverged = os.path.exists(os.path.join(run_dir, run_dir_lib.DIVERGED_MARKER))
+    if diverged or overwrite or not run_dir_lib.has_completed_epoch(run_dir):
+        return True
+    raise ValueError(
+        f"{run_dir} holds an unfinished run with different settings ({', '.join(changed)}); "
+        "re-run with the same arguments to resume it, pass --overwrite to start it over, or "
+        "choose another --run-name."
+    )
+
+
+def _diverged(config, run_dir, is_chief, policy, learning_rate, what):
+    """Mark the run diverged (a rerun may then change its settings) and raise, advising
+    only what applies."""
+    if is_chief:
+        run_dir_lib.write_json(os.path.join(run_dir, run_dir_lib.DIVERGED_MARKER),
+                               {"cause": what, "learning_rate": learning_rate})
+    advice = [f"a lower --learning-rate (now {learning_rate:g})"]
+    if not config.warmup_epochs:
+        advice.append("--warmup-epochs 1")
+    if policy != "float32":
+        advice.append("--precision float32")
+    raise callbacks_lib.TrainingDivergedError(
+        f"Training diverged: {what}. No backup, checkpoint or model holds the non-finite "
+        f"weights. Re-run with {', '.join(advice[:-1]) + ' or ' if len(advice) > 1 else ''}"
+        f"{advice[-1]} and the same --run-name: a diverged run starts over with new settings "
+        "(the same command resumes from the last good epoch)."
+    )
+
+
+def _epochs_backed_up(run_dir, config):
+    """Epochs an interrupted run would resume after (its backups and finished phases)."""
+    done = 0
+    for index, (_, end_epoch, _) in enumerate(_phases(config)):
+        if os.path.exists(os.path.join(run_dir, f"phase{index}.weights.h5")):
+            done = max(done, end_epoch)
+        try:
+            with open(os.path.join(run_dir, "backup", f"phase{index}", "latest.json")) as f:
+                done = max(done, int(json.load(f)["epoch"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return done
 
 
 @contextlib.contextmanager
@@ -368,7 +425,11 @@ def train(config: TrainConfig, log=print) -> TrainResult:
     is_chief = cluster is None or cluster.is_chief
     run_dir = os.path.join(config.output_dir, config.run_name)
     if is_chief:
-        return _train(config, log, cluster, run_dir, work_dir=run_dir)
+        try:
+            return _train(config, log, cluster, run_dir, work_dir=run_dir)
+        except KeyboardInterrupt:
+            raise callbacks_lib.TrainingInterrupted(
+                _epochs_backed_up(run_dir, config), run_dir) from None
     # Only the chief writes the run directory; other workers write to a scratch directory,
     # removed however training ends (the launcher's covers SIGKILL too).
     work_dir = multiworker.worker_scratch_dir(config.run_name, cluster.task_id)
@@ -383,8 +444,8 @@ def _train(config, log, cluster, run_dir, work_dir):
     from training import data as data_lib
 
     is_chief = cluster is None or cluster.is_chief
-    resuming = run_dir_lib.prepare_run_dir(run_dir, overwrite=config.overwrite) if is_chief \
-        else False
+    if is_chief:  # refuse a finished run now; create the directory once inputs are checked
+        run_dir_lib.check_run_dir(run_dir, overwrite=config.overwrite)
     started = time.perf_counter()
 
     # Devices must be configured before anything runs a TF op.
@@ -409,16 +470,13 @@ def _train(config, log, cluster, run_dir, work_dir):
         )
     if config.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch)
-    log(
-        f"run {run_dir}{' (resuming)' if resuming else ''}: {splits.source}, "
-        f"{splits.num_train} train / {splits.num_val} val images, {len(splits.class_names)} "
-        f"classes; variant {config.variant} at {config.input_size}px; precision {policy}; "
-        f"{replicas} replica(s) x {config.batch_size} = global batch {global_batch}; "
-        f"{steps_per_epoch} steps/epoch"
-    )
-    if splits.skipped:
-        log(f"skipped {len(splits.skipped)} unreadable file(s): {splits.skipped[:5]}...")
-
+    with strategy.scope():
+        model = _build_model(config, len(splits.class_names))
+        if config.init_weights:
+            skipped = transfer_weights(_load_source_model(config.init_weights), model)
+    # Every input is checked: only now is anything written.
+    resuming = run_dir_lib.prepare_run_dir(run_dir, overwrite=config.overwrite) if is_chief \
+        else False
     pipeline_args = dict(
         input_size=config.input_size, variant=config.variant, seed=config.seed,
         cache=config.cache,
@@ -459,17 +517,28 @@ def _train(config, log, cluster, run_dir, work_dir):
                      "keras_googlenet": kg.__version__, "python": sys.version.split()[0]},
         "command": sys.argv,
     })
+    state = " (resuming)" if resuming else ""
     if is_chief:
-        _check_resume_matches(run_dir, record)
+        if _check_resume_matches(run_dir, record, overwrite=config.overwrite):
+            run_dir_lib.clear_training_state(run_dir)
+            state = (" (starting over: the unfinished run there diverged, completed no epoch "
+                     "or --overwrite was given)")
         run_dir_lib.write_json(os.path.join(run_dir, "config.json"), record)
         run_dir_lib.write_text(os.path.join(run_dir, "labels.txt"),
                                "\n".join(splits.class_names) + "\n")
 
-    with strategy.scope():
-        model = _build_model(config, len(splits.class_names))
-        if config.init_weights:
-            skipped = transfer_weights(_load_source_model(config.init_weights), model)
-            log(f"initialised from {config.init_weights}; new heads: {skipped or 'none'}")
+    log(
+        f"run {run_dir}{state}: {splits.source}, "
+        f"{splits.num_train} train / {splits.num_val} val images, {len(splits.class_names)} "
+        f"classes; variant {config.variant} at {config.input_size}px; precision {policy}; "
+        f"{replicas} replica(s) x {config.batch_size} = global batch {global_batch}; "
+        f"{steps_per_epoch} steps/epoch"
+    )
+    if splits.skipped:
+        log(f"skipped {len(splits.skipped)} unreadable file(s): {splits.skipped[:5]}...")
+
+    if config.init_weights:
+        log(f"initialised from {config.init_weights}; new heads: {skipped or 'none'}")
 
     history_path = os.path.join(work_dir, "history.csv")
     best_path = os.path.join(work_dir, "best.weights.h5")
@@ -541,11 +610,8 @@ def _train(config, log, cluster, run_dir, work_dir):
                 )
         if stop_on_nan.diverged_at is not None:
             epoch, batch = stop_on_nan.diverged_at
-            raise callbacks_lib.TrainingDivergedError(
-                f"Training diverged: the loss became NaN/inf at epoch {epoch + 1}, batch "
-                f"{batch + 1}. Lower --learning-rate (now {base_lr:g}), add --warmup-epochs, "
-                "or try --precision float32. Nothing was exported for this run."
-            )
+            _diverged(config, run_dir, is_chief, policy, base_lr,
+                      f"the loss became NaN/inf at epoch {epoch + 1}, batch {batch + 1}")
         if swap and not swap._ema_weights_in_model:
             # fit ran no epoch (everything was restored): put the average in place here
             model.optimizer.finalize_variable_values(model.trainable_variables)
@@ -569,6 +635,12 @@ def _train(config, log, cluster, run_dir, work_dir):
     val_curve = history.get("val_main_accuracy", [])
     images_per_second = progress.images_per_second if progress else float("nan")
 
+    # Nothing non-finite is ever published as a finished run, whatever got it there.
+    bad = callbacks_lib.nonfinite_variables(model)
+    if bad or not math.isfinite(float(final["loss"])):
+        _diverged(config, run_dir, is_chief, policy, config.learning_rate,
+                  f"{len(bad)} weight tensors are NaN/inf" if bad
+                  else f"the final validation loss is {float(final['loss'])}")
     run_dir_lib.save_keras(model, os.path.join(run_dir, "model.keras"))
     run_dir_lib.save_keras(kg.float32_inference_model(model),
                            os.path.join(run_dir, "inference.keras"))
@@ -604,6 +676,8 @@ def _train(config, log, cluster, run_dir, work_dir):
     }
     run_dir_lib.write_json(os.path.join(run_dir, run_dir_lib.FINISHED_MARKER), metrics)
     shutil.rmtree(os.path.join(run_dir, "backup"), ignore_errors=True)
+    if os.path.exists(os.path.join(run_dir, run_dir_lib.DIVERGED_MARKER)):
+        os.remove(os.path.join(run_dir, run_dir_lib.DIVERGED_MARKER))
     for index in range(len(_phases(config))):
         phase_done = os.path.join(run_dir, f"phase{index}.weights.h5")  # read by all workers
         if os.path.exists(phase_done):

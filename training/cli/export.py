@@ -15,10 +15,11 @@ import sys
 from training.cli import DefaultsFormatter
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+KERAS_HUB_FORMAT = "keras-hub"  # a preset directory, by keras_googlenet.hub (optional extra)
 
 
 def build_parser():
-    from keras_googlenet.export import FORMATS, INT8_IO_TYPES, MIN_ONNX_OPSET
+    from keras_googlenet.export import DEFAULT_INT8_IO, FORMATS, INT8_IO_TYPES, MIN_ONNX_OPSET
 
     p = argparse.ArgumentParser(
         prog="googlenet-export",
@@ -31,7 +32,8 @@ def build_parser():
     p.add_argument("source", metavar="SRC", help="a .keras file or a training run directory")
     p.add_argument("--formats", default=None,
                    help=f"comma-separated subset of {','.join(FORMATS)} (default: every float "
-                   "format, plus tflite-int8 with --calibration-data)")
+                   "format, plus tflite-int8 with --calibration-data); or keras-hub alone: a "
+                   "KerasHub preset directory at --out (needs keras-googlenet[hub])")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--name", default=None, help="artefact base name (default: the model's name)")
     p.add_argument("--input-size", type=int, default=None,
@@ -42,8 +44,21 @@ def build_parser():
                        "calibration")
     calib.add_argument("--calibration-steps", type=int, default=200,
                        help="calibration images (one per converter step)")
-    calib.add_argument("--int8-io", choices=INT8_IO_TYPES, default="int8",
-                       help="input/output type of the full-int8 model")
+    calib.add_argument("--int8-io", choices=INT8_IO_TYPES, default=DEFAULT_INT8_IO,
+                       help="input/output type of the full-int8 model; uint8 is what MediaPipe "
+                       "and the TFLite Task Library accept (the model then takes raw pixels)")
+    mobile = p.add_argument_group("mobile (TFLite)")
+    mobile.add_argument("--include-preprocessing", action="store_true",
+                        help="put the preprocessing inside every exported model, so that each "
+                        "takes RGB pixels in [0, 255] (TFLite metadata then says mean 0, std 1)")
+    mobile.add_argument("--labels", metavar="FILE", default=None,
+                        help="class names, one per line (default: the run's labels.txt)")
+    mobile.add_argument("--tflite-metadata", action=argparse.BooleanOptionalAction,
+                        default=True,
+                        help="write TFLite Metadata (normalization, labels) into every .tflite, "
+                        "as MediaPipe's ImageClassifier needs")
+    mobile.add_argument("--author", default=None, help="author, for the cards and metadata")
+    mobile.add_argument("--license", default=None, help="license, for the cards and metadata")
     ver = p.add_argument_group("verification")
     ver.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
                      help="compare every artefact with Keras before writing it")
@@ -71,12 +86,11 @@ def _run_config(source):
 
 
 def _model_input_size(source):
-    import keras
-
     from keras_googlenet.export import resolve_source
+    from keras_googlenet.runtime import load_keras_model
 
     path, _ = resolve_source(source)
-    return keras.saving.load_model(path, compile=False).input_shape[1]
+    return load_keras_model(path, "source").input_shape[1]
 
 
 def _split(spec, split, config, data_dir):
@@ -106,9 +120,17 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
-    from keras_googlenet.export import export_model, validate_export_arguments
+    if KERAS_HUB_FORMAT in (args.formats or "").split(","):
+        return _keras_hub_preset(args)
+    from keras_googlenet.export import (
+        check_destination,
+        export_model,
+        is_disk_full,
+        validate_export_arguments,
+    )
 
     try:
+        check_destination(args.source, args.out, args.name)
         config = _run_config(args.source)
         # Fail on usage errors before loading any data.
         formats = validate_export_arguments(
@@ -144,13 +166,24 @@ def main(argv=None):
         report = export_model(
             args.source, args.out, formats, name=args.name, input_size=args.input_size,
             calibration_data=calibration, calibration_steps=args.calibration_steps,
-            int8_io=args.int8_io, uint8_signature=args.uint8_signature, verify=args.verify,
+            int8_io=args.int8_io, include_preprocessing=args.include_preprocessing,
+            labels=args.labels, tflite_metadata=args.tflite_metadata, author=args.author,
+            license=args.license, uint8_signature=args.uint8_signature, verify=args.verify,
             verification_data=verification, verification_samples=args.verification_samples,
             opset=args.opset, optimize=args.optimize, strict=False,
         )
     except (ValueError, FileNotFoundError) as error:
         print(f"googlenet-export: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as error:  # read-only or full destination: one line, not a traceback
+        cause = "no space left" if is_disk_full(error) else (error.strerror or error)
+        print(f"googlenet-export: error: cannot write {error.filename or args.out!r}: {cause}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("googlenet-export: interrupted; nothing half-written was published",
+              file=sys.stderr)
+        return 130
 
     print(report.summary(), file=sys.stderr)
     if args.json:
@@ -163,6 +196,30 @@ def main(argv=None):
     return EXIT_OK
 
 
+def _keras_hub_preset(args):
+    """`--formats keras-hub`: `--out` becomes a KerasHub preset (keras_googlenet.hub.write_preset)."""
+    if args.formats.strip() != KERAS_HUB_FORMAT:
+        print(f"googlenet-export: error: {KERAS_HUB_FORMAT} is written alone (--out is the "
+              "preset directory); export the other formats with a second command",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        from keras_googlenet.hub import write_preset
+
+        path = write_preset(args.source, args.out, image_size=args.input_size,
+                            verify=args.verify)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        print(f"googlenet-export: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    with open(os.path.join(path, "metadata.json"), encoding="utf-8") as f:
+        metadata = json.load(f)
+    print(f"KerasHub preset: {path} ({metadata['task_parameter_count']:,} parameters; "
+          f"verification: {metadata['verification']})", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"preset": path, "metadata": metadata}, indent=2))
+    return EXIT_OK
+
+
 def _report_json(report):
     return {
         "out_dir": report.out_dir,
@@ -170,7 +227,8 @@ def _report_json(report):
         "artifacts": [
             {"format": r.format, "ok": r.ok, "path": r.path, "card": r.card_path,
              "file_size_bytes": r.card["file_size_bytes"] if r.card else None,
-             "verification": r.verification, "error": r.error, "seconds": round(r.seconds, 2)}
+             "verification": r.verification, "error": r.error, "warnings": r.warnings,
+             "seconds": round(r.seconds, 2)}
             for r in report.results
         ],
     }

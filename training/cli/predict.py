@@ -81,7 +81,11 @@ def main(argv=None):
         print(f"googlenet-predict: error: {error}", file=sys.stderr)
         return EXIT_USAGE
 
-    results = predict_files(predictor, args.images, args.top_k, args.batch_size)
+    try:
+        results = predict_files(predictor, args.images, args.top_k, args.batch_size)
+    except ValueError as error:  # e.g. NaN outputs of a corrupt model: print no numbers
+        print(f"googlenet-predict: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     failed = [r for r in results if "error" in r]
     if args.json:
         print(json.dumps({"model": args.model, "format": predictor.format, "results": results},

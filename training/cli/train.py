@@ -14,6 +14,7 @@ from training.precision import PRECISIONS
 
 EXIT_BAD_ARGUMENTS = 2
 EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130  # the shell's status for Ctrl-C
 
 
 def build_parser():
@@ -133,6 +134,22 @@ def main(argv=None):
         return EXIT_DIVERGED
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENTS
+    except KeyboardInterrupt as error:  # one line, not a 58-line traceback
+        done = getattr(error, "epochs_completed", 0)
+        print(f"interrupted after epoch {done} of {config.epochs}; run the same command to "
+              "resume." if done else "interrupted before the first epoch was backed up; run "
+              "the same command to start again.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as error:  # the output directory is read-only, full, ...
+        from training.run_dir import is_disk_full
+
+        where = error.filename or config.output_dir
+        cause = "no space left on device" if is_disk_full(error) else (
+            error.strerror or str(error))
+        print(f"error: cannot write {where}: {cause} (--output-dir {config.output_dir}); the "
+              "last good backup is kept: free space or fix it and rerun to resume.",
+              file=sys.stderr)
         return EXIT_BAD_ARGUMENTS
     print(json.dumps(result.metrics, indent=2))
     return 0
