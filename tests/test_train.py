@@ -189,6 +189,37 @@ def test_divergence_is_reported_clearly(tmp_path, capsys):
     assert not (tmp_path / "nan" / "metrics.json").exists()
 
 
+@pytest.mark.slow
+def test_a_diverged_run_never_finishes_and_restarts_with_new_settings(tmp_path, capsys):
+    """#14: the NaN epoch was backed up, reruns "resumed" it and the third one exited 0
+    with NaN model.keras and metrics.json."""
+    from training.callbacks import nonfinite_variables
+
+    args = ["--input-size", "33", "--no-aux", "--width-multiplier", "0.25", "--batch-size",
+            "16", "--epochs", "2", "--steps-per-epoch", "2", "--no-ema", "--precision",
+            "float32", "--optimizer", "sgd", "--output-dir", str(tmp_path), "--run-name", "nan"]
+    run = tmp_path / "nan"
+    probe = kg.GoogLeNet(variant="v1_bn", input_shape=(33, 33, 3), classes=10,
+                         width_multiplier=0.25)
+    for attempt in range(3):
+        assert main([*args, "--learning-rate", "1e30"]) == 3, attempt
+        err = capsys.readouterr().err
+        assert "--precision float32" not in err  # already set: not advised
+        assert "--learning-rate" in err and "Traceback" not in err
+        assert not (run / "metrics.json").exists() and not (run / "model.keras").exists()
+        for dirpath, _, names in os.walk(run):
+            for name in names:
+                if name.endswith(".weights.h5"):  # backups and checkpoints: all finite
+                    probe.load_weights(os.path.join(dirpath, name))
+                    assert not nonfinite_variables(probe), name
+    # the advice is doable: a lower learning rate under the same name starts over
+    assert main([*args, "--learning-rate", "1e-3"]) == 0
+    assert "starting over" in capsys.readouterr().out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["total_steps"] == 4 and np.isfinite(metrics["final_val_loss"])
+    assert not (run / "diverged.json").exists()
+
+
 @pytest.mark.parametrize(
     "kwargs, fragment",
     [
@@ -204,6 +235,8 @@ def test_divergence_is_reported_clearly(tmp_path, capsys):
         ({"freeze_backbone": True}, "`freeze_backbone` needs `init_weights`"),
         ({"init_weights": "nowhere.keras"}, "`init_weights` not found"),
         ({"run_name": "a/b"}, "`run_name` must be"),
+        ({"run_name": ".."}, "`run_name` must be"),
+        ({"run_name": "."}, "`run_name` must be"),
         ({"widths": {"3a": (1,)}}, "six positive ints"),
         ({"replicas": 0}, "`replicas` must be a positive int"),
     ],

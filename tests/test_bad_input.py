@@ -1,0 +1,326 @@
+"""The bad-input suite (#14): every bad invocation is one clear line, a known exit status,
+no traceback, and nothing changed outside the run or export directory.
+
+Each row runs a CLI's `main(argv)` in-process; almost all fail before any training or
+conversion. Placeholders in the argv: {tmp} the test's directory, {model} a small saved
+GoogLeNet (with labels), {nan_model} the same with NaN weights, {img} a PNG, {junk} a file
+of random bytes.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+import keras_googlenet as kg
+from keras_googlenet.export import export_model
+from keras_googlenet.runtime import load_image, load_predictor
+from training.cli import export as export_cli
+from training.cli import predict as predict_cli
+from training.cli import train as train_cli
+
+CLIS = {"train": train_cli.main, "predict": predict_cli.main, "export": export_cli.main}
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("assets")
+    keras.utils.set_random_seed(0)
+    model = kg.GoogLeNet(variant="v1_bn", input_shape=(SIZE, SIZE, 3), classes=3,
+                         width_multiplier=0.25)
+    (root / "run").mkdir()
+    model.save(root / "run" / "model.keras")
+    (root / "run" / "labels.txt").write_text("a\nb\nc\n")
+    for w in model.weights:  # what a diverged run used to leave behind
+        w.assign(np.full(w.shape, np.nan, dtype="float32"))
+    model.save(root / "nan.keras")
+    Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(root / "img.png")
+    (root / "junk.bin").write_bytes(np.random.default_rng(0).bytes(4096))
+    return root
+
+
+def _tree(root):
+    """Every path under `root` with its size and mtime."""
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            info = os.lstat(path)
+            state[os.path.relpath(path, root)] = (info.st_size if name in filenames else 0,
+                                                 info.st_mtime_ns)
+    return state
+
+
+def _setup(tmp, assets, setup):
+    """Builds the row's files; returns the placeholders."""
+    values = {"tmp": str(tmp), "model": str(assets / "run" / "model.keras"),
+              "nan_model": str(assets / "nan.keras"), "img": str(assets / "img.png"),
+              "junk": str(assets / "junk.bin")}
+    if setup == "danger":
+        (tmp / "danger" / "precious").mkdir(parents=True)
+        (tmp / "danger" / "precious" / "data.txt").write_text("keep me")
+        (tmp / "danger" / "sub").mkdir()
+    elif setup == "file":
+        (tmp / "a_file").write_text("not a directory")
+    elif setup == "junk_keras":
+        (tmp / "bad.keras").write_bytes(np.random.default_rng(1).bytes(2048))
+    elif setup == "truncated_keras":
+        data = (assets / "run" / "model.keras").read_bytes()
+        (tmp / "cut.keras").write_bytes(data[: len(data) // 2])
+    elif setup == "junk_onnx":
+        (tmp / "bad.onnx").write_bytes(b"\x08\x07garbage" * 100)
+    elif setup == "corrupt_card":
+        (tmp / "m").mkdir()
+        (tmp / "m" / "model.keras").write_bytes((assets / "run" / "model.keras").read_bytes())
+        (tmp / "m" / "model.keras.json").write_text("{not json")
+    elif setup == "corrupt_config":
+        (tmp / "run").mkdir()
+        (tmp / "run" / "model.keras").write_bytes((assets / "run" / "model.keras").read_bytes())
+        (tmp / "run" / "config.json").write_text('{"model": ')
+    elif setup == "folder":
+        (tmp / "empty_dataset").mkdir()
+    return values
+
+
+# (id, cli, argv, setup, exit status, words the message must contain)
+ROWS = [
+    # -- googlenet-train: all fail before any training
+    ("train-run-name-dotdot-overwrite", "train",
+     "--output-dir {tmp}/danger/sub --run-name .. --overwrite", "danger", 2,
+     ["run_name", "inside --output-dir"]),
+    ("train-run-name-dotdot", "train", "--output-dir {tmp}/danger/sub --run-name ..", "danger",
+     2, ["run_name"]),
+    ("train-run-name-dot", "train", "--output-dir {tmp}/danger --run-name .", "danger", 2,
+     ["run_name"]),
+    ("train-run-name-slash", "train", "--output-dir {tmp} --run-name ../x", None, 2,
+     ["run_name"]),
+    ("train-output-dir-is-a-file", "train", "--output-dir {tmp}/a_file", "file", 2,
+     ["output_dir", "is a file"]),
+    ("train-output-dir-under-a-file", "train", "--output-dir {tmp}/a_file/runs", "file", 2,
+     ["output_dir", "is a file"]),
+    ("train-bad-dataset-spec", "train", "--dataset csv:data.csv --output-dir {tmp}", None, 2,
+     ["dataset"]),
+    ("train-missing-folder", "train", "--dataset folder:{tmp}/nowhere --output-dir {tmp}",
+     None, 2, ["folder", "does not exist"]),
+    ("train-empty-folder", "train", "--dataset folder:{tmp}/empty_dataset --output-dir {tmp}",
+     "folder", 2, ["at least two"]),
+    ("train-missing-init-weights", "train", "--init-weights {tmp}/nope.keras --output-dir {tmp}",
+     None, 2, ["init_weights", "not found"]),
+    ("train-junk-init-weights", "train",
+     "--init-weights {tmp}/bad.keras --input-size 33 --no-aux --width-multiplier 0.25 "
+     "--output-dir {tmp}", "junk_keras", 2, ["init_weights", "not a valid .keras archive"]),
+    ("train-epochs-0", "train", "--epochs 0 --output-dir {tmp}", None, 2, ["epochs"]),
+    ("train-batch-size-negative", "train", "--batch-size -1 --output-dir {tmp}", None, 2,
+     ["batch_size"]),
+    ("train-input-size-too-small", "train", "--input-size 40 --output-dir {tmp}", None, 2,
+     ["input_size", ">= 65"]),
+    ("train-width-multiplier-huge", "train", "--width-multiplier 100 --output-dir {tmp}", None,
+     2, ["width_multiplier", "parameters"]),
+    ("train-width-multiplier-zero", "train", "--width-multiplier 0 --output-dir {tmp}", None, 2,
+     ["width_multiplier"]),
+    ("train-learning-rate-zero", "train", "--learning-rate 0 --output-dir {tmp}", None, 2,
+     ["learning_rate"]),
+    ("train-val-fraction", "train", "--val-fraction 1.5 --output-dir {tmp}", None, 2,
+     ["val_fraction"]),
+    ("train-freeze-without-init", "train", "--freeze-backbone --output-dir {tmp}", None, 2,
+     ["freeze_backbone"]),
+    ("train-workers-0", "train", "--workers 0 --output-dir {tmp}", None, 2, ["--workers"]),
+    ("train-bad-widths-json", "train", "--widths {{3a --output-dir {tmp}", None, 2,
+     ["--widths"]),
+    ("train-unknown-precision", "train", "--precision fp8 --output-dir {tmp}", None, 2,
+     ["--precision"]),
+    # -- googlenet-predict
+    ("predict-missing-model", "predict", "{img} --model {tmp}/nope.keras", None, 2,
+     ["model not found"]),
+    ("predict-unknown-format", "predict", "{img} --model {junk}", None, 2,
+     ["cannot tell the format"]),
+    ("predict-dir-without-savedmodel", "predict", "{img} --model {tmp}", None, 2,
+     ["saved_model.pb"]),
+    ("predict-junk-onnx", "predict", "{img} --model {tmp}/bad.onnx", "junk_onnx", 2,
+     ["not a valid ONNX model"]),
+    ("predict-junk-keras", "predict", "{img} --model {tmp}/bad.keras", "junk_keras", 2,
+     ["not a valid .keras archive"]),
+    ("predict-truncated-keras", "predict", "{img} --model {tmp}/cut.keras", "truncated_keras",
+     2, ["not a valid .keras archive"]),
+    ("predict-corrupt-card", "predict", "{img} --model {tmp}/m/model.keras", "corrupt_card", 2,
+     ["model.keras.json", "corrupt"]),
+    ("predict-nan-model", "predict", "{img} --model {nan_model}", None, 2,
+     ["non-finite", "NaN"]),
+    ("predict-top-k-0", "predict", "{img} --model {model} --top-k 0", None, 2, ["--top-k"]),
+    ("predict-batch-size-0", "predict", "{img} --model {model} --batch-size 0", None, 2,
+     ["--batch-size"]),
+    ("predict-unreadable-image", "predict", "{junk} --model {model}", None, 1,
+     ["cannot read image"]),
+    # -- googlenet-export
+    ("export-name-escapes", "export", "{model} --out {tmp}/out --name ../x --formats onnx",
+     None, 2, ["name", "without a path"]),
+    ("export-name-dotdot", "export", "{model} --out {tmp}/out --name .. --formats onnx", None,
+     2, ["name"]),
+    ("export-out-is-a-file", "export", "{model} --out {tmp}/a_file --formats onnx", "file", 2,
+     ["out_dir", "is a file"]),
+    ("export-missing-source", "export", "{tmp}/nope.keras --out {tmp}/out", None, 2,
+     ["not found"]),
+    ("export-junk-keras", "export", "{tmp}/bad.keras --out {tmp}/out --formats onnx",
+     "junk_keras", 2, ["not a valid .keras archive"]),
+    ("export-truncated-keras", "export", "{tmp}/cut.keras --out {tmp}/out --formats onnx",
+     "truncated_keras", 2, ["not a valid .keras archive"]),
+    ("export-corrupt-config", "export", "{tmp}/run --out {tmp}/out --formats onnx",
+     "corrupt_config", 2, ["config.json", "corrupt"]),
+    ("export-unknown-format", "export", "{model} --out {tmp}/out --formats jpeg", None, 2,
+     ["formats"]),
+    ("export-int8-without-calibration", "export", "{model} --out {tmp}/out --formats tflite-int8",
+     None, 2, ["calibration"]),
+    ("export-opset-too-low", "export", "{model} --out {tmp}/out --opset 5", None, 2,
+     ["opset"]),
+]
+
+
+@pytest.mark.parametrize("cli, argv, setup, status, words",
+                         [row[1:] for row in ROWS], ids=[row[0] for row in ROWS])
+def test_bad_invocation(tmp_path, assets, capsys, cli, argv, setup, status, words):
+    values = _setup(tmp_path, assets, setup)
+    args = [a.format(**values) for a in argv.split()]
+    before, assets_before = _tree(tmp_path), _tree(assets)
+    try:
+        code = CLIS[cli](args)
+    except SystemExit as exit_:  # argparse's own usage errors
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == status, err
+    for word in words:
+        assert word in err, err
+    assert "Traceback" not in err
+    message = [line for line in err.splitlines() if "error" in line or "cannot" in line]
+    assert message and all(len(line) < 600 for line in message), err
+    # Nothing written or deleted anywhere: these fail before any output.
+    assert _tree(tmp_path) == before
+    assert _tree(assets) == assets_before
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: kg.GoogLeNet(include_top="no"), ["include_top", "True or False"]),
+    (lambda: kg.GoogLeNet(include_aux="yes"), ["include_aux", "True or False"]),
+    (lambda: kg.GoogLeNet(width_multiplier=100), ["width_multiplier", "parameters"]),
+    (lambda: kg.GoogLeNet(widths={"4e": {"1x1": 20000}, "5a": {"1x1": 20000}}),
+     ["widths", "parameters"]),
+    (lambda: load_predictor(None), ["`path`"]),
+    (lambda: export_model(42, "out"), ["`source`"]),
+    (lambda: load_image(np.full((8, 8, 3), 0.5, "float32"), (8, 8)), ["[0, 1]", "255"]),
+    (lambda: load_image(np.full((8, 8, 3), -0.5, "float32"), (8, 8)), ["preprocessed"]),
+], ids=["include_top-string", "include_aux-string", "width_multiplier-100", "widths-huge",
+        "load_predictor-None", "export_model-42", "float-0-1-image", "preprocessed-image"])
+def test_bad_api_arguments_raise_a_value_error_naming_them(make, words):
+    started = time.perf_counter()
+    with pytest.raises(ValueError) as caught:
+        make()
+    for word in words:
+        assert word in str(caught.value)
+    assert time.perf_counter() - started < 5  # refused before any variable was created
+
+
+def test_run_name_dotdot_leaves_the_parent_and_its_files_alone(tmp_path, capsys):
+    precious = tmp_path / "danger" / "precious"
+    precious.mkdir(parents=True)
+    (precious / "data.txt").write_text("keep me")
+    assert train_cli.main(["--output-dir", str(tmp_path / "danger" / "sub"), "--run-name", "..",
+                           "--overwrite"]) == 2
+    assert (precious / "data.txt").read_text() == "keep me"
+    assert sorted(os.listdir(tmp_path / "danger")) == ["precious"]
+
+
+def test_classify_refuses_float_images_in_0_1(assets):
+    predictor = load_predictor(assets / "run" / "model.keras")
+    pixels = np.random.default_rng(0).random((SIZE, SIZE, 3)).astype("float32")
+    with pytest.raises(ValueError, match=r"multiply by 255"):
+        predictor.classify([pixels])
+    assert len(predictor.classify([pixels * 255.0])[0]) == 3  # as documented: 0-255 pixels
+
+
+def test_16_bit_images_are_scaled_not_clipped(tmp_path):
+    from training import data as data_lib
+
+    gradient = np.linspace(0, 65535, 48 * 64).reshape(48, 64).astype(np.uint16)
+    twin = np.round(gradient / 257.0).astype(np.uint8)
+    Image.fromarray(gradient).save(tmp_path / "g16.png")
+    Image.fromarray(twin).save(tmp_path / "g8.png")
+    # predict: PIL decodes; convert("RGB") used to turn 99.6 % of this white
+    np.testing.assert_allclose(load_image(tmp_path / "g16.png", (32, 32)),
+                               load_image(tmp_path / "g8.png", (32, 32)), atol=1e-6)
+    # training: a 16-bit TIFF goes through PIL too
+    for label, name in enumerate(("a", "b")):
+        folder = tmp_path / "data" / name
+        folder.mkdir(parents=True)
+        for i in range(3):
+            image = gradient if label == 0 else gradient[::-1]
+            Image.fromarray(image).save(folder / f"{i}.tiff")
+    splits = data_lib.load_dataset(f"folder:{tmp_path / 'data'}", val_fraction=0.34)
+    assert not splits.skipped
+    for pixels, label in splits.train.take(2):
+        expected = twin if int(label) == 0 else twin[::-1]
+        np.testing.assert_array_equal(pixels.numpy()[..., 0], expected)
+
+
+def test_plain_keras_loads_saved_models_without_the_package(tmp_path):
+    """`inference.keras` / `model.keras` of every BatchNorm variant load in a process that
+    never imports keras_googlenet (the paper v1's LRN still needs it: docs say so)."""
+    training = kg.GoogLeNet(variant="v1_bn", include_aux=True, input_shape=(65, 65, 3),
+                            classes=3, width_multiplier=0.25)
+    kg.compile_googlenet(training)  # model.keras: the compiled training model, aux heads
+    training.save(tmp_path / "model.keras")
+    paths = [str(tmp_path / "model.keras")]
+    for variant in ("v1_bn", "torchvision", "factorized"):
+        model = kg.GoogLeNet(variant=variant, input_shape=(SIZE, SIZE, 3), classes=3,
+                             width_multiplier=0.25)
+        kg.float32_inference_model(model).save(tmp_path / f"{variant}_inference.keras")
+        paths.append(str(tmp_path / f"{variant}_inference.keras"))
+    script = (
+        "import sys, keras\n"
+        "for p in sys.argv[1:]:\n"
+        "    keras.saving.load_model(p, safe_mode=True, compile=False)\n"
+        "assert 'keras_googlenet' not in sys.modules\n"
+        "print('loaded', len(sys.argv) - 1)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, *paths], capture_output=True,
+                            text=True, timeout=180, cwd=tmp_path,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "loaded 4" in result.stdout
+
+
+def _mount_tmpfs(path, size):
+    path.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                            capture_output=True, text=True)
+    if result.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+
+
+@pytest.mark.slow
+def test_disk_full_during_training_is_a_clear_error(tmp_path):
+    """A real 1 MB file system: config.json fits, the first epoch's backup does not."""
+    full = tmp_path / "full"
+    _mount_tmpfs(full, "1m")
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "training.cli.train", "--input-size", "33", "--no-aux",
+             "--width-multiplier", "0.25", "--batch-size", "16", "--epochs", "2",
+             "--steps-per-epoch", "1", "--output-dir", str(full), "--run-name", "r"],
+            capture_output=True, text=True, timeout=300,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        assert result.returncode == 2, result.stderr[-3000:]  # not 139 (segfault)
+        assert "no space left on" in result.stderr and "Traceback" not in result.stderr
+        files = [f for _, _, names in os.walk(full) for f in names]
+        assert "metrics.json" not in files
+        assert not [f for f in files if f.startswith(".tmp-")]  # no half-written file
+        assert json.loads((full / "r" / "config.json").read_text())["run_name"] == "r"
+    finally:
+        subprocess.run(["umount", str(full)], check=False)
