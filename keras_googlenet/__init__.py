@@ -24,6 +24,12 @@ from keras_googlenet.weights import from_torchvision
 
 __version__ = "0.1.0"
 
+# KerasHub presets (keras_googlenet.hub) load after `import keras_googlenet`, without making
+# this import load keras_hub: registered now if keras_hub is imported, else when it is.
+from keras_googlenet import _hub_registration  # noqa: E402
+
+_hub_registration.register_when_keras_hub_is_imported()
+
 __all__ = [
     "DEFAULT_LOSS_WEIGHTS",
     "ExportError",

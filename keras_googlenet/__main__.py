@@ -1,7 +1,8 @@
 """`python -m keras_googlenet summary ...`: the per-block table of a GoogLeNet.
 
-`python -m keras_googlenet convert-torchvision SRC [OUT]`: port torchvision's GoogLeNet
-weights (a `.pth` state dict, or an `.npz` of it) onto `GoogLeNet(variant="torchvision")`.
+`python -m keras_googlenet convert-torchvision SRC [OUT] [--preset DIR]`: port torchvision's
+GoogLeNet weights (a `.pth` state dict, or an `.npz` of it) onto
+`GoogLeNet(variant="torchvision")`, as a weights file, a `.keras` model or a KerasHub preset.
 """
 
 from __future__ import annotations
@@ -73,12 +74,29 @@ def _add_convert_torchvision(commands):
     )
     convert.add_argument("--input-size", type=int, default=224,
                          help="input side of a .keras output (a multiple of 32 keeps parity)")
+    convert.add_argument(
+        "--preset", metavar="DIR", default=None,
+        help="write a KerasHub preset directory instead (or as well, with OUT): load it with "
+        "keras_hub.models.ImageClassifier.from_preset(DIR) after `import keras_googlenet`; "
+        "needs keras-googlenet[hub]. --input-size is then the resize target of its "
+        "preprocessing",
+    )
 
 
 def _convert_torchvision(args):
     from keras_googlenet import weights as weights_lib
 
     out = args.out
+    if args.preset is not None:
+        if args.aux:
+            raise ValueError("a KerasHub preset holds the main classifier only: drop --aux.")
+        from keras_googlenet.hub import write_torchvision_preset
+
+        path = write_torchvision_preset(args.src, args.preset, image_size=args.input_size)
+        print(f"wrote KerasHub preset {path}; load it with keras_hub.models.ImageClassifier"
+              f".from_preset({path!r}) after `import keras_googlenet`")
+        if out is None:
+            return
     if out is None:
         if args.aux:
             raise ValueError("the weights='imagenet' cache holds the main head only: give an "

@@ -197,7 +197,7 @@ def main(argv=None):
 
 
 def _keras_hub_preset(args):
-    """`--formats keras-hub`: `--out` becomes a KerasHub preset (keras_googlenet.hub.write_preset)."""
+    """`--formats keras-hub`: `--out` becomes a KerasHub preset (`hub.write_preset`)."""
     if args.formats.strip() != KERAS_HUB_FORMAT:
         print(f"googlenet-export: error: {KERAS_HUB_FORMAT} is written alone (--out is the "
               "preset directory); export the other formats with a second command",

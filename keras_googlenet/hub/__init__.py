@@ -1,0 +1,45 @@
+"""GoogLeNet for KerasHub: a `Backbone`, an `ImageClassifier` and their preprocessing, as presets.
+
+    import keras_googlenet  # registers these classes with Keras, for `from_preset`
+    import keras_hub
+
+    classifier = keras_hub.models.ImageClassifier.from_preset("path/to/preset")
+    classifier.predict(uint8_images)  # resize, scaling and the network, in one call
+
+Presets come from a training run (`googlenet-export RUN --formats keras-hub --out DIR`) or
+from torchvision's ImageNet weights (`python -m keras_googlenet convert-torchvision SRC
+--preset DIR`); see `write_preset`. Needs the optional dependency KerasHub:
+`pip install 'keras-googlenet[hub]'`.
+"""
+
+try:
+    import keras_hub  # noqa: F401
+except ImportError as error:  # the core library works without it; say which extra to install
+    raise ImportError(
+        "keras_googlenet.hub needs KerasHub, an optional dependency: "
+        "`pip install 'keras-googlenet[hub]'` (keras-hub>=0.32)."
+    ) from error
+
+from keras_googlenet.hub.backbone import GoogLeNetBackbone
+from keras_googlenet.hub.classifier import GoogLeNetImageClassifier
+from keras_googlenet.hub.image_converter import GoogLeNetImageConverter
+from keras_googlenet.hub.preprocessor import GoogLeNetImageClassifierPreprocessor
+from keras_googlenet.hub.presets import (
+    PRESET_FILES,
+    check_preset,
+    image_classifier_from_googlenet,
+    write_preset,
+    write_torchvision_preset,
+)
+
+__all__ = [
+    "PRESET_FILES",
+    "GoogLeNetBackbone",
+    "GoogLeNetImageClassifier",
+    "GoogLeNetImageClassifierPreprocessor",
+    "GoogLeNetImageConverter",
+    "check_preset",
+    "image_classifier_from_googlenet",
+    "write_preset",
+    "write_torchvision_preset",
+]

@@ -1,0 +1,160 @@
+"""`GoogLeNetBackbone`: `keras_googlenet.GoogLeNet`'s feature extractor as a KerasHub backbone."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import keras
+from keras_hub.models import FeaturePyramidBackbone
+
+from keras_googlenet import spec as spec_lib
+from keras_googlenet.googlenet import GoogLeNet
+
+# Pyramid level -> the layer whose output is the last feature map at stride 2**level.
+PYRAMID_LAYERS = {
+    "P1": "conv1",
+    "P2": "conv2",  # "norm2" in variants with LRN: the map that stage 3 reads
+    "P3": "inception_3b",
+    "P4": "inception_4e",
+    "P5": "inception_5b",
+}
+
+
+@contextlib.contextmanager
+def _dtype_policy(dtype):
+    """Build under `dtype`: the GoogLeNet builder creates its layers under the global policy."""
+    if dtype is None:
+        yield
+        return
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(keras.dtype_policies.get(dtype))
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+@keras.saving.register_keras_serializable(package="keras_googlenet")
+class GoogLeNetBackbone(FeaturePyramidBackbone):
+    """GoogLeNet (Inception v1) feature extractor: the stem and Inception blocks 3a to 5b.
+
+    The graph is `keras_googlenet.GoogLeNet(include_top=False, ...)`'s: the same layers,
+    layer names (`conv1`, `inception_4e`, ...) and weights, so weights move between the two
+    by layer name. The output is the 4D feature map of `inception_5b`;
+    `pyramid_outputs` holds one feature map per stride, keyed `"P1"` to `"P5"` (`"Pn"` is
+    2**n times smaller than the input), for KerasHub's dense-prediction tasks.
+
+    Inputs are images preprocessed for the variant (`keras_googlenet.preprocess_input`,
+    RGB in [-1, 1]); `GoogLeNetImageConverter` does that inside a KerasHub task.
+
+    Args:
+        variant: `"v1"` (the paper: conv bias, LRN, true 5x5), `"v1_bn"`, `"torchvision"`
+            or `"factorized"`; see `keras_googlenet.spec.VARIANTS`.
+        widths: optional dict overriding Table 1's widths per block, as in `GoogLeNet`,
+            e.g. `{"4e": [256, 160, 320, 32, 128, 128]}`.
+        width_multiplier: scales every convolution's width, as in `GoogLeNet`.
+        image_shape: `(height, width, channels)` of the input; height and width may be
+            `None` (any size of at least 32).
+        dtype: `None` or a dtype policy (name or object) for the layers' computations and
+            weights; `None` uses the global policy.
+        **kwargs: `name` and `trainable`, as for any `keras_hub.models.Backbone`.
+
+    Example:
+    ```python
+    backbone = GoogLeNetBackbone(variant="torchvision")
+    features = backbone(np.zeros((1, 224, 224, 3)))  # (1, 7, 7, 1024)
+    pyramid = keras.Model(backbone.inputs, backbone.pyramid_outputs)
+    ```
+    """
+
+    def __init__(
+        self,
+        variant="v1",
+        widths=None,
+        width_multiplier=1.0,
+        image_shape=(None, None, 3),
+        dtype=None,
+        **kwargs,
+    ):
+        variant_spec = spec_lib.get_variant(variant)
+        if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3:
+            raise ValueError(
+                "`image_shape` must be (height, width, channels); received "
+                f"image_shape={image_shape!r}."
+            )
+        kwargs.setdefault("name", "googlenet_backbone")
+
+        # === Functional model: the builder's own graph, from our input ===
+        image_input = keras.Input(shape=tuple(image_shape), name="image")
+        with _dtype_policy(dtype), warnings.catch_warnings():
+            # The throwaway keras.Model only hands over its layers and tensors.
+            warnings.simplefilter("ignore")
+            features = GoogLeNet(
+                include_top=False,
+                input_tensor=image_input,
+                variant=variant,
+                widths=widths,
+                width_multiplier=width_multiplier,
+            )
+        layer_names = dict(PYRAMID_LAYERS)
+        if variant_spec.lrn:
+            layer_names["P2"] = "norm2"
+        pyramid_outputs = {
+            level: features.get_layer(name).output for level, name in layer_names.items()
+        }
+        super().__init__(inputs=image_input, outputs=features.output, dtype=dtype, **kwargs)
+
+        # === Config ===
+        self.variant = variant
+        self.widths = _widths_config(widths)
+        self.width_multiplier = width_multiplier
+        self.image_shape = tuple(image_shape)
+        self.pyramid_outputs = pyramid_outputs
+        self.data_format = "channels_last"
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "variant": self.variant,
+                "widths": self.widths,
+                "width_multiplier": self.width_multiplier,
+                "image_shape": self.image_shape,
+            }
+        )
+        return config
+
+    def load_weights(self, filepath, *args, **kwargs):
+        """`keras.Model.load_weights`, with an error naming the architecture on a mismatch."""
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                # Keras warns about skipped layers before it raises; the error says it better.
+                warnings.simplefilter("always")
+                super().load_weights(filepath, *args, **kwargs)
+        except Exception as error:  # a shape or structure mismatch deep in h5 loading
+            raise ValueError(
+                f"{filepath} does not hold the weights of this {type(self).__name__} "
+                f"({self.describe()}): it was saved from another architecture, variant or "
+                f"width. Cause: {error}"
+            ) from error
+        for warning in caught:  # a load that worked keeps its warnings
+            warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                   warning.lineno)
+
+    def describe(self):
+        """`variant=..., width_multiplier=..., widths=...` as text, for messages."""
+        return (f"variant={self.variant!r}, width_multiplier={self.width_multiplier!r}, "
+                f"widths={self.widths!r}")
+
+
+def _widths_config(widths):
+    """`widths` in JSON form (lists, not tuples), so that configs round-trip unchanged."""
+    if widths is None:
+        return None
+    if not isinstance(widths, dict):
+        return widths  # `GoogLeNet` has already refused it
+    return {
+        str(block): dict(value) if isinstance(value, dict) else [int(v) for v in value]
+        for block, value in widths.items()
+    }

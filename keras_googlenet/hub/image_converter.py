@@ -1,0 +1,165 @@
+"""`GoogLeNetImageConverter`: raw pixels to a GoogLeNet variant's input, as in evaluation."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+from keras_hub.layers import ImageConverter
+
+from keras_googlenet import spec as spec_lib
+from keras_googlenet.hub.backbone import GoogLeNetBackbone
+from keras_googlenet.preprocessing import EVAL_CROP_FRACTION
+
+# `preprocess_input` modes as `x * scale + offset` on RGB in [0, 255].
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+MODE_SCALE_OFFSET = {
+    "tf": (1.0 / 127.5, -1.0),
+    "torch": (
+        [1.0 / (255.0 * s) for s in _IMAGENET_STD],
+        [-m / s for m, s in zip(_IMAGENET_MEAN, _IMAGENET_STD, strict=True)],
+    ),
+}
+# Set from `variant` and `crop_fraction`, never passed in.
+_DERIVED_ARGUMENTS = ("scale", "offset", "crop_to_aspect_ratio", "pad_to_aspect_ratio")
+
+
+class CentralCropResize(keras.layers.Layer):
+    """Central crop of `crop_fraction` of each side, resize to (height, width), clip to [0, 255].
+
+    The evaluation transform of the training pipeline, of `runtime.resize_pixels` and of the
+    SavedModel's `serving_uint8` signature: the crop box is computed in float32 like theirs.
+    `height` and `width` are read at call time (the converter's `image_size` sets them).
+    """
+
+    def __init__(self, height, width, crop_fraction, interpolation="bilinear",
+                 antialias=False, **kwargs):
+        super().__init__(**kwargs)
+        self.height = height
+        self.width = width
+        self.crop_fraction = crop_fraction
+        self.interpolation = interpolation
+        self.antialias = antialias
+
+    def call(self, images):
+        x = ops.cast(images, self.compute_dtype)
+        if self.crop_fraction < 1.0:
+            shape = ops.shape(x)
+            height, width = shape[-3], shape[-2]
+            crop_h = ops.maximum(1, ops.cast(ops.cast(height, "float32") * self.crop_fraction,
+                                             "int32"))
+            crop_w = ops.maximum(1, ops.cast(ops.cast(width, "float32") * self.crop_fraction,
+                                             "int32"))
+            top, left = (height - crop_h) // 2, (width - crop_w) // 2
+            x = x[..., top:top + crop_h, left:left + crop_w, :]
+        x = ops.image.resize(x, (self.height, self.width), interpolation=self.interpolation,
+                             antialias=self.antialias)
+        return ops.clip(x, 0.0, 255.0)
+
+
+@keras.saving.register_keras_serializable(package="keras_googlenet")
+class GoogLeNetImageConverter(ImageConverter):
+    """Raw RGB pixels in [0, 255] (any size) to the input of a GoogLeNet variant.
+
+    The evaluation transform of this package's training pipeline: a central crop of
+    `crop_fraction` of each side (0.875, the Inception recipe; torchvision's "resize 256,
+    crop 224" keeps the same fraction), a resize to `image_size`, then the variant's
+    `keras_googlenet.preprocess_input` scaling (`x / 127.5 - 1` for every variant). On the
+    same pixels the output equals `keras_googlenet.runtime.resize_pixels`.
+
+    Args:
+        image_size: `(height, width)` or one int for a square, at least the variant's
+            minimum input size (32); `None` skips the crop and resize (images must then
+            already have the model's size).
+        variant: the GoogLeNet variant whose preprocessing to apply.
+        crop_fraction: fraction of each side kept by the central crop, in (0, 1]; 1.0
+            resizes the whole image.
+        interpolation: resize interpolation, as in `keras.layers.Resizing`
+            (`"bilinear"`, as in training).
+        antialias: antialias when downsampling (off, as in training).
+        **kwargs: `data_format`, `bounding_box_format`, `name` and `dtype`, as for
+            `keras_hub.layers.ImageConverter`.
+    """
+
+    backbone_cls = GoogLeNetBackbone
+
+    def __init__(
+        self,
+        image_size=(224, 224),
+        variant="v1",
+        crop_fraction=EVAL_CROP_FRACTION,
+        interpolation="bilinear",
+        antialias=False,
+        **kwargs,
+    ):
+        variant_spec = spec_lib.get_variant(variant)
+        given = [key for key in _DERIVED_ARGUMENTS if key in kwargs]
+        if given:
+            raise ValueError(
+                f"GoogLeNetImageConverter sets {given} itself (from `variant` and "
+                "`crop_fraction`); remove them."
+            )
+        image_size = _validate_image_size(image_size, variant)
+        if isinstance(crop_fraction, bool) or not isinstance(crop_fraction, (int, float)) \
+                or not 0.0 < crop_fraction <= 1.0:
+            raise ValueError(
+                "`crop_fraction` must be a number in (0, 1]; received "
+                f"crop_fraction={crop_fraction!r}."
+            )
+        if variant_spec.preprocessing not in MODE_SCALE_OFFSET:
+            raise ValueError(
+                f"variant={variant!r} uses preprocessing mode {variant_spec.preprocessing!r}, "
+                f"which GoogLeNetImageConverter does not do; modes: {list(MODE_SCALE_OFFSET)}."
+            )
+        scale, offset = MODE_SCALE_OFFSET[variant_spec.preprocessing]
+        super().__init__(
+            image_size=image_size,
+            scale=scale,
+            offset=offset,
+            crop_to_aspect_ratio=False,
+            interpolation=interpolation,
+            antialias=antialias,
+            **kwargs,
+        )
+        if self.data_format != "channels_last":
+            raise ValueError("GoogLeNetImageConverter supports data_format='channels_last' only.")
+        # Replaces the base class' resize (which crops to the aspect ratio) with training's.
+        self.resizing = CentralCropResize(
+            height=image_size[0] if image_size else None,
+            width=image_size[1] if image_size else None,
+            crop_fraction=float(crop_fraction),
+            interpolation=interpolation,
+            antialias=antialias,
+            dtype=self.dtype_policy,
+            name="central_crop_resize",
+        )
+        self.variant = variant
+        self.crop_fraction = float(crop_fraction)
+
+    def get_config(self):
+        config = super().get_config()
+        for key in _DERIVED_ARGUMENTS:
+            config.pop(key, None)
+        config.update({"variant": self.variant, "crop_fraction": self.crop_fraction})
+        return config
+
+
+def _validate_image_size(image_size, variant):
+    if image_size is None:
+        return None
+    if isinstance(image_size, int) and not isinstance(image_size, bool):
+        image_size = (image_size, image_size)
+    minimum = spec_lib.min_input_size(False, variant)
+    if not isinstance(image_size, (tuple, list)) or len(image_size) != 2 or not all(
+        isinstance(side, int) and not isinstance(side, bool) for side in image_size
+    ):
+        raise ValueError(
+            "`image_size` must be (height, width), an int or None; received "
+            f"image_size={image_size!r}."
+        )
+    if min(image_size) < minimum:
+        raise ValueError(
+            f"`image_size` must be at least {minimum}x{minimum} for variant={variant!r} (the "
+            f"network's minimum input); received image_size={tuple(image_size)!r}."
+        )
+    return tuple(image_size)

@@ -1,0 +1,442 @@
+"""KerasHub preset directories from GoogLeNet models: write, verify, check.
+
+    from keras_googlenet.hub import write_preset
+    write_preset("saved_models/digits-v1_bn-80px", "presets/googlenet_digits")
+
+A preset holds `config.json` + `model.weights.h5` (the `GoogLeNetBackbone`), `task.json` +
+`task.weights.h5` (the `GoogLeNetImageClassifier` head), `preprocessor.json` and
+`image_converter.json` (the evaluation transform) and `metadata.json` (KerasHub's fields plus
+the variant, widths, parameter counts, labels, source and the verification figure). It loads
+with `keras_hub.models.ImageClassifier.from_preset(DIR)` once `keras_googlenet` is imported,
+and uploads with `keras_hub.upload_preset("kaggle://..." or "hf://...", DIR)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import keras
+import numpy as np
+
+from keras_googlenet import spec as spec_lib
+from keras_googlenet.hub.backbone import GoogLeNetBackbone
+from keras_googlenet.hub.classifier import GoogLeNetImageClassifier
+from keras_googlenet.hub.image_converter import GoogLeNetImageConverter
+from keras_googlenet.hub.preprocessor import GoogLeNetImageClassifierPreprocessor
+from keras_googlenet.preprocessing import EVAL_CROP_FRACTION
+
+PRESET_FILES = (
+    "config.json",
+    "model.weights.h5",
+    "task.json",
+    "task.weights.h5",
+    "preprocessor.json",
+    "image_converter.json",
+    "metadata.json",
+)
+# The class each JSON file must describe.
+PRESET_CLASSES = {
+    "config.json": GoogLeNetBackbone,
+    "task.json": GoogLeNetImageClassifier,
+    "preprocessor.json": GoogLeNetImageClassifierPreprocessor,
+    "image_converter.json": GoogLeNetImageConverter,
+}
+# Bound on |preset - source model| for the same uint8 images (probabilities or logits).
+VERIFY_MAX_ABS_DIFF = 1e-4
+VERIFY_IMAGES = 4
+LOADING_NOTE = (
+    "pip install 'keras-googlenet[hub]', then `import keras_googlenet` (registers the "
+    "classes) before keras_hub.models.ImageClassifier.from_preset(...)"
+)
+_WRITE_HINT = (
+    "write one with `googlenet-export RUN --formats keras-hub --out DIR` or "
+    "`keras_googlenet.hub.write_preset`"
+)
+
+
+def image_classifier_from_googlenet(
+    model,
+    image_size=None,
+    *,
+    variant=None,
+    widths=None,
+    width_multiplier=None,
+    crop_fraction=EVAL_CROP_FRACTION,
+):
+    """A `GoogLeNetImageClassifier` (with its preprocessor) holding a GoogLeNet's weights.
+
+    Args:
+        model: a single-output `keras_googlenet.GoogLeNet` classifier (`include_top=True`;
+            prune aux heads first with `keras_googlenet.inference_model`).
+        image_size: `(height, width)` or an int: the converter's resize target. Default:
+            the model's fixed input size.
+        variant: the model's variant; default: read from its layers.
+        widths: the `widths` the model was built with (`None`: Table 1).
+        width_multiplier: the model's width multiplier; default: read from its stem when
+            `widths` is None (a model with custom widths and a multiplier needs both).
+        crop_fraction: the converter's central crop (0.875, as in evaluation).
+
+    Returns:
+        A `GoogLeNetImageClassifier` whose outputs on raw uint8 images equal `model`'s on
+        the same images after `keras_googlenet.runtime.resize_pixels`.
+    """
+    from keras_googlenet.export import infer_variant
+
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`model` must be a keras.Model; received {type(model).__name__}.")
+    if isinstance(model.output, dict):
+        raise ValueError(
+            "`model` has several outputs (aux heads): pass "
+            "`keras_googlenet.inference_model(model)`."
+        )
+    variant = variant or infer_variant(model)
+    if variant is None:
+        raise ValueError(f"model {model.name!r} is not a GoogLeNet (no `conv1`/`inception_*` "
+                         "layers of a known variant).")
+    if width_multiplier is None:
+        width_multiplier = _infer_width_multiplier(model, widths)
+    if image_size is None:
+        image_size = model.input_shape[1:3]
+        if None in image_size:
+            raise ValueError("the model takes any input size: pass `image_size`.")
+    try:
+        predictions = model.get_layer("predictions")
+    except ValueError:
+        raise ValueError(
+            f"model {model.name!r} has no `predictions` layer: build it with include_top=True."
+        ) from None
+
+    backbone = GoogLeNetBackbone(
+        variant=variant,
+        widths=widths,
+        width_multiplier=width_multiplier,
+        image_shape=(None, None, int(model.input_shape[-1])),
+        dtype="float32",
+    )
+    converter = GoogLeNetImageConverter(
+        image_size=image_size, variant=variant, crop_fraction=crop_fraction
+    )
+    dropout = model.get_layer("dropout").rate if _has_layer(model, "dropout") else 0.4
+    classifier = GoogLeNetImageClassifier(
+        backbone=backbone,
+        num_classes=int(predictions.units),
+        preprocessor=GoogLeNetImageClassifierPreprocessor(image_converter=converter),
+        activation=_activation_name(predictions),
+        dropout=float(dropout),
+    )
+    _copy_weights(model, [*backbone.layers, classifier.get_layer("predictions")])
+    return classifier
+
+
+def write_preset(
+    source,
+    preset_dir,
+    *,
+    image_size=None,
+    crop_fraction=EVAL_CROP_FRACTION,
+    labels=None,
+    source_info=None,
+    verify=True,
+):
+    """Write a KerasHub preset directory from a GoogLeNet run, `.keras` file or model.
+
+    The preset is written next to `preset_dir`, checked (`check_preset`), verified, and only
+    then moved into place, so a failure never leaves a half-written preset or replaces a
+    good one.
+
+    Args:
+        source: a training run directory (`inference.keras` or `model.keras`, with
+            `config.json` and `labels.txt`), a `.keras` file, or a `keras.Model`. Aux
+            heads are pruned and mixed precision undone (`float32_inference_model`).
+        preset_dir: the preset directory to write (replaced if it exists).
+        image_size: the converter's resize target, `(height, width)` or an int. Default:
+            the model's input size, else the run's `input_size`.
+        crop_fraction: the converter's central crop (0.875, the training pipeline's
+            evaluation transform).
+        labels: class names recorded in `metadata.json`; default: the run's `labels.txt`.
+        source_info: a dict describing where the weights come from, recorded in
+            `metadata.json` (default: the run directory, dataset and metrics).
+        verify: load the preset back through `keras_hub.models.ImageClassifier.from_preset`
+            and compare its outputs on random uint8 images with the source model's on the
+            same images after `keras_googlenet.runtime.resize_pixels` (bound
+            `VERIFY_MAX_ABS_DIFF`); a miss raises `ValueError` and writes nothing.
+
+    Returns:
+        The preset directory's absolute path.
+    """
+    from keras_googlenet import __version__
+    from keras_googlenet.export import _remove, describe_source, publish, resolve_source
+    from keras_googlenet.pruning import float32_inference_model
+
+    if isinstance(source, keras.Model):
+        path, run_info, model = None, {}, source
+    else:
+        path, run_info = resolve_source(source)
+        model = keras.saving.load_model(path, compile=False)
+    model = float32_inference_model(model)
+    card = describe_source(path, model, run_info if path is not None else {})
+    config_model = (run_info.get("config") or {}).get("model") or {}
+    if image_size is None:
+        image_size = card["model"]["input_size"]
+        if image_size is None:
+            raise ValueError("the model takes any input size and its run has no input_size: "
+                             "pass `image_size`.")
+    classifier = image_classifier_from_googlenet(
+        model,
+        image_size=tuple(image_size) if isinstance(image_size, list) else image_size,
+        variant=card["model"]["variant"],
+        widths=config_model.get("widths"),
+        width_multiplier=config_model.get("width_multiplier"),
+        crop_fraction=crop_fraction,
+    )
+    converter = classifier.preprocessor.image_converter
+    labels = list(labels) if labels is not None else card.get("labels")
+    if labels is not None and len(labels) != classifier.num_classes:
+        raise ValueError(f"`labels` has {len(labels)} names for {classifier.num_classes} "
+                         "classes.")
+
+    preset_dir = os.path.abspath(os.fspath(preset_dir))
+    parent = os.path.dirname(preset_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(preset_dir)}.tmp-")
+    try:
+        classifier.save_to_preset(tmp)
+        verification = _verify(tmp, model, converter) if verify else None
+        backbone = classifier.backbone
+        metadata_path = os.path.join(tmp, "metadata.json")
+        with open(metadata_path, encoding="utf-8") as f:
+            metadata = json.load(f)  # KerasHub's: versions, backbone parameter_count, tasks
+        metadata.update({
+            "keras_googlenet_version": __version__,
+            "loading": LOADING_NOTE,
+            "variant": backbone.variant,
+            "width_multiplier": backbone.width_multiplier,
+            "widths": {k: list(v) for k, v in spec_lib.resolve_widths(
+                backbone.widths, backbone.width_multiplier).items()},
+            "backbone_parameter_count": int(backbone.count_params()),
+            "task_parameter_count": int(classifier.count_params()),
+            "num_classes": classifier.num_classes,
+            "activation": classifier.activation,
+            "image_size": list(converter.image_size),
+            "preprocessing": {
+                "central_crop": converter.crop_fraction,
+                "resize": f"{converter.interpolation}, antialias={converter.antialias}",
+                "scaling": spec_lib.get_variant(backbone.variant).preprocessing,
+                "pixel_range": [0, 255],
+            },
+            "labels": labels,
+            "source": source_info if source_info is not None else {
+                "kind": "training run" if card["source"]["run_dir"] else "keras model",
+                **card["source"],
+            },
+            "verification": verification,
+        })
+        with open(metadata_path, "w", encoding="utf-8") as f:
+            json.dump(metadata, f, indent=4, default=_json_default)
+        check_preset(tmp)
+        publish(tmp, preset_dir)
+        tmp = None
+    finally:
+        _remove(tmp)
+    return preset_dir
+
+
+def write_torchvision_preset(src, preset_dir, image_size=224, verify=True):
+    """Write torchvision's GoogLeNet ImageNet weights as a KerasHub preset.
+
+    Args:
+        src: torchvision's state dict (`googlenet-1378be20.pth`, which needs PyTorch to
+            read, an `.npz` of the same tensors, or a mapping), as for
+            `keras_googlenet.from_torchvision`.
+        preset_dir: the preset directory to write.
+        image_size: the converter's resize target (224, torchvision's).
+        verify: as in `write_preset`.
+
+    The classifier returns logits, like torchvision and KerasHub's ImageNet classifiers;
+    `metadata.json` lists the 1000 ImageNet class names.
+
+    Returns:
+        The preset directory's absolute path.
+    """
+    from keras_googlenet import weights as weights_lib
+    from keras_googlenet.preprocessing import imagenet_class_index
+
+    model = weights_lib.from_torchvision(
+        src, classifier_activation=None, input_shape=(image_size, image_size, 3)
+    )
+    labels = None
+    if model.output_shape[-1] == 1000:
+        index = imagenet_class_index()
+        labels = [index[i][1] for i in range(1000)]
+    source_info = {
+        "kind": "torchvision",
+        "weights": weights_lib.TORCHVISION_WEIGHTS_NAME,
+        "url": weights_lib.TORCHVISION_URL,
+        "file": os.path.basename(os.fspath(src)) if isinstance(src, (str, os.PathLike))
+        else None,
+        "metrics": weights_lib.TORCHVISION_METRICS,
+        "note": "torchvision's transform_input=True is folded into the [-1, 1] scaling.",
+    }
+    return write_preset(model, preset_dir, image_size=image_size, labels=labels,
+                        source_info=source_info, verify=verify)
+
+
+def check_preset(preset_dir):
+    """Check that a local directory is a complete, consistent GoogLeNet preset.
+
+    Every file of `PRESET_FILES` must be there; each JSON file must describe this package's
+    class for its role (not another architecture's), and the backbone, the task's backbone,
+    the image converter and `metadata.json` must agree on the variant and widths. Weights
+    are checked when loaded (`GoogLeNetBackbone.load_weights` names a mismatch).
+
+    Args:
+        preset_dir: path of a local preset directory.
+
+    Returns:
+        The preset's `metadata.json` as a dict.
+
+    Raises:
+        FileNotFoundError: the directory or some of its files are missing (all named).
+        ValueError: a file is not valid JSON, describes another class, or disagrees with
+            the others.
+    """
+    preset_dir = os.fspath(preset_dir)
+    if not os.path.isdir(preset_dir):
+        raise FileNotFoundError(f"KerasHub preset directory not found: {preset_dir!r}.")
+    missing = [name for name in PRESET_FILES
+               if not os.path.isfile(os.path.join(preset_dir, name))]
+    if missing:
+        raise FileNotFoundError(
+            f"KerasHub preset {preset_dir!r} lacks {', '.join(missing)}; a GoogLeNet preset "
+            f"has {', '.join(PRESET_FILES)} ({_WRITE_HINT})."
+        )
+    configs = {}
+    for name in (*PRESET_CLASSES, "metadata.json"):
+        try:
+            with open(os.path.join(preset_dir, name), encoding="utf-8") as f:
+                configs[name] = json.load(f)
+        except ValueError as error:
+            raise ValueError(f"{name} of preset {preset_dir!r} is not valid JSON: {error}") \
+                from error
+    for name, cls in PRESET_CLASSES.items():
+        expected = keras.saving.get_registered_name(cls)
+        found = configs[name].get("registered_name") if isinstance(configs[name], dict) else None
+        if found != expected:
+            raise ValueError(
+                f"{name} of preset {preset_dir!r} describes {found!r}, not {expected!r}: the "
+                "file comes from another architecture (or the directory mixes presets)."
+            )
+    backbone = configs["config.json"]["config"]
+    task_backbone = configs["task.json"]["config"].get("backbone", {}).get("config", {})
+    for key in ("variant", "widths", "width_multiplier"):
+        if task_backbone.get(key) != backbone.get(key):
+            raise ValueError(
+                f"task.json's backbone has {key}={task_backbone.get(key)!r} but config.json "
+                f"has {key}={backbone.get(key)!r} in preset {preset_dir!r}: the files come "
+                "from different models."
+            )
+    converter_variant = configs["image_converter.json"]["config"].get("variant")
+    metadata = configs["metadata.json"]
+    for name, variant in (("image_converter.json", converter_variant),
+                          ("metadata.json", metadata.get("variant"))):
+        if variant != backbone.get("variant"):
+            raise ValueError(
+                f"{name} has variant={variant!r} but config.json has "
+                f"variant={backbone.get('variant')!r} in preset {preset_dir!r}."
+            )
+    return metadata
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _has_layer(model, name):
+    return any(layer.name == name for layer in model.layers)
+
+
+def _activation_name(layer):
+    name = getattr(layer.activation, "__name__", None)
+    return None if name in (None, "linear") else name
+
+
+def _infer_width_multiplier(model, widths):
+    """The multiplier that rebuilds `model`: exact for Table 1 widths scaled by it."""
+    from keras_googlenet.export import infer_widths
+
+    conv1 = int(model.get_layer("conv1_conv").filters)
+    if conv1 == spec_lib.STEM_WIDTHS["conv1"]:
+        return 1.0
+    multiplier = conv1 / spec_lib.STEM_WIDTHS["conv1"]
+    found = infer_widths(model)
+    expected = {k: list(v) for k, v in spec_lib.resolve_widths(widths, multiplier).items()}
+    if found != expected:
+        raise ValueError(
+            f"cannot tell the width multiplier of model {model.name!r} (conv1 has {conv1} "
+            "filters and the blocks do not follow Table 1 scaled alike): pass "
+            "`width_multiplier` and `widths`, or export from the run directory, whose "
+            "config.json records them."
+        )
+    return multiplier
+
+
+def _copy_weights(source, layers):
+    """Copy weights by layer name; every weighted layer of `source` must be used."""
+    used = set()
+    for layer in layers:
+        if not layer.weights:
+            continue
+        try:
+            origin = source.get_layer(layer.name)
+        except ValueError:
+            raise ValueError(
+                f"the source model has no layer {layer.name!r}: it is not a GoogLeNet of the "
+                "variant and widths given."
+            ) from None
+        values = origin.get_weights()
+        shapes = [tuple(w.shape) for w in layer.weights]
+        if [v.shape for v in values] != shapes:
+            raise ValueError(
+                f"layer {layer.name!r} has weights {[v.shape for v in values]} in the source "
+                f"model but {shapes} in the preset's architecture: check `variant`, `widths` "
+                "and `width_multiplier`."
+            )
+        layer.set_weights(values)
+        used.add(layer.name)
+    unused = [layer.name for layer in source.layers if layer.weights and layer.name not in used]
+    if unused:
+        raise ValueError(f"the source model has layers the preset does not: {unused}.")
+
+
+def _verify(preset_dir, model, converter):
+    """Max |preset - model| on random uint8 images, loaded through KerasHub's own API."""
+    import keras_hub
+
+    from keras_googlenet.runtime import resize_pixels
+
+    height, width = converter.image_size
+    rng = np.random.default_rng(0)
+    # Not the model's size, so that the crop and the resize both run.
+    images = rng.integers(0, 256, (VERIFY_IMAGES, height + 9, width + 5, 3), dtype="uint8")
+    loaded = keras_hub.models.ImageClassifier.from_preset(preset_dir)
+    got = loaded.predict(images, verbose=0)
+    inputs = np.stack([resize_pixels(image, (height, width), converter.crop_fraction)
+                       for image in images])
+    want = model.predict(inputs, verbose=0)
+    diff = float(np.max(np.abs(np.asarray(got) - want)))
+    if not diff <= VERIFY_MAX_ABS_DIFF:
+        raise ValueError(
+            f"the preset's outputs differ from the source model's by {diff:.3g} (bound "
+            f"{VERIFY_MAX_ABS_DIFF}) on the same images; nothing was written."
+        )
+    return {"max_abs_diff": diff, "images": VERIFY_IMAGES, "bound": VERIFY_MAX_ABS_DIFF,
+            "loaded_with": "keras_hub.models.ImageClassifier.from_preset"}
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)
