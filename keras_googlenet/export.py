@@ -1082,6 +1082,7 @@ def export_model(
         else:
             calib_x, _ = _take_images(calibration_data, calibration_steps, size,
                                       "calibration_data")
+            base_card["calibration"] = {"images": int(len(calib_x))}
             if in_model_for("tflite-int8"):
                 # Pixels, with one 0..255 gradient so that the input range calibrates to
                 # exactly [0, 255]: a uint8 input then carries the pixels unchanged.
@@ -1093,7 +1094,7 @@ def export_model(
                 for i in range(len(calib_x)):
                     yield [calib_x[i:i + 1]]
 
-            base_card["calibration"] = {"images": int(len(calib_x))}
+
 
     exported_model = model
     if optimize:

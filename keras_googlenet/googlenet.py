@@ -14,12 +14,12 @@ import numpy as np
 from keras import layers
 
 from keras_googlenet import spec as spec_lib
-from keras_googlenet.preprocessing import preprocess_in_model
 from keras_googlenet.layers import (
     FusedBatchNormalization,
     LocalResponseNormalization,
     load_weights,
 )
+from keras_googlenet.preprocessing import preprocess_in_model
 
 IMAGENET_WEIGHTS_HELP = (
     "`weights='imagenet'` loads torchvision's IMAGENET1K_V1 weights ported onto "

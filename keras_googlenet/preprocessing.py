@@ -7,6 +7,7 @@ import json
 from importlib import resources
 
 import numpy as np
+from keras import layers
 from keras.applications import imagenet_utils
 
 from keras_googlenet import spec as spec_lib
@@ -39,6 +40,36 @@ def preprocess_input(x, variant="v1", mode=None, data_format=None):
     if isinstance(x, np.ndarray) and not np.issubdtype(x.dtype, np.floating):
         x = x.astype("float32")  # keras' preprocessing works in place on float arrays only
     return imagenet_utils.preprocess_input(x, data_format=data_format, mode=mode)
+
+
+# Keras' "torch" and "caffe" constants (keras.applications.imagenet_utils), RGB order.
+_TORCH_MEAN, _TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+PREPROCESSING_LAYER = "preprocessing"
+
+
+def preprocess_in_model(x, mode="tf", name=PREPROCESSING_LAYER):
+    """`preprocess_input(x, mode=mode)` as Keras layers on a tensor of RGB in [0, 255].
+
+    Built from Keras' own layers only, so a model that contains them loads with
+    `safe_mode=True` and without this package. `"tf"` and `"torch"` are one
+    `Rescaling`; `"caffe"` (RGB -> BGR, then the ImageNet mean subtracted) is a frozen
+    1x1 convolution whose kernel swaps the channels and whose bias is minus the mean:
+    exact in float32, and a plain CONV_2D for every converter and runtime.
+    """
+    if mode not in PREPROCESSING_MODES:
+        raise ValueError(f"`mode` must be one of {PREPROCESSING_MODES}; received mode={mode!r}.")
+    if mode == "tf":
+        return layers.Rescaling(1.0 / 127.5, offset=-1.0, name=name)(x)
+    if mode == "torch":
+        std = np.asarray(_TORCH_STD)
+        return layers.Rescaling((1.0 / (255.0 * std)).tolist(),
+                                offset=(-np.asarray(_TORCH_MEAN) / std).tolist(), name=name)(x)
+    conv = layers.Conv2D(3, 1, name=name, trainable=False)
+    y = conv(x)
+    conv.set_weights([np.eye(3, dtype="float32")[::-1].reshape(1, 1, 3, 3),
+                      -np.asarray(_CAFFE_MEAN_BGR, dtype="float32")])
+    return y
 
 
 @functools.cache

@@ -193,7 +193,8 @@ class Predictor:
 
     def top_k(self, probs, k=5):
         k = min(int(k), len(probs))
-        best = np.argsort(probs)[::-1][:k]
+        # Ties (common with uint8 scores) go to the lower class index, as in MediaPipe.
+        best = np.argsort(-np.asarray(probs), kind="stable")[:k]
         return [(self.label(i), float(probs[i])) for i in best]
 
     def label(self, index):

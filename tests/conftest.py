@@ -4,6 +4,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
+from _digits import SIZE, digits_arrays, scale, write_run_dir  # noqa: E402
+
+from keras_googlenet import GoogLeNet  # noqa: E402
+from keras_googlenet.export import FORMATS, export_model  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -12,3 +16,40 @@ def _float32_policy():
     keras.config.set_dtype_policy("float32")
     yield
     keras.config.set_dtype_policy("float32")
+
+
+# A trained run and its exports, shared by test_export.py and test_mobile.py.
+@pytest.fixture(scope="session")
+def digits():
+    return digits_arrays()
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, digits):
+    """The paper's v1 (LRN included) at 32 px, width 0.25, trained briefly on digits."""
+    keras.config.set_dtype_policy("float32")
+    keras.utils.set_random_seed(0)
+    (x_train, y_train), (x_val, y_val) = digits
+    model = GoogLeNet(variant="v1", input_shape=(SIZE, SIZE, 3), classes=10,
+                      width_multiplier=0.25, dropout=0.2)
+    epochs = 15
+    schedule = keras.optimizers.schedules.CosineDecay(2e-3, epochs * len(x_train) // 64)
+    model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(scale(x_train), y_train, batch_size=64, epochs=epochs, verbose=0)
+    accuracy = model.evaluate(scale(x_val), y_val, verbose=0)[1]
+    run_dir = str(tmp_path_factory.mktemp("run"))
+    write_run_dir(run_dir, model, "v1", 0.25)
+    return run_dir, model, accuracy
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, trained_run, digits):
+    run_dir, _, _ = trained_run
+    (x_train, _), (x_val, y_val) = digits
+    out = str(tmp_path_factory.mktemp("exports"))
+    report = export_model(
+        run_dir, out, list(FORMATS), calibration_data=x_train, calibration_steps=600,
+        verification_data=(scale(x_val), y_val), verbose=False,
+    )
+    return out, report

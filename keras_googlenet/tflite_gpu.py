@@ -1,0 +1,86 @@
+"""Which ops of a `.tflite` model LiteRT's GPU delegate can take.
+
+`tf.lite.experimental.Analyzer.analyze(..., gpu_compatibility=True)` is the documented
+check, but in the TensorFlow 2.21 and ai-edge-litert 2.3 wheels it reports every model
+compatible: it passed LOCAL_RESPONSE_NORMALIZATION, CUMSUM and TOPK_V2 alike (measured,
+docs/export.md). So the verdict here comes from the delegate's own op table, the
+builtin ops with a case in `CheckGpuDelegateCompatibility`
+(tensorflow/lite/tools/versioning/gpu_compatibility.cc); an op outside it falls back to
+the CPU, splitting the graph between the GPU and the CPU. The check is per op type: it
+does not repeat the per-op shape and attribute checks, so treat "compatible" as
+"every op type is supported", as the analyzer does.
+"""
+
+from __future__ import annotations
+
+import collections
+
+# Builtin ops the GPU delegate accepts (gpu_compatibility.cc, TensorFlow 2.21).
+GPU_DELEGATE_OPS = frozenset({
+    "ABS", "ADD", "ADD_N", "ATAN2", "AVERAGE_POOL_2D", "BATCH_MATMUL", "CAST", "CEIL",
+    "CONCATENATION", "CONV_2D", "COS", "CUMSUM", "DENSIFY", "DEPTH_TO_SPACE",
+    "DEPTHWISE_CONV_2D", "DEQUANTIZE", "DIV", "DYNAMIC_UPDATE_SLICE", "ELU",
+    "EMBEDDING_LOOKUP", "EQUAL", "EXP", "FLOOR", "FLOOR_DIV", "FLOOR_MOD",
+    "FULLY_CONNECTED", "GATHER", "GELU", "GREATER", "GREATER_EQUAL", "HARD_SWISH",
+    "LEAKY_RELU", "LESS", "LESS_EQUAL", "LOG", "LOGICAL_AND", "LOGISTIC", "LSTM",
+    "MAXIMUM", "MAX_POOL_2D", "MEAN", "MINIMUM", "MIRROR_PAD", "MUL", "NEG", "NOT_EQUAL",
+    "ONE_HOT", "PACK", "PAD", "PADV2", "POW", "PRELU", "QUANTIZE", "REDUCE_MAX",
+    "REDUCE_MIN", "REDUCE_PROD", "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE",
+    "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SELECT", "SELECT_V2", "SIGN",
+    "SIN", "SLICE", "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT", "SPLIT_V", "SQRT", "SQUARE",
+    "SQUARED_DIFFERENCE", "STABLEHLO_CLAMP", "STRIDED_SLICE", "SUB", "SUM", "TANH", "TILE",
+    "TRANSPOSE", "TRANSPOSE_CONV",
+})
+# Custom ops the delegate implements itself.
+GPU_DELEGATE_CUSTOM_OPS = frozenset({
+    "Convolution2DTransposeBias", "MaxPoolingWithArgmax2D", "MaxUnpooling2D", "Resampler",
+})
+
+
+def model_ops(model_bytes):
+    """`Counter` of op names (builtin names, or custom codes) in every subgraph."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from keras_googlenet.tflite_metadata import _strip_appended_zip
+
+    names = {value: name for name, value in vars(schema.BuiltinOperator).items()
+             if not name.startswith("_") and isinstance(value, int)}
+    model = schema.Model.GetRootAs(_strip_appended_zip(bytes(model_bytes)), 0)
+    codes = []
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            codes.append(("custom", code.CustomCode().decode()))
+        else:
+            codes.append(("builtin", names.get(builtin, f"BUILTIN_{builtin}")))
+    ops = collections.Counter()
+    for s in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(s)
+        for o in range(subgraph.OperatorsLength()):
+            ops[codes[subgraph.Operators(o).OpcodeIndex()]] += 1
+    return ops
+
+
+def gpu_delegate_report(model_bytes):
+    """Whether the GPU delegate can take every op of a TFLite model, and which it can't.
+
+    Returns:
+        `{"compatible": bool, "unsupported_ops": {op name: count}, "ops": {op name:
+        count}, "method": str}`. `unsupported_ops` is empty when compatible.
+    """
+    ops = model_ops(model_bytes)
+    unsupported = {}
+    for (kind, name), count in sorted(ops.items(), key=lambda item: item[0][1]):
+        allowed = GPU_DELEGATE_CUSTOM_OPS if kind == "custom" else GPU_DELEGATE_OPS
+        if name not in allowed:
+            unsupported[name] = count
+    return {
+        "compatible": not unsupported,
+        "unsupported_ops": unsupported,
+        "ops": {name: count for (_, name), count in sorted(ops.items(),
+                                                           key=lambda item: item[0][1])},
+        "method": "op types checked against the GPU delegate's op table "
+                  "(tensorflow/lite/tools/versioning/gpu_compatibility.cc); per-op shape "
+                  "limits not checked",
+    }

@@ -1,0 +1,290 @@
+"""TFLite Metadata for image classifiers, written to the published schema.
+
+MediaPipe Tasks' `ImageClassifier`, the TFLite Task Library and Android Studio's ML
+Model Binding read a `.tflite` through its metadata: a `ModelMetadata` flatbuffer
+(file identifier `M001`, schema `metadata_schema.fbs` of tflite-support / MediaPipe)
+stored in a model buffer named `TFLITE_METADATA`, and the associated files (here the
+class labels) packed as a zip archive appended to the model file.
+
+This module writes that format with the `flatbuffers` package TensorFlow already
+depends on. The official writers are not usable beside TensorFlow 2.21: MediaPipe's
+Python writer fails to import (`mediapipe.tasks.cc` is missing from its wheel) and
+tflite-support pins protobuf 3.20. The schema is stable and small; only the tables an
+image classifier needs are written, with their field slots taken from the schema.
+
+    model = add_image_classifier_metadata(
+        tflite_bytes, name="googlenet", labels=["cat", "dog"], mean=[127.5], std=[127.5],
+        input_range=(-1.0, 1.0))
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import flatbuffers
+import numpy as np
+
+METADATA_BUFFER_NAME = "TFLITE_METADATA"
+METADATA_FILE_IDENTIFIER = b"M001"
+TFLITE_FILE_IDENTIFIER = b"TFL3"
+LABELS_FILE = "labels.txt"
+# The oldest parser that understands every field written here (all are schema 1.0.0).
+MIN_PARSER_VERSION = "1.0.0"
+
+# Enum and union values of metadata_schema.fbs.
+_COLOR_SPACE_RGB = 1
+_CONTENT_FEATURE_PROPERTIES = 1
+_CONTENT_IMAGE_PROPERTIES = 2
+_PROCESS_UNIT_NORMALIZATION = 1
+_FILE_TENSOR_AXIS_LABELS = 2
+
+
+class MetadataError(ValueError):
+    """The metadata could not be written (bad arguments or an unreadable model)."""
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _table(builder, fields):
+    """One table from `(slot, kind, value)` fields; `None` values are left out."""
+    builder.StartObject(max(slot for slot, _, _ in fields) + 1)
+    for slot, kind, value in fields:
+        if value is None:
+            continue
+        if kind == "offset":
+            builder.PrependUOffsetTRelativeSlot(slot, value, 0)
+        elif kind == "byte":
+            builder.PrependInt8Slot(slot, value, 0)
+        elif kind == "ubyte":
+            builder.PrependUint8Slot(slot, value, 0)
+        elif kind == "uint":
+            builder.PrependUint32Slot(slot, value, 0)
+        else:  # pragma: no cover - a programming error
+            raise AssertionError(kind)
+    return builder.EndObject()
+
+
+def _offsets(builder, offsets):
+    builder.StartVector(4, len(offsets), 4)
+    for offset in reversed(offsets):
+        builder.PrependUOffsetTRelative(offset)
+    return builder.EndVector()
+
+
+def _floats(builder, values):
+    builder.StartVector(4, len(values), 4)
+    for value in reversed(values):
+        builder.PrependFloat32(float(value))
+    return builder.EndVector()
+
+
+def _string(builder, text):
+    return None if text is None else builder.CreateString(str(text))
+
+
+def _associated_file(builder, name, description, file_type):
+    # AssociatedFile: name 0, description 1, type 2
+    return _table(builder, [(0, "offset", _string(builder, name)),
+                            (1, "offset", _string(builder, description)),
+                            (2, "byte", file_type)])
+
+
+def _stats(builder, low, high):
+    # Stats: max 0, min 1
+    return _table(builder, [(0, "offset", _floats(builder, [high])),
+                            (1, "offset", _floats(builder, [low]))])
+
+
+def _image_input(builder, name, description, mean, std, input_range, size):
+    image_size = None
+    if size is not None:  # ImageSize: width 0, height 1
+        image_size = _table(builder, [(0, "uint", int(size[1])), (1, "uint", int(size[0]))])
+    # ImageProperties: color_space 0, default_size 1
+    properties = _table(builder, [(0, "byte", _COLOR_SPACE_RGB), (1, "offset", image_size)])
+    # Content: content_properties_type 0, content_properties 1 (a union takes two slots)
+    content = _table(builder, [(0, "ubyte", _CONTENT_IMAGE_PROPERTIES),
+                               (1, "offset", properties)])
+    # NormalizationOptions: mean 0, std 1; ProcessUnit: options_type 0, options 1
+    normalization = _table(builder, [(0, "offset", _floats(builder, mean)),
+                                     (1, "offset", _floats(builder, std))])
+    unit = _table(builder, [(0, "ubyte", _PROCESS_UNIT_NORMALIZATION),
+                            (1, "offset", normalization)])
+    units = _offsets(builder, [unit])
+    stats = _stats(builder, *input_range)
+    # TensorMetadata: name 0, description 1, dimension_names 2, content 3,
+    # process_units 4, stats 5, associated_files 6
+    return _table(builder, [(0, "offset", _string(builder, name)),
+                            (1, "offset", _string(builder, description)),
+                            (3, "offset", content), (4, "offset", units),
+                            (5, "offset", stats)])
+
+
+def _scores_output(builder, name, description, output_range, labels_description):
+    properties = _table(builder, [(0, "byte", None)])  # FeatureProperties: no fields
+    content = _table(builder, [(0, "ubyte", _CONTENT_FEATURE_PROPERTIES),
+                               (1, "offset", properties)])
+    labels = _associated_file(builder, LABELS_FILE, labels_description,
+                              _FILE_TENSOR_AXIS_LABELS)
+    files = _offsets(builder, [labels])
+    stats = _stats(builder, *output_range) if output_range is not None else None
+    return _table(builder, [(0, "offset", _string(builder, name)),
+                            (1, "offset", _string(builder, description)),
+                            (3, "offset", content), (5, "offset", stats),
+                            (6, "offset", files)])
+
+
+def image_classifier_metadata(*, name, description, version, author, license, mean, std,
+                              input_range, output_range, input_size=None,
+                              input_description=None, output_description=None):
+    """The `ModelMetadata` flatbuffer (bytes) of a one-input, one-output image classifier."""
+    builder = flatbuffers.Builder(1024)
+    image = _image_input(builder, "image", input_description, mean, std, input_range,
+                         input_size)
+    scores = _scores_output(builder, "probability", output_description, output_range,
+                            "Class names, one per line, in the order of the output scores.")
+    # SubGraphMetadata: name 0, description 1, input_tensor_metadata 2,
+    # output_tensor_metadata 3
+    subgraph = _table(builder, [(2, "offset", _offsets(builder, [image])),
+                                (3, "offset", _offsets(builder, [scores]))])
+    # ModelMetadata: name 0, description 1, version 2, subgraph_metadata 3, author 4,
+    # license 5, associated_files 6, min_parser_version 7
+    root = _table(builder, [(0, "offset", _string(builder, name)),
+                            (1, "offset", _string(builder, description)),
+                            (2, "offset", _string(builder, version)),
+                            (3, "offset", _offsets(builder, [subgraph])),
+                            (4, "offset", _string(builder, author)),
+                            (5, "offset", _string(builder, license)),
+                            (7, "offset", _string(builder, MIN_PARSER_VERSION))])
+    builder.Finish(root, file_identifier=METADATA_FILE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+class _AlignedBuilder(flatbuffers.Builder):
+    """Packs byte vectors 16-byte aligned, as the TFLite schema asks of `Buffer.data`.
+
+    The schema declares `data:[ubyte] (force_align: 16)`, but the generated Python
+    `Pack` ignores the attribute; the interpreter maps weights in place, so keep them
+    aligned as the converter wrote them.
+    """
+
+    def CreateNumpyVector(self, x):
+        if x.dtype.itemsize != 1:
+            return super().CreateNumpyVector(x)
+        self.StartVector(1, x.size, 16)
+        payload = np.ascontiguousarray(x).tobytes()
+        self.head = self.head - len(payload)
+        self.Bytes[self.head:self.head + len(payload)] = payload
+        self.vectorNumElems = x.size
+        return self.EndVector()
+
+
+def _strip_appended_zip(model_bytes):
+    """The flatbuffer part of a model file (drops a zip of associated files, if any)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    if zipfile.is_zipfile(io.BytesIO(model_bytes)):
+        with zipfile.ZipFile(io.BytesIO(model_bytes)) as archive:
+            first = min((info.header_offset for info in archive.infolist()), default=None)
+        if first:
+            model_bytes = model_bytes[:first]
+    if not schema.Model.ModelBufferHasIdentifier(model_bytes, 0):
+        raise MetadataError("not a TFLite flatbuffer (no 'TFL3' identifier).")
+    return model_bytes
+
+
+def add_metadata(model_bytes, metadata, associated_files):
+    """`model_bytes` with `metadata` as its `TFLITE_METADATA` and the files appended.
+
+    Args:
+        model_bytes: a TFLite flatbuffer.
+        metadata: a `ModelMetadata` flatbuffer (`image_classifier_metadata`).
+        associated_files: `{file name: bytes}` packed as an uncompressed zip after the
+            model, where MediaPipe and the Task Library look for them.
+
+    Returns:
+        The new model file's bytes. Tensors, ops and weights are unchanged; an existing
+        `TFLITE_METADATA` entry and appended files are replaced.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model_bytes = _strip_appended_zip(bytes(model_bytes))
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(model_bytes, 0))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(metadata, dtype=np.uint8)
+    model.buffers = list(model.buffers or []) + [buffer]
+    entries = [m for m in (model.metadata or [])
+               if (m.name.decode() if isinstance(m.name, bytes) else m.name)
+               != METADATA_BUFFER_NAME]
+    entry = schema.MetadataT()
+    entry.name = METADATA_BUFFER_NAME
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = entries + [entry]
+    builder = _AlignedBuilder(len(model_bytes) + len(metadata) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=TFLITE_FILE_IDENTIFIER)
+    packed = io.BytesIO(bytes(builder.Output()))
+    if associated_files:
+        with zipfile.ZipFile(packed, "a", compression=zipfile.ZIP_STORED) as archive:
+            for file_name, content in associated_files.items():
+                archive.writestr(file_name, content)
+    return packed.getvalue()
+
+
+def add_image_classifier_metadata(model_bytes, *, labels, mean, std, input_range,
+                                  output_range=(0.0, 1.0), name="googlenet",
+                                  description=None, version=None, author=None,
+                                  license=None, input_size=None):
+    """Add image-classifier metadata and a `labels.txt` to a TFLite model (bytes).
+
+    Args:
+        model_bytes: the converted TFLite flatbuffer.
+        labels: one class name per output score.
+        mean, std: `NormalizationOptions`, per channel or one value: the runtime feeds
+            a float input `(pixel - mean) / std`. Quantized (uint8) inputs are fed raw
+            pixels and rely on the tensor's own quantization instead.
+        input_range: `(min, max)` of the model's input values (the input `Stats`).
+        output_range: `(min, max)` of the scores, `None` for logits.
+        name, description, version, author, license: shown by metadata readers.
+        input_size: `(height, width)` recorded as the image's default size.
+    """
+    labels = [str(label) for label in labels]
+    if not labels or any("\n" in label or not label.strip() for label in labels):
+        raise MetadataError("`labels` must be non-empty names without line breaks.")
+    for arg, values in (("mean", mean), ("std", std)):
+        if len(values) not in (1, 3):
+            raise MetadataError(f"`{arg}` must have 1 or 3 values; received {values!r}.")
+    if any(float(s) == 0 for s in std):
+        raise MetadataError(f"`std` must not contain 0; received {std!r}.")
+    metadata = image_classifier_metadata(
+        name=name, description=description, version=version, author=author,
+        license=license, mean=mean, std=std, input_range=input_range,
+        output_range=output_range, input_size=input_size,
+        input_description="RGB image (height, width, 3).",
+        output_description="Class scores, one per label.")
+    labels_file = ("\n".join(labels) + "\n").encode("utf-8")
+    return add_metadata(model_bytes, metadata, {LABELS_FILE: labels_file})
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def metadata_buffer(model_bytes):
+    """The raw `ModelMetadata` flatbuffer stored in a TFLite model, or None."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(_strip_appended_zip(bytes(model_bytes)), 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() and entry.Name().decode() == METADATA_BUFFER_NAME:
+            return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+    return None
+
+
+def associated_files(model_bytes):
+    """`{name: bytes}` of the files packed after a TFLite model (empty if none)."""
+    stream = io.BytesIO(bytes(model_bytes))
+    if not zipfile.is_zipfile(stream):
+        return {}
+    with zipfile.ZipFile(stream) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
