@@ -17,6 +17,12 @@ so that background load affects them alike:
 `--reference-onnx PATH` adds a row for a plain NCHW ONNX model timed in the same rounds,
 e.g. torchvision's own GoogLeNet (`benchmarks/torchvision_onnx.py export PATH`).
 
+Each TFLite artefact also gets a MediaPipe Tasks `ImageClassifier` row (`--no-mediapipe`
+to leave them out), timed in the same rounds: one call classifies a decoded 256x256 RGB
+frame, so it includes MediaPipe's own resize and normalization (read from the TFLite
+metadata) and its top-k; batch 1 only. MediaPipe's Python API has no thread setting:
+its rows run with MediaPipe's default in every thread column.
+
 Prints a markdown table (and writes it with `--markdown`). Not a test: numbers depend on
 the machine and its load.
 """
@@ -70,6 +76,8 @@ def build_parser():
     p.add_argument("--reference-onnx", default=None, metavar="PATH",
                    help="also time this NCHW .onnx (e.g. torchvision's own GoogLeNet, from "
                    "`benchmarks/torchvision_onnx.py export`) in ONNX Runtime, same rounds")
+    p.add_argument("--mediapipe", action=argparse.BooleanOptionalAction, default=True,
+                   help="a MediaPipe ImageClassifier row per TFLite artefact")
     p.add_argument("--markdown", default=None, help="write the table to this file")
     p.add_argument("--worker", nargs=2, action="append", metavar=("FORMAT", "PATH"),
                    help=argparse.SUPPRESS)
@@ -78,6 +86,27 @@ def build_parser():
 
 
 REFERENCE = "reference-onnx"
+MEDIAPIPE = ":mediapipe"  # suffix of a TFLite format: that file in MediaPipe
+
+
+class _MediaPipeClassifier:
+    """MediaPipe Tasks' ImageClassifier on one decoded frame (preprocessing included)."""
+
+    batched = False
+
+    def __init__(self, path):
+        import mediapipe as mp
+        from mediapipe.tasks import python as mp_tasks
+        from mediapipe.tasks.python import vision
+
+        options = vision.ImageClassifierOptions(
+            base_options=mp_tasks.BaseOptions(model_asset_path=path), max_results=5)
+        self.classifier = vision.ImageClassifier.create_from_options(options)
+        frame = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+        self.image = mp.Image(image_format=mp.ImageFormat.SRGB, data=frame)
+
+    def _run(self, x):  # the frame stands in for `x`: MediaPipe takes decoded images
+        return self.classifier.classify(self.image)
 
 
 class _ReferenceOnnx:
@@ -114,9 +143,12 @@ def worker(rows, threads, args):
         if fmt == REFERENCE:
             predictors[fmt] = _ReferenceOnnx(path, threads)
             continue
+        if fmt.endswith(MEDIAPIPE):
+            predictors[fmt] = _MediaPipeClassifier(path)
+            continue
         tf_based = fmt in ("keras", "savedmodel")
         predictors[fmt] = load_predictor(path, num_threads=None if tf_based else threads)
-    h, w = next(iter(predictors.values())).input_size
+    h, w = next(p for p in predictors.values() if hasattr(p, "input_size")).input_size
     rng = np.random.default_rng(0)
     x1 = rng.uniform(-1, 1, (1, h, w, 3)).astype("float32")
     xb = rng.uniform(-1, 1, (args.batch, h, w, 3)).astype("float32") if args.batch else None
@@ -134,11 +166,12 @@ def worker(rows, threads, args):
         result[fmt] = {"median_ms": float(np.median(times)),
                        "p90_ms": float(np.percentile(times, 90)), "runs": len(times)}
     if xb is not None:
-        for predictor in predictors.values():
+        batched = {fmt: p for fmt, p in predictors.items() if getattr(p, "batched", True)}
+        for predictor in batched.values():
             predictor._run(xb)  # warm-up at the batch size (TFLite resizes its input)
-        tb = {fmt: [] for fmt in predictors}
+        tb = {fmt: [] for fmt in batched}
         for _ in range(args.batch_runs):
-            for fmt, predictor in predictors.items():
+            for fmt, predictor in batched.items():
                 tb[fmt].extend(call_times_ms(lambda p=predictor: p._run(xb), 1))
         for fmt, times in tb.items():
             result[fmt]["batch_ms"] = float(np.median(times))
@@ -209,7 +242,14 @@ def main(argv=None):
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     threads = [int(t) for t in args.threads.split(",")]
     paths = export_artefacts(args, formats)
-    selected = [(label, fmt) for label, fmt in ROWS if fmt in formats]
+    selected = []
+    for label, fmt in ROWS:
+        if fmt in formats:
+            selected.append((label, fmt))
+            if args.mediapipe and fmt.startswith("tflite"):
+                paths[fmt + MEDIAPIPE] = paths[fmt]
+                selected.append((f"{label} in MediaPipe ImageClassifier (incl. its "
+                                 "preprocessing)", fmt + MEDIAPIPE))
     if args.compare_optimized:
         selected += [(OPTIMIZED_LABELS[f], f"{f}:optimized")
                      for f in OPTIMIZED_FORMATS if f in formats]
