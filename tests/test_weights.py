@@ -3,10 +3,9 @@
 The fixture (`tests/fixtures/torchvision_googlenet.*`, made by
 `scripts/make_torchvision_fixture.py`) holds torchvision's state-dict manifest, a few uint8
 images and the logits torchvision computed for them; the tensors themselves regenerate
-deterministically from the manifest (see the script's docstring).
+deterministically from the manifest (`keras_googlenet.synthetic_torchvision`).
 """
 
-import importlib.util
 import json
 import pathlib
 import shutil
@@ -15,24 +14,13 @@ import sys
 import numpy as np
 import pytest
 
-from keras_googlenet import GoogLeNet, preprocess_input
+from keras_googlenet import GoogLeNet, preprocess_input, synthetic_torchvision
 from keras_googlenet import weights as weights_lib
 from keras_googlenet.__main__ import main as cli_main
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 TOLERANCE = 1e-4
-
-
-def _load_script():
-    path = ROOT / "scripts" / "make_torchvision_fixture.py"
-    spec = importlib.util.spec_from_file_location("make_torchvision_fixture", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fixture_script = _load_script()
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +37,7 @@ def reference():
 
 @pytest.fixture(scope="module")
 def state(manifest):
-    return fixture_script.synthetic_state_dict(manifest)
+    return synthetic_torchvision.synthetic_state_dict(manifest)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +68,7 @@ def ported_outputs(ported, inputs):
 
 def test_fixture_regenerates_the_tensors_torchvision_used(manifest, state, reference):
     # The digest was computed by the script from torchvision's own state_dict().
-    assert fixture_script.state_dict_digest(state) == manifest["state_sha256"]
+    assert synthetic_torchvision.state_dict_digest(state) == manifest["state_sha256"]
     assert len(state) == manifest["num_tensors"] == 364
     assert {"conv1.conv.weight", "inception3a.branch4.1.bn.running_var", "aux2.fc1.weight",
             "fc.bias"} <= set(state)
@@ -89,7 +77,7 @@ def test_fixture_regenerates_the_tensors_torchvision_used(manifest, state, refer
     # preprocess_input(variant="torchvision") is exactly the [-1, 1] scaling torchvision saw.
     np.testing.assert_array_equal(
         preprocess_input(reference["images"], variant="torchvision"),
-        fixture_script.to_model_input(reference["images"]),
+        synthetic_torchvision.to_model_input(reference["images"]),
     )
     # torchvision's transform_input=True on ImageNet-normalised input == [-1, 1] input.
     assert manifest["transform_input_max_abs_diff"] < TOLERANCE
