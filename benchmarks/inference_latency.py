@@ -15,7 +15,7 @@ so that background load affects them alike:
   calls.
 
 `--reference-onnx PATH` adds a row for a plain NCHW ONNX model timed in the same rounds,
-e.g. torchvision's own GoogLeNet (`benchmarks/torchvision_onnx.py export PATH`).
+e.g. torchvision's own GoogLeNet (`benchmarks/investigations/torchvision_onnx.py export PATH`).
 
 Each TFLite artefact also gets a MediaPipe Tasks `ImageClassifier` row (`--no-mediapipe`
 to leave them out), timed in the same rounds: one call classifies a decoded 256x256 RGB
@@ -75,7 +75,8 @@ def build_parser():
                    "optimize=True (BatchNorm folded, sibling 1x1 convs merged by us)")
     p.add_argument("--reference-onnx", default=None, metavar="PATH",
                    help="also time this NCHW .onnx (e.g. torchvision's own GoogLeNet, from "
-                   "`benchmarks/torchvision_onnx.py export`) in ONNX Runtime, same rounds")
+                   "`benchmarks/investigations/torchvision_onnx.py export`) in ONNX Runtime, "
+                   "same rounds")
     p.add_argument("--mediapipe", action=argparse.BooleanOptionalAction, default=True,
                    help="a MediaPipe ImageClassifier row per TFLite artefact")
     p.add_argument("--markdown", default=None, help="write the table to this file")

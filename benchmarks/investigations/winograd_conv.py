@@ -1,6 +1,6 @@
 """Would a Winograd rewrite of GoogLeNet's 3x3 convs speed up ONNX Runtime? (It does not.)
 
-    python benchmarks/winograd_conv.py --threads 2
+    python benchmarks/investigations/winograd_conv.py --threads 2
 
 Winograd F(2x2, 3x3) computes a stride-1 3x3 conv with 2.25x fewer multiply-adds: the
 same math, different rounding. ONNX Runtime has no Winograd kernel for float32, so the
@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 
 import numpy as np
-from _timing import median_ms
+
+# The shared timing loop lives one folder up, beside the product benchmarks.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _timing import median_ms  # noqa: E402
 
 # (name, input channels, output channels, spatial size): the big 3x3 convs of the
 # torchvision topology at 224x224, 47 % of its multiply-adds between them.

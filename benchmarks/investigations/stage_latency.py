@@ -1,6 +1,6 @@
 """Batch-1 latency of each GoogLeNet stage in LiteRT (fp32) and ONNX Runtime, side by side.
 
-    python benchmarks/stage_latency.py --threads 2
+    python benchmarks/investigations/stage_latency.py --threads 2
 
 Cuts the float32 inference model at `keras_googlenet.ENDPOINTS` (conv1, pool1, ...,
 inception_5b, then the head), converts every stage on its own to TFLite (XNNPACK) and to
@@ -17,7 +17,10 @@ import os
 import sys
 
 import numpy as np
-from _timing import median_ms
+
+# The shared timing loop lives one folder up, beside the product benchmarks.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _timing import median_ms  # noqa: E402
 
 
 def stage_models(model):

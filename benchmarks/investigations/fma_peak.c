@@ -1,6 +1,6 @@
 /* Float32 multiply-add peak of this CPU with AVX-512: the ceiling for any conv kernel.
 
-     gcc -O2 -mavx512f -pthread benchmarks/fma_peak.c -o /tmp/fma_peak && /tmp/fma_peak 2
+     gcc -O2 -mavx512f -pthread benchmarks/investigations/fma_peak.c -o /tmp/fma_peak && /tmp/fma_peak 2
 
    Each thread runs 12 independent chains of 16-lane fused multiply-adds (enough to hide
    the FMA latency on both ports) and the program prints G MAC/s summed over the threads.

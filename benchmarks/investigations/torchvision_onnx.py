@@ -1,9 +1,9 @@
 """torchvision's own GoogLeNet in ONNX Runtime, timed against our export on the same machine.
 
     # 1. where PyTorch is installed (any environment; the CPU wheel is enough):
-    python benchmarks/torchvision_onnx.py export /tmp/torchvision_googlenet.onnx
+    python benchmarks/investigations/torchvision_onnx.py export /tmp/torchvision_googlenet.onnx
     # 2. here: batch-1 latency of both, interleaved in rounds so that load hits them alike
-    python benchmarks/torchvision_onnx.py compare /tmp/torchvision_googlenet.onnx \
+    python benchmarks/investigations/torchvision_onnx.py compare /tmp/torchvision_googlenet.onnx \
         /tmp/bench/googlenet.onnx --threads 2
 
 `export` writes torchvision's `GoogLeNet(aux_logits=False, transform_input=False)` (random
@@ -21,7 +21,10 @@ import re
 import sys
 
 import numpy as np
-from _timing import call_times_ms
+
+# The shared timing loop lives one folder up, beside the product benchmarks.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _timing import call_times_ms  # noqa: E402
 
 
 def torchvision_googlenet():

@@ -1,6 +1,6 @@
 """Where an exported ONNX model spends its time in ONNX Runtime, and how close it runs to peak.
 
-    python benchmarks/onnx_profile.py exports/run1/googlenet.onnx --threads 2
+    python benchmarks/investigations/onnx_profile.py exports/run1/googlenet.onnx --threads 2
 
 Times batch-1 inference (median of `--runs` calls), then profiles the same session with
 ONNX Runtime's per-node profiler and prints:
@@ -9,7 +9,7 @@ ONNX Runtime's per-node profiler and prints:
 - for every Conv: its multiply-accumulates (from ONNX shape inference), time and G MAC/s,
   the slowest first, and the totals for small (< 20 M MACs) and large convs;
 - the model's overall rate (all conv MACs / median latency). Compare with the CPU's peak
-  (`benchmarks/fma_peak.c`).
+  (`benchmarks/investigations/fma_peak.c`).
 
 Not a test: figures depend on the machine and its load. Without a model it exports the
 torchvision-topology GoogLeNet (224x224, random weights) with `keras_googlenet.export`.
@@ -25,7 +25,10 @@ import sys
 import tempfile
 
 import numpy as np
-from _timing import median_ms
+
+# The shared timing loop lives one folder up, beside the product benchmarks.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _timing import median_ms  # noqa: E402
 
 
 def conv_macs(model_path):
