@@ -46,7 +46,7 @@ def main(argv=None):
     p.add_argument("folder", nargs="?", help="a folder of images (searched recursively)")
     p.add_argument("--limit", type=int, default=None, help="check at most this many files")
     args = p.parse_args(argv)
-    from training.data import _scan_images
+    from keras_googlenet_training.data import _scan_images
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.folder is None:

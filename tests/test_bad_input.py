@@ -21,9 +21,9 @@ from PIL import Image
 import keras_googlenet as kg
 from keras_googlenet.export import export_model
 from keras_googlenet.runtime import load_image, load_predictor
-from training.cli import export as export_cli
-from training.cli import predict as predict_cli
-from training.cli import train as train_cli
+from keras_googlenet_training.cli import export as export_cli
+from keras_googlenet_training.cli import predict as predict_cli
+from keras_googlenet_training.cli import train as train_cli
 
 CLIS = {"train": train_cli.main, "predict": predict_cli.main, "export": export_cli.main}
 SIZE = 32
@@ -244,7 +244,7 @@ def test_classify_refuses_float_images_in_0_1(assets):
 
 
 def test_16_bit_images_are_scaled_not_clipped(tmp_path):
-    from training import data as data_lib
+    from keras_googlenet_training import data as data_lib
 
     gradient = np.linspace(0, 65535, 48 * 64).reshape(48, 64).astype(np.uint16)
     twin = np.round(gradient / 257.0).astype(np.uint8)
@@ -311,7 +311,8 @@ def test_disk_full_during_training_is_a_clear_error(tmp_path):
     _mount_tmpfs(full, "1m")
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "training.cli.train", "--input-size", "33", "--no-aux",
+            [sys.executable, "-m", "keras_googlenet_training.cli.train", "--input-size", "33",
+             "--no-aux",
              "--width-multiplier", "0.25", "--batch-size", "16", "--epochs", "2",
              "--steps-per-epoch", "1", "--output-dir", str(full), "--run-name", "r"],
             capture_output=True, text=True, timeout=300,

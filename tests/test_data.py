@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from training import augment, data
+from keras_googlenet_training import augment, data
 
 INPUT_SIZE = 32
 

@@ -270,7 +270,7 @@ def test_missing_source(tmp_path):
 
 
 def test_cli_exports_a_keras_file(tmp_path, capsys):
-    from training.cli.export import main
+    from keras_googlenet_training.cli.export import main
 
     model = GoogLeNet(variant="v1", input_shape=(SIZE, SIZE, 3), classes=3, width_multiplier=0.25)
     model.save(tmp_path / "m.keras")
@@ -295,7 +295,7 @@ def test_cli_exports_a_keras_file(tmp_path, capsys):
     (["--formats", "savedmodel,tensorrt"], "unknown format"),
 ])
 def test_cli_usage_errors_exit_2(tmp_path, capsys, args, match):
-    from training.cli.export import main
+    from keras_googlenet_training.cli.export import main
 
     model = GoogLeNet(variant="v1_bn", input_shape=(SIZE, SIZE, 3), classes=2,
                       width_multiplier=0.25)
@@ -306,7 +306,7 @@ def test_cli_usage_errors_exit_2(tmp_path, capsys, args, match):
 
 
 def test_cli_missing_source_exits_2(tmp_path, capsys):
-    from training.cli.export import main
+    from keras_googlenet_training.cli.export import main
 
     assert main([str(tmp_path / "nope.keras"), "--out", str(tmp_path / "out")]) == 2
     assert "not found" in capsys.readouterr().err

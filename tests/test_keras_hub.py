@@ -31,7 +31,7 @@ from keras_googlenet.hub import (
 )
 from keras_googlenet.runtime import resize_pixels
 from keras_googlenet.spec import VARIANTS
-from training.cli.export import main as export_main
+from keras_googlenet_training.cli.export import main as export_main
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -411,7 +411,7 @@ def fresh_processes(preset):
     """Loading in new interpreters: keras_googlenet imported first, or never before loading."""
     googlenet_first = _python("""
         import json, sys
-        sys.modules["training"] = None  # loading must not need the training code
+        sys.modules["keras_googlenet_training"] = None  # loading must not need the training code
         import keras_googlenet
         assert "keras_hub" not in sys.modules, "import keras_googlenet imported keras_hub"
         sys.modules["keras_hub"] = None  # as if keras-hub were not installed

@@ -21,8 +21,8 @@ from keras_googlenet.export import export_model, has_preprocessing_layer
 from keras_googlenet.preprocessing import EVAL_CROP_FRACTION, preprocess_in_model
 from keras_googlenet.runtime import _crop_box, load_predictor, resize_pixels
 from keras_googlenet.tflite_gpu import gpu_delegate_report
-from training.cli import export as export_cli
-from training.cli import predict as predict_cli
+from keras_googlenet_training.cli import export as export_cli
+from keras_googlenet_training.cli import predict as predict_cli
 
 TFLITE_FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8")
 

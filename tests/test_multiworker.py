@@ -14,9 +14,9 @@ import time
 import numpy as np
 import pytest
 
-from training import run_dir as run_dir_lib
-from training.multiworker import ClusterInfo, cluster_from_tf_config
-from training.train import TrainConfig
+from keras_googlenet_training import run_dir as run_dir_lib
+from keras_googlenet_training.multiworker import ClusterInfo, cluster_from_tf_config
+from keras_googlenet_training.train import TrainConfig
 
 SMALL = ["--input-size", "65", "--width-multiplier", "0.25", "--batch-size", "8",
          "--steps-per-epoch", "4", "--learning-rate", "3e-3"]
@@ -53,8 +53,8 @@ def _alive(pid):
 
 def _launch(*args, tmpdir=None):
     env = ENV if tmpdir is None else {**ENV, "TMPDIR": str(tmpdir)}
-    return subprocess.Popen([sys.executable, "-m", "training.cli.train", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen([sys.executable, "-m", "keras_googlenet_training.cli.train", *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _our_temp_files(tmpdir):
@@ -107,7 +107,8 @@ def test_loss_curve_matches_single_process_training_at_the_same_global_batch(
         two_worker_run, tmp_path):
     run, _, _, _ = two_worker_run
     result = subprocess.run(
-        [sys.executable, "-m", "training.cli.train", *SMALL, "--epochs", "2", "--batch-size", "16",
+        [sys.executable, "-m", "keras_googlenet_training.cli.train", *SMALL, "--epochs", "2",
+         "--batch-size", "16",
          "--loop", "custom", "--output-dir", str(tmp_path), "--run-name", "one"],
         env=ENV, capture_output=True, text=True, timeout=400,
     )
@@ -190,7 +191,7 @@ def test_multi_worker_arguments_are_validated():
 
 
 def test_workers_must_be_positive(capsys):
-    from training.cli.train import main
+    from keras_googlenet_training.cli.train import main
 
     assert main(["--workers", "0"]) == 2
     assert "`--workers` must be a positive int" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from PIL import Image
 from keras_googlenet import GoogLeNet
 from keras_googlenet.export import export_model
 from keras_googlenet.runtime import detect_format, load_image, load_predictor
-from training.cli.predict import main
+from keras_googlenet_training.cli.predict import main
 
 SIZE = 32
 LABELS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 import keras_googlenet as kg
-from training import run_dir as run_dir_lib
-from training.cli.train import main
-from training.precision import select_precision
-from training.train import TrainConfig, ema_momentum_for, train
+from keras_googlenet_training import run_dir as run_dir_lib
+from keras_googlenet_training.cli.train import main
+from keras_googlenet_training.precision import select_precision
+from keras_googlenet_training.train import TrainConfig, ema_momentum_for, train
 
 SMALL = ["--input-size", "65", "--width-multiplier", "0.25", "--batch-size", "16"]
 RUN_FILES = {"model.keras", "inference.keras", "history.csv", "metrics.json", "config.json",
@@ -28,7 +28,7 @@ RUN_FILES = {"model.keras", "inference.keras", "history.csv", "metrics.json", "c
 
 def _cli(*args, timeout=300):
     return subprocess.run(
-        [sys.executable, "-m", "training.cli.train", *args],
+        [sys.executable, "-m", "keras_googlenet_training.cli.train", *args],
         capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
@@ -104,7 +104,7 @@ def test_resume_after_sigkill_ends_with_the_uninterrupted_step_count(tmp_path):
             "--run-name", "killed"]
     run = tmp_path / "killed"
     process = subprocess.Popen(
-        [sys.executable, "-m", "training.cli.train", *args],
+        [sys.executable, "-m", "keras_googlenet_training.cli.train", *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
@@ -193,7 +193,7 @@ def test_divergence_is_reported_clearly(tmp_path, capsys):
 def test_a_diverged_run_never_finishes_and_restarts_with_new_settings(tmp_path, capsys):
     """#14: the NaN epoch was backed up, reruns "resumed" it and the third one exited 0
     with NaN model.keras and metrics.json."""
-    from training.callbacks import nonfinite_variables
+    from keras_googlenet_training.callbacks import nonfinite_variables
 
     args = ["--input-size", "33", "--no-aux", "--width-multiplier", "0.25", "--batch-size",
             "16", "--epochs", "2", "--steps-per-epoch", "2", "--no-ema", "--precision",
@@ -290,7 +290,7 @@ def test_atomic_writes_leave_nothing_behind_on_failure(tmp_path):
 
 
 def test_launchers_pass_on_every_option_but_their_own():
-    from training.cli import drop_options
+    from keras_googlenet_training.cli import drop_options
 
     argv = ["--workers", "2", "--epochs", "3", "--workers=4", "--overwrite", "--seed", "1"]
     assert drop_options(argv, with_value=("--workers",)) == [
@@ -300,7 +300,7 @@ def test_launchers_pass_on_every_option_but_their_own():
 
 
 def test_learning_rate_schedules():
-    from training.train import _learning_rate
+    from keras_googlenet_training.train import _learning_rate
 
     paper = _learning_rate(TrainConfig(schedule="paper"), steps_per_epoch=10, epochs=40,
                            base_lr=0.1)
@@ -316,7 +316,7 @@ def test_learning_rate_schedules():
 
 
 def test_epoch_backup_resumes_fit_and_a_later_fit_keeps_its_own_initial_epoch(tmp_path):
-    from training.multiworker import EpochBackup
+    from keras_googlenet_training.multiworker import EpochBackup
 
     class EpochLog(keras.callbacks.Callback):
         def __init__(self):

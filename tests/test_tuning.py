@@ -21,8 +21,8 @@ import pytest
 import keras_googlenet as kg
 from keras_googlenet import spec as spec_lib
 from keras_googlenet import tuning
-from training.cli.tune import EXIT_BAD_ARGUMENTS, EXIT_SEARCH_FAILED, main
-from training.tune import NoScoreError, TuneConfig, read_executions, run_search
+from keras_googlenet_training.cli.tune import EXIT_BAD_ARGUMENTS, EXIT_SEARCH_FAILED, main
+from keras_googlenet_training.tune import NoScoreError, TuneConfig, read_executions, run_search
 
 TINY = dict(dataset="digits", input_size=32, aux=False, variants=("v1",), width_multiplier=0.25,
             stage_multipliers=(0.25, 0.5), reduce_ratios=(0.5, 1.0), epochs=1,
@@ -267,7 +267,7 @@ def _alive(pid):
 def test_distributed_search_runs_every_trial_exactly_once(tmp_path):
     max_trials = 3
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "training.cli.tune", *TINY_ARGS, "--workers", "2",
+        [sys.executable, "-m", "keras_googlenet_training.cli.tune", *TINY_ARGS, "--workers", "2",
          "--max-trials", str(max_trials), "--steps-per-epoch", "1", "--validation-steps", "1",
          "--replicas", "2", "--directory", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,

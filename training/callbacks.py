@@ -9,7 +9,7 @@ import time
 import keras
 import numpy as np
 
-from training import run_dir as run_dir_lib
+from keras_googlenet_training import run_dir as run_dir_lib
 
 
 def nonfinite_variables(model):

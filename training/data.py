@@ -30,7 +30,7 @@ import tensorflow as tf
 
 import keras_googlenet
 from keras_googlenet.runtime import HIGH_BIT_DEPTH_MODES, pil_to_rgb8
-from training.augment import (
+from keras_googlenet_training.augment import (
     AREA_RANGE,
     EVAL_CROP_FRACTION,
     central_crop,

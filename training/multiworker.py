@@ -34,7 +34,7 @@ import keras
 import tensorflow as tf
 
 from keras_googlenet.layers import load_weights
-from training import run_dir as run_dir_lib
+from keras_googlenet_training import run_dir as run_dir_lib
 
 # Set by `launch_local_workers`: where each worker keeps its scratch directory.
 WORKER_SCRATCH_ENV = "KERAS_GOOGLENET_WORKER_SCRATCH"
@@ -147,7 +147,7 @@ class EpochBackup(keras.callbacks.Callback):
         return epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        from training.callbacks import nonfinite_variables
+        from keras_googlenet_training.callbacks import nonfinite_variables
 
         completed = epoch + 1
         if nonfinite_variables(self.model):
@@ -327,7 +327,7 @@ def launch_local_workers(argv, workers, stream=None, env=None, timeout=None):
                                          "task": {"type": "worker", "index": index}}),
                 WORKER_SCRATCH_ENV: os.path.join(log_dir, "scratch"),
             }
-            command = [sys.executable, "-m", "training.cli.train", *argv,
+            command = [sys.executable, "-m", "keras_googlenet_training.cli.train", *argv,
                        "--strategy", "multi-worker"]
             output = subprocess.PIPE
             if index:

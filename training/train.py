@@ -21,11 +21,11 @@ import tensorflow as tf
 
 import keras_googlenet as kg
 from keras_googlenet import spec as spec_lib
-from training import callbacks as callbacks_lib
-from training import multiworker
-from training import run_dir as run_dir_lib
-from training.distribute import make_strategy
-from training.precision import PRECISIONS, apply_precision, select_precision
+from keras_googlenet_training import callbacks as callbacks_lib
+from keras_googlenet_training import multiworker
+from keras_googlenet_training import run_dir as run_dir_lib
+from keras_googlenet_training.distribute import make_strategy
+from keras_googlenet_training.precision import PRECISIONS, apply_precision, select_precision
 
 logger = logging.getLogger("keras_googlenet.training")
 
@@ -441,7 +441,7 @@ def train(config: TrainConfig, log=print) -> TrainResult:
 
 def _train(config, log, cluster, run_dir, work_dir):
     """`train` for one process: the chief writes `run_dir`, other workers `work_dir`."""
-    from training import data as data_lib
+    from keras_googlenet_training import data as data_lib
 
     is_chief = cluster is None or cluster.is_chief
     if is_chief:  # refuse a finished run now; create the directory once inputs are checked

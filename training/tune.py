@@ -84,7 +84,7 @@ class TuneConfig:
 
     def validate(self):
         from keras_googlenet.tuning import TUNERS
-        from training.precision import PRECISIONS
+        from keras_googlenet_training.precision import PRECISIONS
 
         def fail(arg, allowed, value):
             raise ValueError(f"`{arg}` must be {allowed}; received {arg}={value!r}.")
@@ -111,7 +111,7 @@ class TuneConfig:
 
     def resolved(self):
         """A copy with the dataset defaults filled in (input size, flips, crop area)."""
-        from training.train import DATASET_DEFAULTS, GENERIC_DEFAULTS
+        from keras_googlenet_training.train import DATASET_DEFAULTS, GENERIC_DEFAULTS
 
         self.validate()
         config = dataclasses.replace(self)
@@ -194,8 +194,8 @@ def _check_resume_matches(path, record):
 
 
 def _datasets(config, splits, global_batch):
-    from training import data as data_lib
-    from training.train import DATASET_DEFAULTS, GENERIC_DEFAULTS
+    from keras_googlenet_training import data as data_lib
+    from keras_googlenet_training.train import DATASET_DEFAULTS, GENERIC_DEFAULTS
 
     defaults = DATASET_DEFAULTS.get(config.dataset, GENERIC_DEFAULTS)
     # The pipeline's preprocessing is the same ("tf" mode) for every variant.
@@ -232,15 +232,15 @@ def run_search(config: TuneConfig, log=print, callbacks=None) -> SearchResult:
     directory = project_dir(config)
 
     # Devices first: logical CPU replicas can only be made before TF initialises.
-    from training.distribute import make_strategy
+    from keras_googlenet_training.distribute import make_strategy
 
     strategy = make_strategy(config.replicas) if role != "chief" else None
     import keras
 
     from keras_googlenet import tuning
-    from training import data as data_lib
-    from training import run_dir as run_dir_lib
-    from training.precision import apply_precision, select_precision
+    from keras_googlenet_training import data as data_lib
+    from keras_googlenet_training import run_dir as run_dir_lib
+    from keras_googlenet_training.precision import apply_precision, select_precision
 
     policy = apply_precision(select_precision(config.precision))
     keras.utils.set_random_seed(config.seed)
@@ -422,7 +422,7 @@ def format_markdown(records, front=()):
 def write_results(records, directory, budget=None):
     """Write `results.csv`, `results.md` and `pareto.png`; return their paths."""
     from keras_googlenet.tuning import pareto_front
-    from training import run_dir as run_dir_lib
+    from keras_googlenet_training import run_dir as run_dir_lib
 
     front = pareto_front(records)
     buffer = io.StringIO()
@@ -456,7 +456,7 @@ def plot_pareto(records, path, front=None, budget=None):
     from matplotlib import transforms
 
     from keras_googlenet.tuning import pareto_front
-    from training import run_dir as run_dir_lib
+    from keras_googlenet_training import run_dir as run_dir_lib
 
     front = pareto_front(records) if front is None else front
     done = [r for r in records if r["status"] == "completed"]
@@ -504,7 +504,7 @@ def save_best_model(tuner, hypermodel, best, splits, config, directory):
 
     import keras_googlenet as kg
     from keras_googlenet.tuning import OBJECTIVE
-    from training import run_dir as run_dir_lib
+    from keras_googlenet_training import run_dir as run_dir_lib
 
     trial = tuner.oracle.get_trial(best["trial"])
     with warnings.catch_warnings():
@@ -598,7 +598,7 @@ def launch_local(child_args, workers, directory, project_name, out=None, host="1
     base_env["PYTHONUNBUFFERED"] = "1"
     # Workers share the cores: without this each would start a thread per core.
     threads = str(max(1, (os.cpu_count() or 1) // workers))
-    command = [sys.executable, "-m", "training.cli.tune", *child_args]
+    command = [sys.executable, "-m", "keras_googlenet_training.cli.tune", *child_args]
     processes, log_files, pumps = [], [], []
 
     def interrupted(signum, frame):

@@ -2,7 +2,7 @@
 
 A thin shell over `keras_googlenet.export.export_model`; this module only turns dataset
 specs (`digits`, `tfds:NAME`, `folder:PATH`, as in `googlenet-train --dataset`) into
-calibration and verification images with `training.data`.
+calibration and verification images with `keras_googlenet_training.data`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from training.cli import DefaultsFormatter
+from keras_googlenet_training.cli import DefaultsFormatter
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 KERAS_HUB_FORMAT = "keras-hub"  # a preset directory, by keras_googlenet.hub (optional extra)
@@ -95,7 +95,8 @@ def _model_input_size(source):
 
 def _split(spec, split, config, data_dir):
     """Unbatched (uint8 image, label) tf.data of one split of a dataset spec."""
-    from training import data as data_lib  # lazy: the library never imports training/
+    # lazy: the library never imports training/
+    from keras_googlenet_training import data as data_lib
 
     same_dataset = spec == config.get("dataset")
     splits = data_lib.load_dataset(
@@ -108,7 +109,7 @@ def _split(spec, split, config, data_dir):
 
 
 def _pipeline(dataset, input_size, variant, batch_size=32):
-    from training import data as data_lib
+    from keras_googlenet_training import data as data_lib
 
     return data_lib.make_pipeline(
         dataset, input_size=input_size, batch_size=batch_size, training=False,

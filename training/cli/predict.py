@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from training.cli import DefaultsFormatter
+from keras_googlenet_training.cli import DefaultsFormatter
 
 EXIT_OK, EXIT_SOME_IMAGES_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -9,8 +9,8 @@ import os
 import sys
 
 from keras_googlenet.spec import VARIANTS
-from training.cli import drop_options
-from training.precision import PRECISIONS
+from keras_googlenet_training.cli import drop_options
+from keras_googlenet_training.precision import PRECISIONS
 
 EXIT_BAD_ARGUMENTS = 2
 EXIT_DIVERGED = 3
@@ -117,12 +117,12 @@ def main(argv=None):
             print(f"error: `--workers` must be a positive int; received {args.workers}.",
                   file=sys.stderr)
             return EXIT_BAD_ARGUMENTS
-        from training.multiworker import launch_local_workers
+        from keras_googlenet_training.multiworker import launch_local_workers
 
         return launch_local_workers(drop_options(argv, with_value=("--workers",)), args.workers)
 
-    from training import callbacks
-    from training.train import TrainConfig, train
+    from keras_googlenet_training import callbacks
+    from keras_googlenet_training.train import TrainConfig, train
 
     options = vars(args)
     options.pop("workers")
@@ -142,7 +142,7 @@ def main(argv=None):
               "the same command to start again.", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as error:  # the output directory is read-only, full, ...
-        from training.run_dir import is_disk_full
+        from keras_googlenet_training.run_dir import is_disk_full
 
         where = error.filename or config.output_dir
         cause = "no space left on device" if is_disk_full(error) else (

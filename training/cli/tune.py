@@ -9,8 +9,8 @@ import os
 import sys
 
 from keras_googlenet.spec import VARIANTS
-from training.cli import drop_options
-from training.precision import PRECISIONS
+from keras_googlenet_training.cli import drop_options
+from keras_googlenet_training.precision import PRECISIONS
 
 EXIT_BAD_ARGUMENTS = 2
 EXIT_SEARCH_FAILED = 3  # no trial produced a score, or the trials kept crashing
@@ -144,7 +144,12 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from training.tune import SearchFailedError, TuneConfig, launch_local, run_search
+    from keras_googlenet_training.tune import (
+        SearchFailedError,
+        TuneConfig,
+        launch_local,
+        run_search,
+    )
 
     settings = {k: v for k, v in vars(args).items() if k != "workers"}
     config = TuneConfig(**settings)
