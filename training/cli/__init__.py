@@ -1,6 +1,80 @@
-"""Command-line shells over the library functions (`googlenet-train`, `-export`, ...)."""
+"""Command-line shells over the library functions (`googlenet-train`, `-export`, ...).
+
+Importing this package quiets TensorFlow's start-up (`quiet_start`), so every CLI's first
+lines are its own.
+"""
 
 import argparse
+import contextlib
+import os
+import sys
+import tempfile
+
+TF_LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
+# Marks a log level we chose, not the user: launched children inherit it and quiet down too.
+_OUR_LOG_LEVEL_ENV = "KERAS_GOOGLENET_QUIET_START"
+# Lines TensorFlow prints at import and device discovery whatever the log level (absl logs
+# before it is initialised), or at INFO/ERROR level on every machine without a GPU. Only
+# these are dropped: anything else on stderr still shows.
+START_NOISE = (
+    "All log messages before absl::InitializeLog() is called",
+    "cudart_stub.cc",
+    "cpu_feature_guard.cc",
+    "To enable the following instructions:",
+    "oneDNN custom operations are on",
+    "failed call to cuInit",
+    "Unable to register cuDNN factory",
+    "Unable to register cuFFT factory",
+    "Unable to register cuBLAS factory",
+    "computation placer already registered",
+)
+
+
+@contextlib.contextmanager
+def _stderr_without(noise):
+    """Capture file descriptor 2 (C++ logs bypass `sys.stderr`), then replay all but `noise`."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to quiet
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", errors="replace")
+            kept = [line for line in text.splitlines(keepends=True)
+                    if not any(pattern in line for pattern in noise)]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+
+
+def quiet_start(environ=None):
+    """Import TensorFlow with its C++ log level at 2 (errors only) and without its start-up
+    banner, unless the user chose a level: a newcomer sees only our output.
+
+    Returns True when it quieted the start, False when the user's level stands.
+    """
+    environ = os.environ if environ is None else environ
+    if TF_LOG_LEVEL_ENV in environ and _OUR_LOG_LEVEL_ENV not in environ:
+        return False
+    environ[TF_LOG_LEVEL_ENV] = "2"
+    environ[_OUR_LOG_LEVEL_ENV] = "1"
+    with _stderr_without(START_NOISE):
+        import tensorflow as tf
+
+        # CUDA initialises here, printing its cuInit error on a machine without a GPU.
+        tf.config.list_physical_devices("GPU")
+    return True
+
+
+quiet_start()
 
 
 class DefaultsFormatter(argparse.HelpFormatter):

@@ -118,7 +118,6 @@ def _pipeline(dataset, input_size, variant, batch_size=32):
 
 
 def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     if KERAS_HUB_FORMAT in (args.formats or "").split(","):

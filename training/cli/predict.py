@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 import numpy as np
@@ -61,7 +60,6 @@ def predict_files(predictor, paths, top_k=5, batch_size=32):
 
 
 def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     if args.top_k < 1:
         print(f"googlenet-predict: error: --top-k must be >= 1; received {args.top_k}",

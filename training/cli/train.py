@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 
 from keras_googlenet.spec import VARIANTS
-from keras_googlenet_training.cli import drop_options
+from keras_googlenet_training.cli import DefaultsFormatter, drop_options
 from keras_googlenet_training.precision import PRECISIONS
 
 EXIT_BAD_ARGUMENTS = 2
@@ -22,7 +21,7 @@ def build_parser():
         prog="googlenet-train",
         description="Train GoogLeNet on digits (default, offline), a TFDS dataset or an image "
         "folder; writes saved_models/<run-name>/. Re-run the same command to resume.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsFormatter,
     )
     data = p.add_argument_group("data")
     data.add_argument("--dataset", default="digits",
@@ -109,7 +108,6 @@ def build_parser():
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("tensorflow").setLevel(logging.WARNING)  # per-step collective chatter
     if args.workers is not None:

@@ -9,7 +9,7 @@ import os
 import sys
 
 from keras_googlenet.spec import VARIANTS
-from keras_googlenet_training.cli import drop_options
+from keras_googlenet_training.cli import DefaultsFormatter, drop_options
 from keras_googlenet_training.precision import PRECISIONS
 
 EXIT_BAD_ARGUMENTS = 2
@@ -70,7 +70,7 @@ def build_parser():
         "ratios) with KerasTuner; candidates over the compute budget are rejected before "
         "training. Writes <directory>/<project-name>/results.{csv,md}, pareto.png and best/. "
         "Re-run the same command to continue an interrupted search.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsFormatter,
     )
     search = p.add_argument_group("search")
     search.add_argument("--tuner", default="random", choices=TUNER_CHOICES)
@@ -142,7 +142,6 @@ def build_parser():
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from keras_googlenet_training.tune import (
         SearchFailedError,
