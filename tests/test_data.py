@@ -1,4 +1,4 @@
-"""Tests for training.data: dataset loading and the Inception input pipelines."""
+"""Dataset loading (data, image_files) and the Inception input pipelines (pipeline)."""
 
 import logging
 import os
@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from keras_googlenet_training import augment, data
+from keras_googlenet_training import augment, data, image_files
 
 INPUT_SIZE = 32
 
@@ -413,7 +413,7 @@ def test_cmyk_jpeg_and_palette_png_decode_like_pil(tmp_path):
         with Image.open(tmp_path / name) as image:
             assert image.mode == name.split(".")[0].upper()
             expected = np.asarray(image.convert("RGB"), dtype=int)
-        decoded = data._decoding_dataset(
+        decoded = image_files.decoding_dataset(
             np.array([str(tmp_path / name)]), np.array([0], np.int32), np.array([False])
         )
         image, _ = next(iter(decoded.as_numpy_iterator()))
@@ -447,7 +447,7 @@ def test_folder_check_reports_progress_and_rate(tmp_path, caplog, monkeypatch):
     root = tmp_path / "ds"
     for name in COLORS:
         _write_class(root, name, 4)
-    monkeypatch.setattr(data, "SCAN_PROGRESS_SECONDS", 0.0)  # report after every file
+    monkeypatch.setattr(image_files, "SCAN_PROGRESS_SECONDS", 0.0)  # report after every file
     with caplog.at_level(logging.INFO, logger="keras_googlenet.data"):
         data.load_dataset(f"folder:{root}", seed=0, val_fraction=0.25)
     progress = [r.getMessage() for r in caplog.records if "checking images" in r.getMessage()]

@@ -9,36 +9,24 @@ datasets of `(uint8 image (H, W, 3), int32 label)`:
 * `"folder:PATH"`: one sub-folder of images per class, optionally under
   `PATH/train` and `PATH/val`; unreadable files are skipped and reported.
 
-`make_pipeline` batches one of those datasets for the model: Inception-style
-augmentation for training, a central crop for evaluation, then `preprocess_input`.
-It is deterministic under its `seed`: every random op is stateless and fed per-element
-seeds drawn from a seeded stream that is redrawn, reproducibly, at every iteration.
+`make_pipeline` (from `pipeline`, re-exported here) batches one of those datasets for
+the model; `image_files` checks and decodes the files of folder datasets.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import logging
 import numbers
 import os
-import time
 
 import numpy as np
 import tensorflow as tf
 
-import keras_googlenet
-from keras_googlenet.runtime import HIGH_BIT_DEPTH_MODES, pil_to_rgb8
-from keras_googlenet_training.augment import (
-    AREA_RANGE,
-    EVAL_CROP_FRACTION,
-    central_crop,
-    check_area_range,
-    inception_crop,
-    inception_crop_box,
-    train_augment,
-)
+from keras_googlenet_training.augment import central_crop, inception_crop, inception_crop_box
+from keras_googlenet_training.image_files import decoding_dataset, scan_images
+from keras_googlenet_training.pipeline import check_seed, make_pipeline
 
 __all__ = [
     "DatasetSplits",
@@ -53,12 +41,14 @@ __all__ = [
 logger = logging.getLogger("keras_googlenet.data")
 
 SPEC_FORMS = ("digits", "tfds:NAME", "folder:PATH")
-# Image formats tf.io.decode_image reads exactly like PIL (CMYK JPEG and palette PNG
-# included); anything else PIL can open (BMP, TIFF, WebP, ...) is decoded with PIL.
-_TF_DECODABLE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF"})  # MPO: camera JPEGs
 _VAL_FOLDER_NAMES = ("val", "validation")
-# While folder images are checked: how often to log progress (seconds).
-SCAN_PROGRESS_SECONDS = 10.0
+# Per-dataset defaults of the settings left as None. Small images need neither 224 px nor
+# flips (a mirrored digit is another digit), and the paper's 8 % crops would cut most of a
+# digit away; caching decoded images in memory only pays (and fits) for small datasets.
+DATASET_DEFAULTS = {
+    "digits": {"input_size": 80, "flip": False, "min_crop_area": 0.7, "cache": True},
+}
+GENERIC_DEFAULTS = {"input_size": 224, "flip": True, "min_crop_area": 0.08, "cache": False}
 
 
 class DatasetUnavailableError(ValueError):
@@ -98,6 +88,11 @@ class DatasetSplits:
         return len(self.class_names)
 
 
+def dataset_defaults(spec):
+    """`{"input_size", "flip", "min_crop_area", "cache"}` for a dataset spec string."""
+    return dict(DATASET_DEFAULTS.get(spec, GENERIC_DEFAULTS))
+
+
 # ---------------------------------------------------------------------------------
 # load_dataset
 
@@ -129,7 +124,7 @@ def load_dataset(spec="digits", data_dir=None, seed=0, val_fraction=0.2, *, down
         raise ValueError(
             f"`dataset` must be a string of the form {' | '.join(SPEC_FORMS)}; received {spec!r}."
         )
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real):
         raise ValueError(f"`val_fraction` must be a number in (0, 1); received {val_fraction!r}.")
     if not 0.0 < val_fraction < 1.0:
@@ -145,12 +140,6 @@ def load_dataset(spec="digits", data_dir=None, seed=0, val_fraction=0.2, *, down
     raise ValueError(
         f"`dataset` must be one of the forms {', '.join(SPEC_FORMS)}; received {spec!r}."
     )
-
-
-def _check_seed(seed):
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**31:
-        raise ValueError(f"`seed` must be an int in [0, 2**31); received seed={seed!r}.")
-    return int(seed)
 
 
 def _stratified_split(labels, val_fraction, seed):
@@ -382,7 +371,7 @@ def _load_folder(spec, path, seed, val_fraction):
 
     train_files, train_labels = _list_files(train_root, class_names)
     val_files, val_labels = _list_files(val_root, class_names) if has_subtrees else ([], [])
-    readable, use_pil = _scan_images(train_files + val_files)
+    readable, use_pil = scan_images(train_files + val_files)
     skipped = [f for f, ok in zip(train_files + val_files, readable, strict=True) if not ok]
     if skipped:
         logger.warning(
@@ -420,8 +409,8 @@ def _load_folder(spec, path, seed, val_fraction):
         )
 
     return DatasetSplits(
-        train=_decoding_dataset(files, labels, pil, shuffle_seed=seed),
-        val=_decoding_dataset(val_files, val_labels, val_pil),
+        train=decoding_dataset(files, labels, pil, shuffle_seed=seed),
+        val=decoding_dataset(val_files, val_labels, val_pil),
         class_names=class_names,
         num_train=len(files),
         num_val=len(val_files),
@@ -452,249 +441,3 @@ def _list_files(root, class_names):
                     files.append(os.path.join(dirpath, filename))
                     labels.append(label)
     return files, labels
-
-
-def _scan_images(files):
-    """Fully decode every file once, so bad ones are known before training starts.
-
-    Logs progress with a rate and the time left every `SCAN_PROGRESS_SECONDS`, and the
-    total time at the end, when the check takes that long.
-
-    Returns:
-        `(readable, use_pil)`: boolean arrays; `use_pil` marks formats that
-        `tf.io.decode_image` does not read.
-    """
-    if not files:
-        return np.zeros(0, bool), np.zeros(0, bool)
-    # PIL releases the GIL while decoding, so threads scale over the cores.
-    workers = min(32, 2 * (os.cpu_count() or 1))
-    total = len(files)
-    started = last_report = time.monotonic()
-    results = []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as executor:
-        for done, result in enumerate(executor.map(_scan_image, files), 1):
-            results.append(result)
-            now = time.monotonic()
-            if now - last_report >= SCAN_PROGRESS_SECONDS and done < total:
-                rate = done / max(now - started, 1e-9)
-                logger.info("checking images: %d of %d (%d %%), %.0f files/s, about %s left",
-                            done, total, 100 * done // total, rate,
-                            _duration((total - done) / rate))
-                last_report = now
-    elapsed = time.monotonic() - started
-    if elapsed >= SCAN_PROGRESS_SECONDS:
-        logger.info("checked %d images in %s (%.2f ms a file)", total, _duration(elapsed),
-                    1e3 * elapsed / total)
-    readable, use_pil = zip(*results, strict=True)
-    return np.array(readable, dtype=bool), np.array(use_pil, dtype=bool)
-
-
-def _duration(seconds):
-    minutes, seconds = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s"
-
-
-def _scan_image(path):
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            image_format = image.format
-            image.load()  # raises on truncated or corrupt data (LOAD_TRUNCATED_IMAGES is off)
-            high_bit_depth = image.mode in HIGH_BIT_DEPTH_MODES
-            if high_bit_depth:
-                pil_to_rgb8(image)  # raises for a range it cannot scale: skipped, reported
-        # 16-bit and float images go through pil_to_rgb8, which scales them like predict.
-        return True, high_bit_depth or image_format not in _TF_DECODABLE_FORMATS
-    except Exception:  # PIL raises many types for bad files; any of them means "skip"
-        return False, False
-
-
-def _pil_decode(path):
-    from PIL import Image
-
-    with Image.open(path.decode() if isinstance(path, bytes) else path) as image:
-        # Not convert("RGB"): it clips 16-bit images to white instead of scaling them.
-        return np.asarray(pil_to_rgb8(image), dtype=np.uint8)
-
-
-def _decoding_dataset(files, labels, use_pil, shuffle_seed=None):
-    """`(path, label)` -> `(uint8 RGB image, label)`, decoded lazily in the pipeline.
-
-    With `shuffle_seed`, the file list is reshuffled (reproducibly) every epoch before
-    decoding: shuffling paths costs bytes per file, shuffling decoded images megabytes.
-    """
-    any_pil = bool(np.any(use_pil))
-
-    def decode(path, label, pil):
-        def with_tf():
-            return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-
-        def with_pil():
-            image = tf.numpy_function(_pil_decode, [path], tf.uint8, stateful=False)
-            image.set_shape((None, None, 3))
-            return image
-
-        # The PIL branch only exists when needed, keeping the usual graph pure TF.
-        image = tf.cond(pil, with_pil, with_tf) if any_pil else with_tf()
-        image.set_shape((None, None, 3))
-        return image, label
-
-    dataset = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(files, tf.string), tf.constant(labels, tf.int32), tf.constant(use_pil))
-    )
-    if shuffle_seed is not None and len(files):
-        dataset = dataset.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    # Every file decoded once in the up-front scan; should one still fail (changed on
-    # disk since), drop it with a logged warning rather than end training mid-epoch.
-    return dataset.ignore_errors(log_warning=True)
-
-
-# ---------------------------------------------------------------------------------
-# make_pipeline
-
-
-def make_pipeline(
-    dataset,
-    *,
-    input_size,
-    batch_size,
-    training,
-    seed=0,
-    variant="v1",
-    flip=True,
-    distort=True,
-    cache=False,
-    shuffle_buffer=10_000,
-    drop_remainder=None,
-    area_range=AREA_RANGE,
-):
-    """Batch a `DatasetSplits.train`/`.val` dataset for a GoogLeNet model.
-
-    Training: shuffle (reshuffled every iteration), Inception crop of 8 %-100 % of
-    the area (`area_range`) with aspect ratio in [3/4, 4/3], resize to `input_size`, optional
-    horizontal flip and color distortions. Evaluation: central crop of 87.5 % of
-    each side, resize. Then `keras_googlenet.preprocess_input(variant=variant)`.
-    The dataset is not repeated: one iteration is one epoch.
-
-    Deterministic under `seed`: pipelines built with the same seed yield identical
-    batches, epoch after epoch; each new iteration (epoch, or pass of a `.repeat()`)
-    draws a new shuffle and new augmentation, reproducibly. (TF combines op seeds
-    with its global seed, so a `keras.utils.set_random_seed` call is part of the
-    recipe: same global seed and same `seed`, same batches.)
-
-    Args:
-        dataset: unbatched `tf.data.Dataset` of `(uint8 image (H, W, 3), label)`.
-        input_size: side length of the model input, e.g. 224.
-        batch_size: examples per batch.
-        training: augment and shuffle (True) or evaluate (False).
-        seed: seeds the shuffle and the augmentation.
-        variant: GoogLeNet variant whose preprocessing to apply.
-        flip: random horizontal flips (training; turn off for e.g. digits).
-        distort: random brightness, saturation, hue and contrast (training).
-        cache: cache the decoded, un-augmented images in memory after the first epoch.
-        shuffle_buffer: shuffle buffer size in examples (training).
-        drop_remainder: drop the last partial batch; `None` = True for training
-            (static batch shapes for tf.distribute), False for evaluation.
-        area_range: bounds of the training crop's share of the image area; the
-            paper's (0.08, 1.0) by default (tiny images like digits may want more).
-
-    Returns:
-        A `tf.data.Dataset` of `(images, labels)`: float32 (batch, input_size,
-        input_size, 3) in [-1, 1] and int32 (batch,).
-    """
-    _check_dataset(dataset)
-    input_size = _check_positive_int(input_size, "input_size")
-    batch_size = _check_positive_int(batch_size, "batch_size")
-    shuffle_buffer = _check_positive_int(shuffle_buffer, "shuffle_buffer")
-    seed = _check_seed(seed)
-    area_range = check_area_range(area_range)
-    if variant not in keras_googlenet.VARIANTS:
-        raise ValueError(
-            f"`variant` must be one of {sorted(keras_googlenet.VARIANTS)}; "
-            f"received variant={variant!r}."
-        )
-    for name, value in (
-        ("training", training),
-        ("flip", flip),
-        ("distort", distort),
-        ("cache", cache),
-    ):
-        if not isinstance(value, (bool, np.bool_)):
-            raise ValueError(f"`{name}` must be True or False; received {name}={value!r}.")
-    if drop_remainder is None:
-        drop_remainder = bool(training)
-    elif not isinstance(drop_remainder, (bool, np.bool_)):
-        raise ValueError(
-            f"`drop_remainder` must be None, True or False; received {drop_remainder!r}."
-        )
-    cardinality = int(dataset.cardinality())
-    if drop_remainder and 0 <= cardinality < batch_size:
-        raise ValueError(
-            f"`batch_size`={batch_size} exceeds the dataset's {cardinality} examples, so "
-            "with drop_remainder=True there would be no batch; lower `batch_size`."
-        )
-
-    def finish(image, label):
-        image = keras_googlenet.preprocess_input(image, variant=variant)
-        return image, tf.cast(label, tf.int32)
-
-    ds = dataset.cache() if cache else dataset
-    if training:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        # A seeded stream of per-element seed pairs for the stateless augmentation ops;
-        # `rerandomize_each_iteration` draws a fresh (but reproducible) stream per epoch.
-        element_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        ds = tf.data.Dataset.zip(ds, element_seeds.batch(2, drop_remainder=True))
-
-        def augment(example, element_seed):
-            image, label = example
-            image = train_augment(
-                image, input_size, element_seed, flip=flip, distort=distort, area_range=area_range
-            )
-            return finish(image, label)
-
-        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    else:
-
-        def evaluate(image, label):
-            return finish(central_crop(image, input_size, EVAL_CROP_FRACTION), label)
-
-        ds = ds.map(evaluate, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-    ds = ds.batch(batch_size, drop_remainder=bool(drop_remainder))
-    ds = ds.prefetch(tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    options.deterministic = True
-    return ds.with_options(options)
-
-
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}.")
-    return int(value)
-
-
-def _check_dataset(dataset):
-    if isinstance(dataset, DatasetSplits):
-        raise ValueError(
-            "`dataset` must be one split, e.g. `splits.train` or `splits.val`; "
-            "received the whole DatasetSplits."
-        )
-    if not isinstance(dataset, tf.data.Dataset):
-        raise ValueError(f"`dataset` must be a tf.data.Dataset; received {type(dataset).__name__}.")
-    spec = dataset.element_spec
-    ok = (
-        isinstance(spec, tuple)
-        and len(spec) == 2
-        and isinstance(spec[0], tf.TensorSpec)
-        and spec[0].shape.rank == 3
-        and spec[0].shape[-1] in (3, None)
-    )
-    if not ok:
-        raise ValueError(
-            "`dataset` must yield unbatched (image, label) pairs with images of shape "
-            f"(height, width, 3), as `load_dataset` returns; received element_spec={spec}."
-        )

@@ -1,7 +1,7 @@
 """How long `folder:` datasets spend checking their images before training starts.
 
-    python benchmarks/folder_check.py                  # 400 synthetic 500x375 JPEGs
-    python benchmarks/folder_check.py /data/imagenet/train --limit 5000
+    python benchmarks/investigations/folder_check.py   # 400 synthetic 500x375 JPEGs
+    python benchmarks/investigations/folder_check.py /data/imagenet/train --limit 5000
 
 `load_dataset("folder:PATH")` decodes every file once up front so that unreadable ones are
 skipped and reported before training (docs/training.md). This times that check on the
@@ -46,7 +46,7 @@ def main(argv=None):
     p.add_argument("folder", nargs="?", help="a folder of images (searched recursively)")
     p.add_argument("--limit", type=int, default=None, help="check at most this many files")
     args = p.parse_args(argv)
-    from keras_googlenet_training.data import _scan_images
+    from keras_googlenet_training.image_files import scan_images
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.folder is None:
@@ -62,7 +62,7 @@ def main(argv=None):
         if not files:
             p.error("no files to check")
         start = time.perf_counter()
-        readable, _ = _scan_images(files)
+        readable, _ = scan_images(files)
         seconds = time.perf_counter() - start
     per_file = seconds / len(files)
     print(f"{len(files)} files ({what}), {int(readable.sum())} readable: {seconds:.2f} s, "

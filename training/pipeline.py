@@ -1,0 +1,173 @@
+"""Input pipelines for GoogLeNet: batches of augmented (training) or centrally cropped
+(evaluation) images, preprocessed for the model.
+
+`make_pipeline` is deterministic under its `seed`: every random op is stateless and fed
+per-element seeds drawn from a seeded stream that is redrawn, reproducibly, at every
+iteration.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+import keras_googlenet
+from keras_googlenet_training.augment import (
+    AREA_RANGE,
+    EVAL_CROP_FRACTION,
+    central_crop,
+    check_area_range,
+    train_augment,
+)
+
+
+def make_pipeline(
+    dataset,
+    *,
+    input_size,
+    batch_size,
+    training,
+    seed=0,
+    variant="v1",
+    flip=True,
+    distort=True,
+    cache=False,
+    shuffle_buffer=10_000,
+    drop_remainder=None,
+    area_range=AREA_RANGE,
+):
+    """Batch a `DatasetSplits.train`/`.val` dataset for a GoogLeNet model.
+
+    Training: shuffle (reshuffled every iteration), Inception crop of 8 %-100 % of
+    the area (`area_range`) with aspect ratio in [3/4, 4/3], resize to `input_size`, optional
+    horizontal flip and color distortions. Evaluation: central crop of 87.5 % of
+    each side, resize. Then `keras_googlenet.preprocess_input(variant=variant)`.
+    The dataset is not repeated: one iteration is one epoch.
+
+    Deterministic under `seed`: pipelines built with the same seed yield identical
+    batches, epoch after epoch; each new iteration (epoch, or pass of a `.repeat()`)
+    draws a new shuffle and new augmentation, reproducibly. (TF combines op seeds
+    with its global seed, so a `keras.utils.set_random_seed` call is part of the
+    recipe: same global seed and same `seed`, same batches.)
+
+    Args:
+        dataset: unbatched `tf.data.Dataset` of `(uint8 image (H, W, 3), label)`.
+        input_size: side length of the model input, e.g. 224.
+        batch_size: examples per batch.
+        training: augment and shuffle (True) or evaluate (False).
+        seed: seeds the shuffle and the augmentation.
+        variant: GoogLeNet variant whose preprocessing to apply.
+        flip: random horizontal flips (training; turn off for e.g. digits).
+        distort: random brightness, saturation, hue and contrast (training).
+        cache: cache the decoded, un-augmented images in memory after the first epoch.
+        shuffle_buffer: shuffle buffer size in examples (training).
+        drop_remainder: drop the last partial batch; `None` = True for training
+            (static batch shapes for tf.distribute), False for evaluation.
+        area_range: bounds of the training crop's share of the image area; the
+            paper's (0.08, 1.0) by default (tiny images like digits may want more).
+
+    Returns:
+        A `tf.data.Dataset` of `(images, labels)`: float32 (batch, input_size,
+        input_size, 3) in [-1, 1] and int32 (batch,).
+    """
+    _check_dataset(dataset)
+    input_size = _check_positive_int(input_size, "input_size")
+    batch_size = _check_positive_int(batch_size, "batch_size")
+    shuffle_buffer = _check_positive_int(shuffle_buffer, "shuffle_buffer")
+    seed = check_seed(seed)
+    area_range = check_area_range(area_range)
+    if variant not in keras_googlenet.VARIANTS:
+        raise ValueError(
+            f"`variant` must be one of {sorted(keras_googlenet.VARIANTS)}; "
+            f"received variant={variant!r}."
+        )
+    for name, value in (
+        ("training", training),
+        ("flip", flip),
+        ("distort", distort),
+        ("cache", cache),
+    ):
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"`{name}` must be True or False; received {name}={value!r}.")
+    if drop_remainder is None:
+        drop_remainder = bool(training)
+    elif not isinstance(drop_remainder, (bool, np.bool_)):
+        raise ValueError(
+            f"`drop_remainder` must be None, True or False; received {drop_remainder!r}."
+        )
+    cardinality = int(dataset.cardinality())
+    if drop_remainder and 0 <= cardinality < batch_size:
+        raise ValueError(
+            f"`batch_size`={batch_size} exceeds the dataset's {cardinality} examples, so "
+            "with drop_remainder=True there would be no batch; lower `batch_size`."
+        )
+
+    def finish(image, label):
+        image = keras_googlenet.preprocess_input(image, variant=variant)
+        return image, tf.cast(label, tf.int32)
+
+    ds = dataset.cache() if cache else dataset
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        # A seeded stream of per-element seed pairs for the stateless augmentation ops;
+        # `rerandomize_each_iteration` draws a fresh (but reproducible) stream per epoch.
+        element_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip(ds, element_seeds.batch(2, drop_remainder=True))
+
+        def augment(example, element_seed):
+            image, label = example
+            image = train_augment(
+                image, input_size, element_seed, flip=flip, distort=distort, area_range=area_range
+            )
+            return finish(image, label)
+
+        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+
+        def evaluate(image, label):
+            return finish(central_crop(image, input_size, EVAL_CROP_FRACTION), label)
+
+        ds = ds.map(evaluate, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    ds = ds.batch(batch_size, drop_remainder=bool(drop_remainder))
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options)
+
+
+def _check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}.")
+    return int(value)
+
+
+def _check_dataset(dataset):
+    if type(dataset).__name__ == "DatasetSplits":  # by name: data.py imports this module
+        raise ValueError(
+            "`dataset` must be one split, e.g. `splits.train` or `splits.val`; "
+            "received the whole DatasetSplits."
+        )
+    if not isinstance(dataset, tf.data.Dataset):
+        raise ValueError(f"`dataset` must be a tf.data.Dataset; received {type(dataset).__name__}.")
+    spec = dataset.element_spec
+    ok = (
+        isinstance(spec, tuple)
+        and len(spec) == 2
+        and isinstance(spec[0], tf.TensorSpec)
+        and spec[0].shape.rank == 3
+        and spec[0].shape[-1] in (3, None)
+    )
+    if not ok:
+        raise ValueError(
+            "`dataset` must yield unbatched (image, label) pairs with images of shape "
+            f"(height, width, 3), as `load_dataset` returns; received element_spec={spec}."
+        )
+
+
+def check_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**31:
+        raise ValueError(f"`seed` must be an int in [0, 2**31); received seed={seed!r}.")
+    return int(seed)
