@@ -22,18 +22,15 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import keras
 import tensorflow as tf
 
 from keras_googlenet.layers import load_weights
+from keras_googlenet_training import launcher
 from keras_googlenet_training import run_dir as run_dir_lib
 
 # Set by `launch_local_workers`: where each worker keeps its scratch directory.
@@ -131,7 +128,7 @@ class EpochBackup(keras.callbacks.Callback):
 
     def completed_epochs(self):
         try:
-            with open(self._pointer()) as f:
+            with open(self._pointer(), encoding="utf-8") as f:
                 return json.load(f)["epoch"]
         except (OSError, ValueError, KeyError):
             return 0
@@ -291,85 +288,67 @@ class CustomLoop:
         callback_list.on_train_end()
 
 
-def free_ports(count, host="127.0.0.1"):
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind((host, 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+PORT_ATTEMPTS = 3  # starts of the whole group when a worker's port was taken meanwhile
 
 
 def launch_local_workers(argv, workers, stream=None, env=None, timeout=None):
     """Run `googlenet-train ARGV --strategy multi-worker` as `workers` local processes.
 
     Each gets a TF_CONFIG naming free 127.0.0.1 ports; the chief's output is streamed to
-    `stream`, the others' kept in log files. If any worker fails (or on Ctrl-C, or after
-    `timeout` seconds) every worker is stopped: no process outlives the launcher.
+    `stream`, the others' kept in log files. If any worker fails (or on Ctrl-C or SIGTERM,
+    or after `timeout` seconds) every worker is stopped: no process outlives the launcher.
     Returns the exit status (0 when all workers succeed).
     """
     stream = stream or sys.stdout
-    ports = free_ports(workers)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     log_dir = tempfile.mkdtemp(prefix="keras_googlenet-workers-")
-    processes = []
-    log_files = []
-    pump = None
     try:
-        for index in range(workers):
-            worker_env = {
-                **os.environ, **(env or {}),
-                "TF_CONFIG": json.dumps({"cluster": cluster,
-                                         "task": {"type": "worker", "index": index}}),
-                WORKER_SCRATCH_ENV: os.path.join(log_dir, "scratch"),
-            }
-            command = [sys.executable, "-m", "keras_googlenet_training.cli.train", *argv,
-                       "--strategy", "multi-worker"]
-            output = subprocess.PIPE
-            if index:
-                output = open(os.path.join(log_dir, f"worker-{index}.log"), "w")  # noqa: SIM115
-                log_files.append(output)
-            processes.append(subprocess.Popen(
-                command, env=worker_env, stdout=output, stderr=subprocess.STDOUT,
-                start_new_session=True, text=True,
-            ))
-        pump = threading.Thread(
-            target=lambda: [stream.write(line) or stream.flush()
-                            for line in processes[0].stdout], daemon=True)
-        pump.start()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            codes = [p.poll() for p in processes]
-            failed = [i for i, c in enumerate(codes) if c not in (None, 0)]
-            if failed:
-                for i in failed:
-                    if i:
-                        with open(os.path.join(log_dir, f"worker-{i}.log")) as f:
-                            stream.write(f"--- worker {i} failed (exit {codes[i]}):\n"
-                                         + f.read()[-4000:])
-                return codes[failed[0]]
-            if all(c == 0 for c in codes):
-                return 0
-            if deadline is not None and time.monotonic() > deadline:
-                stream.write(f"workers did not finish within {timeout} s; stopping them\n")
-                return 124
-            time.sleep(0.2)
+        with launcher.sigterm_as_interrupt():
+            for attempt in range(1, PORT_ATTEMPTS + 1):
+                with launcher.ProcessGroup(stream) as group:
+                    code = _run_workers(group, argv, workers, env, log_dir, timeout)
+                    if code == 0 or attempt == PORT_ATTEMPTS or not group.lost_a_port():
+                        _report_failures(group, stream)
+                        return code
+                stream.write("a worker's port was taken before it could bind it; starting "
+                             "the workers again on new ports\n")
     except KeyboardInterrupt:
         return 130
     finally:
-        for process in processes:
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            process.wait()
-        if pump is not None:
-            pump.join(timeout=5)
-        for log_file in log_files:
-            log_file.close()
         shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def _run_workers(group, argv, workers, env, log_dir, timeout):
+    # TensorFlow's server cannot share a held port: release them just before the start.
+    with launcher.reserve_ports(workers) as reservation:
+        ports = reservation.ports
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    command = [sys.executable, "-m", "keras_googlenet_training.cli.train", *argv,
+               "--strategy", "multi-worker"]
+    for index in range(workers):
+        worker_env = {
+            **os.environ, **(env or {}),
+            "TF_CONFIG": json.dumps({"cluster": cluster,
+                                     "task": {"type": "worker", "index": index}}),
+            WORKER_SCRATCH_ENV: os.path.join(log_dir, "scratch"),
+        }
+        log_path = os.path.join(log_dir, f"worker-{index}.log") if index else None
+        group.start(f"worker {index}", command, worker_env, log_path=log_path)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        codes = group.returncodes()
+        failed = group.failed()
+        if failed:
+            return codes[failed[0]]
+        if all(code == 0 for code in codes.values()):
+            return 0
+        if deadline is not None and time.monotonic() > deadline:
+            group.out.write(f"workers did not finish within {timeout} s; stopping them\n")
+            return 124
+        time.sleep(0.2)
+
+
+def _report_failures(group, stream):
+    for name in group.failed():
+        if name != "worker 0":  # the chief's output was streamed already
+            code = group.processes[name].returncode
+            stream.write(f"--- {name} failed (exit {code}):\n{group.tail(name)}")
