@@ -17,8 +17,8 @@ from keras_googlenet.spec import VARIANTS
 def summary_text(variant="v1", input_size=224, classes=1000, include_aux=False,
                  width_multiplier=1.0):
     """The Table-1-like profile of a GoogLeNet as text (what the CLI prints)."""
+    from keras_googlenet.complexity import format_profile, model_profile
     from keras_googlenet.googlenet import GoogLeNet
-    from keras_googlenet.profile import format_profile, model_profile
 
     model = GoogLeNet(
         variant=variant,

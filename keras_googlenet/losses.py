@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 
-from keras_googlenet.pruning import MAIN_CLASSIFIER
+from keras_googlenet.heads import MAIN_CLASSIFIER
 
 # The paper adds each auxiliary loss "with a discount weight (0.3)".
 DEFAULT_LOSS_WEIGHTS = {"main": 1.0, "aux1": 0.3, "aux2": 0.3}
 
 
 @keras.saving.register_keras_serializable(package="keras_googlenet")
-class SparseCategoricalCrossentropy(keras.losses.Loss):
+class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
     """Sparse categorical cross-entropy with label smoothing (Keras' sparse loss has none)."""
 
     def __init__(
@@ -45,6 +47,17 @@ class SparseCategoricalCrossentropy(keras.losses.Loss):
         config = super().get_config()
         config.update(from_logits=self.from_logits, label_smoothing=self.label_smoothing)
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_googlenet")
+class SparseCategoricalCrossentropy(SmoothedSparseCategoricalCrossentropy):
+    """Deprecated name of `SmoothedSparseCategoricalCrossentropy` (it shadowed Keras'
+    class); kept registered so that models compiled with it still load. Goes in 0.3."""
+
+    def __init__(self, *args, **kwargs):
+        warnings.warn("keras_googlenet.losses.SparseCategoricalCrossentropy is deprecated: use "
+                      "SmoothedSparseCategoricalCrossentropy.", DeprecationWarning, stacklevel=2)
+        super().__init__(*args, **kwargs)
 
 
 def _outputs_from_logits(model):
@@ -81,7 +94,7 @@ def compile_googlenet(
     from_logits = _outputs_from_logits(model)
 
     def head_loss():
-        return SparseCategoricalCrossentropy(
+        return SmoothedSparseCategoricalCrossentropy(
             from_logits=from_logits, label_smoothing=label_smoothing
         )
 

@@ -18,6 +18,48 @@ PREPROCESSING_MODES = ("tf", "torch", "caffe")
 EVAL_CROP_FRACTION = 0.875
 
 
+def central_crop_box(height, width, fraction=EVAL_CROP_FRACTION):
+    """(top, left, height, width) of the evaluation crop: the central `fraction` of each
+    side, at least one pixel, computed in float32 as the TF graph computes it."""
+    if fraction >= 1.0:
+        return 0, 0, height, width
+    crop_h = max(1, int(np.float32(height) * np.float32(fraction)))
+    crop_w = max(1, int(np.float32(width) * np.float32(fraction)))
+    return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
+
+
+def eval_crop_resize(images, size, fraction=EVAL_CROP_FRACTION):
+    """The evaluation transform as TensorFlow ops: central crop, bilinear resize, clip.
+
+    `images`: a tensor (H, W, 3) or (N, H, W, 3) of RGB in [0, 255], any size and dtype.
+    Returns float32 `size` (height, width) pixels in [0, 255]. The one implementation
+    behind the training pipeline's evaluation, export's `serving_uint8` signature and
+    `resize_pixels`.
+    """
+    import tensorflow as tf
+
+    images = tf.cast(images, tf.float32)
+    if fraction < 1.0:
+        shape = tf.shape(images)
+        rows, cols = shape[-3], shape[-2]
+        height = tf.maximum(1, tf.cast(tf.cast(rows, tf.float32) * fraction, tf.int32))
+        width = tf.maximum(1, tf.cast(tf.cast(cols, tf.float32) * fraction, tf.int32))
+        images = tf.image.crop_to_bounding_box(images, (rows - height) // 2,
+                                               (cols - width) // 2, height, width)
+    images = tf.image.resize(images, tuple(size), method="bilinear")
+    return tf.clip_by_value(images, 0.0, 255.0)  # bilinear can overshoot slightly
+
+
+def resize_pixels(pixels, size, central_crop=EVAL_CROP_FRACTION, scale=True):
+    """RGB pixels (H, W, 3) in [0, 255] -> float32 `size` in [-1, 1], like evaluation.
+
+    With `scale=False` the result stays pixels in [0, 255], for a model that has its
+    preprocessing inside. The transform is `eval_crop_resize`, then `x / 127.5 - 1`.
+    """
+    resized = eval_crop_resize(np.asarray(pixels), size, central_crop).numpy()
+    return resized / 127.5 - 1.0 if scale else resized
+
+
 def preprocess_input(x, variant="v1", mode=None, data_format=None):
     """Preprocess RGB images in [0, 255] for a GoogLeNet variant.
 

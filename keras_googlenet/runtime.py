@@ -21,47 +21,25 @@ and a model exported with logits gets a softmax.
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
-from keras_googlenet.preprocessing import EVAL_CROP_FRACTION
+# card_path_for, read_model_card and resize_pixels are also imported from here.
+from keras_googlenet.model_card import (  # noqa: F401
+    CARD_IN_SAVEDMODEL,
+    OUTPUT_NAME,
+    card_path_for,
+    describe_source,
+    read_model_card,
+)
+from keras_googlenet.preprocessing import EVAL_CROP_FRACTION, resize_pixels  # noqa: F401
 
 FORMAT_KERAS = "keras"
 FORMAT_SAVEDMODEL = "savedmodel"
 FORMAT_TFLITE = "tflite"
 FORMAT_ONNX = "onnx"
 RUNTIME_FORMATS = (FORMAT_KERAS, FORMAT_SAVEDMODEL, FORMAT_TFLITE, FORMAT_ONNX)
-
-CARD_SUFFIX = ".json"
-CARD_IN_SAVEDMODEL = "model_card.json"
-
-
-def card_path_for(path):
-    """Where the sidecar model card of artefact `path` lives: `<path>.json`."""
-    return os.fspath(path).rstrip("/\\") + CARD_SUFFIX
-
-
-def read_model_card(path):
-    """The model card of an artefact (sidecar, or inside a SavedModel dir), or None."""
-    candidates = [card_path_for(path)]
-    if os.path.isdir(path):
-        candidates.append(os.path.join(path, CARD_IN_SAVEDMODEL))
-    for candidate in candidates:
-        if os.path.isfile(candidate):
-            try:
-                with open(candidate, encoding="utf-8") as f:
-                    card = json.load(f)
-            except (ValueError, UnicodeDecodeError) as error:
-                raise ValueError(f"the model card {candidate!r} is corrupt (not JSON: "
-                                 f"{error}); fix or delete it.") from None
-            if not isinstance(card, dict):
-                raise ValueError(f"the model card {candidate!r} is corrupt (not a JSON "
-                                 "object); fix or delete it.")
-            return card
-    return None
-
 
 def load_keras_model(path, what="model"):
     """`keras.saving.load_model(path, compile=False)`, with a clear error for a file that
@@ -210,7 +188,7 @@ class KerasPredictor(Predictor):
     def __init__(self, path, card=None, num_threads=None, model=None):
         import tensorflow as tf
 
-        from keras_googlenet.pruning import inference_model
+        from keras_googlenet.heads import inference_model
 
         if model is None:
             model = load_keras_model(path)
@@ -218,8 +196,6 @@ class KerasPredictor(Predictor):
             model = inference_model(model)
         self.model = model
         if card is None:
-            from keras_googlenet.export import describe_source
-
             card = describe_source(path, model)
         super().__init__(path, card)
         if self.input_size is None and model.input_shape[1] is not None:
@@ -249,7 +225,7 @@ class SavedModelPredictor(Predictor):
         if self.input_size is None and spec.shape[1] is not None:
             self.input_size = tuple(spec.shape[1:3])
         outputs = list(self.signature.structured_outputs)
-        self.output_name = "predictions" if "predictions" in outputs else outputs[0]
+        self.output_name = OUTPUT_NAME if OUTPUT_NAME in outputs else outputs[0]
 
     def _run(self, x):
         import tensorflow as tf
@@ -359,34 +335,6 @@ def load_predictor(path, num_threads=None):
     fmt = detect_format(path)
     card = read_model_card(path)
     return _PREDICTORS[fmt](path, card=card, num_threads=num_threads)
-
-
-def _crop_box(height, width, fraction):
-    """(top, left, height, width) of the central crop, as the training pipeline computes it."""
-    if fraction >= 1.0:
-        return 0, 0, height, width
-    crop_h = max(1, int(np.float32(height) * np.float32(fraction)))
-    crop_w = max(1, int(np.float32(width) * np.float32(fraction)))
-    return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
-
-
-def resize_pixels(pixels, size, central_crop=EVAL_CROP_FRACTION, scale=True):
-    """RGB pixels (H, W, 3) in [0, 255] -> float32 `size` in [-1, 1], like evaluation.
-
-    With `scale=False` the result stays pixels in [0, 255], for a model that has its
-    preprocessing inside.
-
-    The training pipeline's evaluation transform: central crop of `central_crop` of each
-    side, `tf.image.resize` (bilinear, no antialiasing), clip, then `x / 127.5 - 1`.
-    """
-    import tensorflow as tf
-
-    pixels = np.asarray(pixels)
-    top, left, h, w = _crop_box(pixels.shape[0], pixels.shape[1], central_crop)
-    cropped = pixels[top:top + h, left:left + w].astype("float32")
-    resized = tf.image.resize(cropped, tuple(size), method="bilinear").numpy()
-    resized = np.clip(resized, 0.0, 255.0)
-    return resized / 127.5 - 1.0 if scale else resized
 
 
 def load_image(image, size, central_crop=EVAL_CROP_FRACTION, scale=True):

@@ -45,7 +45,7 @@ from keras_tuner.src.engine import tuner_utils  # turns fit histories into trial
 from keras_googlenet import spec as spec_lib
 from keras_googlenet.googlenet import GoogLeNet, set_batch_norm_momentum
 from keras_googlenet.losses import compile_googlenet
-from keras_googlenet.profile import count_macs, count_params
+from keras_googlenet.complexity import count_macs, count_params
 from keras_googlenet.pruning import float32_inference_model, inference_model
 
 # KerasTuner infers a direction only for metric names it knows ("val_accuracy"), not for

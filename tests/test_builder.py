@@ -250,7 +250,7 @@ def test_weights_file_round_trips_and_mismatches_are_explained(tmp_path):
 
 
 def test_set_batch_norm_momentum_reaches_every_batchnorm():
-    from keras_googlenet import set_batch_norm_momentum
+    from keras_googlenet.googlenet import set_batch_norm_momentum
 
     model = set_batch_norm_momentum(
         GoogLeNet(variant="v1_bn", include_aux=True, input_shape=(65, 65, 3), classes=2), 0.9)

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 import keras_googlenet
-from keras_googlenet import GoogLeNet, set_batch_norm_momentum
+from keras_googlenet import GoogLeNet
 from keras_googlenet.__main__ import main as keras_googlenet_main
+from keras_googlenet.googlenet import set_batch_norm_momentum
 from keras_googlenet.hub import (
     PRESET_FILES,
     GoogLeNetBackbone,

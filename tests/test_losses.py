@@ -4,9 +4,12 @@ import pytest
 
 from keras_googlenet import (
     GoogLeNet,
-    SparseCategoricalCrossentropy,
     compile_googlenet,
     head_targets,
+)
+from keras_googlenet.losses import (
+    SmoothedSparseCategoricalCrossentropy,
+    SparseCategoricalCrossentropy,
 )
 
 
@@ -73,11 +76,17 @@ def test_unknown_head_in_loss_weights_is_rejected():
 def test_label_smoothing_matches_dense_cross_entropy():
     y = np.array([0, 2, 1])
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.3, 0.4, 0.3]], "float32")
-    ours = SparseCategoricalCrossentropy(label_smoothing=0.1)(y, probs)
+    ours = SmoothedSparseCategoricalCrossentropy(label_smoothing=0.1)(y, probs)
     reference = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(
         keras.ops.one_hot(y, 3), probs)
     assert float(ours) == pytest.approx(float(reference), rel=1e-6)
-    plain = SparseCategoricalCrossentropy()(y, probs)
+    plain = SmoothedSparseCategoricalCrossentropy()(y, probs)
     assert float(plain) < float(ours)
     with pytest.raises(ValueError, match="label_smoothing"):
-        SparseCategoricalCrossentropy(label_smoothing=1.0)
+        SmoothedSparseCategoricalCrossentropy(label_smoothing=1.0)
+
+
+def test_the_old_loss_name_still_works_and_warns():
+    with pytest.warns(DeprecationWarning, match="SmoothedSparseCategoricalCrossentropy"):
+        old = SparseCategoricalCrossentropy(label_smoothing=0.1)
+    assert isinstance(old, SmoothedSparseCategoricalCrossentropy)

@@ -16,11 +16,16 @@ from mediapipe.tasks.metadata import metadata_schema_py_generated as mp_schema
 from PIL import Image
 
 from keras_googlenet import GoogLeNet, float32_inference_model, inference_model
-from keras_googlenet import tflite_metadata as tm
 from keras_googlenet.export import export_model, has_preprocessing_layer
-from keras_googlenet.preprocessing import EVAL_CROP_FRACTION, preprocess_in_model
-from keras_googlenet.runtime import _crop_box, load_predictor, resize_pixels
-from keras_googlenet.tflite_gpu import gpu_delegate_report
+from keras_googlenet.export import tflite_metadata as tm
+from keras_googlenet.export.tflite_gpu import gpu_delegate_report
+from keras_googlenet.preprocessing import (
+    EVAL_CROP_FRACTION,
+    central_crop_box,
+    preprocess_in_model,
+    resize_pixels,
+)
+from keras_googlenet.runtime import load_predictor
 from keras_googlenet_training.cli import export as export_cli
 from keras_googlenet_training.cli import predict as predict_cli
 
@@ -47,7 +52,7 @@ def mediapipe_top1(classifier, pixels):
 
 def eval_crop(pixels):
     """The central crop googlenet-predict takes before resizing; MediaPipe only resizes."""
-    top, left, h, w = _crop_box(pixels.shape[0], pixels.shape[1], EVAL_CROP_FRACTION)
+    top, left, h, w = central_crop_box(pixels.shape[0], pixels.shape[1], EVAL_CROP_FRACTION)
     return pixels[top:top + h, left:left + w]
 
 
@@ -320,7 +325,7 @@ def test_labels_that_do_not_match_the_classes_fail_before_conversion(tmp_path, c
 
 
 def test_metadata_that_cannot_be_written_fails_that_format_only(tmp_path, monkeypatch, capsys):
-    from keras_googlenet import export as export_lib
+    from keras_googlenet.export import core as export_core
 
     def broken(flatbuffer, card):
         raise tm.MetadataError("simulated: the metadata writer failed")
@@ -331,7 +336,7 @@ def test_metadata_that_cannot_be_written_fails_that_format_only(tmp_path, monkey
     out = tmp_path / "out"
     out.mkdir()
     (out / "m_fp32.tflite").write_bytes(b"the previous good artefact")
-    monkeypatch.setattr(export_lib, "_with_tflite_metadata", broken)
+    monkeypatch.setattr(export_core, "_with_tflite_metadata", broken)
     status = export_cli.main([str(tmp_path / "m.keras"), "--out", str(out), "--name", "m",
                               "--formats", "savedmodel,tflite-fp32", "--no-verify"])
     assert status == 1

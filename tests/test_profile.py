@@ -3,8 +3,9 @@ import sys
 
 import pytest
 
-from keras_googlenet import GoogLeNet, count_macs, count_params, model_profile
+from keras_googlenet import GoogLeNet, count_macs, count_params
 from keras_googlenet.__main__ import main
+from keras_googlenet.complexity import model_profile
 
 
 @pytest.mark.parametrize("variant, gmacs", [("torchvision", 1.498), ("v1", 1.583)])

@@ -2,7 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_googlenet import GoogLeNet, LocalResponseNormalization
+from keras_googlenet import GoogLeNet
+from keras_googlenet.layers import LocalResponseNormalization
 
 
 @pytest.mark.parametrize("variant", ["v1", "v1_bn", "torchvision", "factorized"])

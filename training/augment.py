@@ -16,7 +16,7 @@ import numbers
 
 import tensorflow as tf
 
-from keras_googlenet.preprocessing import EVAL_CROP_FRACTION
+from keras_googlenet.preprocessing import EVAL_CROP_FRACTION, eval_crop_resize
 
 # The paper's crop distribution.
 AREA_RANGE = (0.08, 1.0)
@@ -128,16 +128,9 @@ def central_crop(image, size, fraction=EVAL_CROP_FRACTION):
         raise ValueError(f"`fraction` must be a number in (0, 1]; received fraction={fraction!r}.")
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"`fraction` must be in (0, 1]; received fraction={fraction!r}.")
-    image = tf.convert_to_tensor(image)
-    if fraction < 1.0:
-        shape = tf.shape(image)
-        # At least one pixel, so tiny images still crop to something.
-        height = tf.maximum(1, tf.cast(tf.cast(shape[0], tf.float32) * fraction, tf.int32))
-        width = tf.maximum(1, tf.cast(tf.cast(shape[1], tf.float32) * fraction, tf.int32))
-        image = tf.image.crop_to_bounding_box(
-            image, (shape[0] - height) // 2, (shape[1] - width) // 2, height, width
-        )
-    return _resize(image, size)
+    image = eval_crop_resize(image, (size, size), fraction)
+    image.set_shape((size, size, 3))
+    return image
 
 
 def distort_color(image, seed):

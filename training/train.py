@@ -21,6 +21,7 @@ import tensorflow as tf
 
 import keras_googlenet as kg
 from keras_googlenet import spec as spec_lib
+from keras_googlenet.googlenet import set_batch_norm_momentum
 from keras_googlenet_training import callbacks as callbacks_lib
 from keras_googlenet_training import multiworker
 from keras_googlenet_training import run_dir as run_dir_lib
@@ -331,7 +332,7 @@ def _build_model(config, num_classes):
         width_multiplier=config.width_multiplier,
         dropout=config.dropout,
     )
-    return kg.set_batch_norm_momentum(model, config.bn_momentum)
+    return set_batch_norm_momentum(model, config.bn_momentum)
 
 
 def _config_record(config, extra):

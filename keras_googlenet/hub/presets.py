@@ -80,9 +80,9 @@ def image_classifier_from_googlenet(
 
     Returns:
         A `GoogLeNetImageClassifier` whose outputs on raw uint8 images equal `model`'s on
-        the same images after `keras_googlenet.runtime.resize_pixels`.
+        the same images after `keras_googlenet.preprocessing.resize_pixels`.
     """
-    from keras_googlenet.export import infer_variant
+    from keras_googlenet.model_card import infer_variant
 
     if not isinstance(model, keras.Model):
         raise ValueError(f"`model` must be a keras.Model; received {type(model).__name__}.")
@@ -160,15 +160,16 @@ def write_preset(
             `metadata.json` (default: the run directory, dataset and metrics).
         verify: load the preset back through `keras_hub.models.ImageClassifier.from_preset`
             and compare its outputs on random uint8 images with the source model's on the
-            same images after `keras_googlenet.runtime.resize_pixels` (bound
+            same images after `keras_googlenet.preprocessing.resize_pixels` (bound
             `VERIFY_MAX_ABS_DIFF`); a miss raises `ValueError` and writes nothing.
 
     Returns:
         The preset directory's absolute path.
     """
     from keras_googlenet import __version__
-    from keras_googlenet.export import _remove, describe_source, publish, resolve_source
-    from keras_googlenet.pruning import float32_inference_model
+    from keras_googlenet.export.publish import publish, remove_path
+    from keras_googlenet.heads import float32_inference_model
+    from keras_googlenet.model_card import describe_source, resolve_source
 
     if isinstance(source, keras.Model):
         path, run_info, model = None, {}, source
@@ -239,7 +240,7 @@ def write_preset(
         publish(tmp, preset_dir)
         tmp = None
     finally:
-        _remove(tmp)
+        remove_path(tmp)
     return preset_dir
 
 
@@ -363,7 +364,7 @@ def _activation_name(layer):
 
 def _infer_width_multiplier(model, widths):
     """The multiplier that rebuilds `model`: exact for Table 1 widths scaled by it."""
-    from keras_googlenet.export import infer_widths
+    from keras_googlenet.model_card import infer_widths
 
     conv1 = int(model.get_layer("conv1_conv").filters)
     if conv1 == spec_lib.STEM_WIDTHS["conv1"]:
@@ -413,7 +414,7 @@ def _verify(preset_dir, model, converter):
     """Max |preset - model| on random uint8 images, loaded through KerasHub's own API."""
     import keras_hub
 
-    from keras_googlenet.runtime import resize_pixels
+    from keras_googlenet.preprocessing import resize_pixels
 
     height, width = converter.image_size
     rng = np.random.default_rng(0)

@@ -41,7 +41,7 @@ def model_ops(model_bytes):
     """`Counter` of op names (builtin names, or custom codes) in every subgraph."""
     from tensorflow.lite.python import schema_py_generated as schema
 
-    from keras_googlenet.tflite_metadata import _strip_appended_zip
+    from keras_googlenet.export.tflite_metadata import _strip_appended_zip
 
     names = {value: name for name, value in vars(schema.BuiltinOperator).items()
              if not name.startswith("_") and isinstance(value, int)}

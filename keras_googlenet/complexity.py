@@ -1,0 +1,101 @@
+"""Parameter and multiply-add (MAC) counts per block, like the paper's Table 1.
+
+MACs count the multiply-adds of convolutions and fully-connected layers, the
+convention behind torchvision's "1.50 GFLOPS" for GoogLeNet; pooling, BatchNorm,
+LRN and activations are not counted.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+from keras_googlenet import spec as spec_lib
+
+__all__ = ["count_macs", "count_params", "format_profile", "layer_macs", "model_profile"]
+
+_GROUP_PREFIXES = spec_lib.BLOCK_NAMES + tuple(spec_lib.AUX_TAPS) + (
+    "conv1", "conv2_reduce", "conv2",
+)
+
+
+def layer_macs(layer):
+    """Multiply-adds of one layer for one image (0 for layers that do no matmul)."""
+    if isinstance(layer, keras.layers.Conv2D):
+        out_h, out_w = layer.output.shape[1:3]
+        if out_h is None or out_w is None:
+            raise ValueError(
+                f"Layer {layer.name!r} has a dynamic output size {layer.output.shape}; "
+                "MACs need a model built with a fixed `input_shape`."
+            )
+        kernel_h, kernel_w, in_per_group, out_channels = layer.kernel.shape
+        return out_h * out_w * kernel_h * kernel_w * in_per_group * out_channels
+    if isinstance(layer, keras.layers.Dense):
+        return math.prod(layer.kernel.shape)
+    return 0
+
+
+def _group_of(layer_name):
+    for prefix in _GROUP_PREFIXES:
+        if layer_name == prefix or layer_name.startswith(prefix + "_"):
+            # "conv2_reduce" must not be swallowed by "conv2".
+            if prefix == "conv2" and layer_name.startswith("conv2_reduce"):
+                continue
+            return prefix
+    return layer_name
+
+
+def model_profile(model):
+    """Rows of `{"name", "output_shape", "params", "macs"}`, one per stem layer, block and head.
+
+    `params` counts trainable weights; `macs` multiply-adds per image.
+    """
+    rows = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        group = _group_of(layer.name)
+        row = rows.setdefault(group, {"name": group, "output_shape": None, "params": 0, "macs": 0})
+        row["params"] += sum(math.prod(w.shape) for w in layer.trainable_weights)
+        row["macs"] += layer_macs(layer)
+        if layer.name == group or row["output_shape"] is None:
+            row["output_shape"] = tuple(layer.output.shape[1:])
+    return list(rows.values())
+
+
+def count_macs(model):
+    """Total multiply-adds per image of `model` (a GoogLeNet or any Keras model)."""
+    return sum(layer_macs(layer) for layer in model.layers)
+
+
+def count_params(model):
+    """Trainable parameters of `model`."""
+    return sum(math.prod(w.shape) for w in model.trainable_weights)
+
+
+def format_profile(rows, title=None):
+    """A Table-1-like text table with totals."""
+
+    def shape_text(shape):
+        return "x".join("?" if d is None else str(d) for d in shape)
+
+    lines = []
+    if title:
+        lines.append(title)
+    header = f"{'layer':<22}{'output':>16}{'params':>14}{'MACs':>16}"
+    lines += [header, "-" * len(header)]
+    for row in rows:
+        if row["params"] == 0 and row["macs"] == 0 and row["name"] not in spec_lib.ENDPOINTS \
+                and row["name"] not in ("avg_pool", "max_pool"):
+            continue  # padding, dropout, flatten: nothing to report
+        lines.append(
+            f"{row['name']:<22}{shape_text(row['output_shape']):>16}"
+            f"{row['params']:>14,}{row['macs']:>16,}"
+        )
+    total_params = sum(r["params"] for r in rows)
+    total_macs = sum(r["macs"] for r in rows)
+    lines.append("-" * len(header))
+    lines.append(f"{'total':<22}{'':>16}{total_params:>14,}{total_macs:>16,}")
+    lines.append(f"{'':<22}{'':>16}{total_params / 1e6:>13.3f}M{total_macs / 1e9:>15.3f}G")
+    return "\n".join(lines)

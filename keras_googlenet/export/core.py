@@ -1,0 +1,381 @@
+"""`export_model`: every requested format converted, verified, carded and published."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+
+import keras
+import numpy as np
+
+from keras_googlenet.export.cards import (
+    _card,
+    _fill_io,
+    _metadata_summary,
+    _predictor_for,
+    _resolve_labels,
+    _with_tflite_metadata,
+    gpu_warning,
+    read_labels,
+)
+from keras_googlenet.export.convert import convert_onnx, convert_tflite, write_savedmodel
+from keras_googlenet.export.experimental import optimize_for_inference
+from keras_googlenet.export.formats import (
+    DEFAULT_BOUNDS,
+    DEFAULT_INT8_IO,
+    FORMATS,
+    MIN_ONNX_OPSET,
+    check_destination,
+    validate_export_arguments,
+)
+from keras_googlenet.export.publish import (
+    is_disk_full,
+    path_size,
+    publish,
+    remove_path,
+    write_json_atomic,
+)
+from keras_googlenet.export.report import (
+    ArtifactResult,
+    ExportError,
+    ExportReport,
+    format_verification,
+    log_progress,
+)
+from keras_googlenet.export.source import _take_images, load_source, with_preprocessing
+from keras_googlenet.export.tflite_gpu import gpu_delegate_report
+from keras_googlenet.export.verify import _reference, verify_artifact
+from keras_googlenet.model_card import (
+    CARD_IN_SAVEDMODEL,
+    card_path_for,
+    has_preprocessing_layer,
+    preprocessing_card,
+)
+
+
+class _BoundMissedError(Exception):
+    pass
+
+
+@dataclasses.dataclass
+class _Plan:
+    """What the export of every format shares: the models, the base card, the options."""
+
+    model: keras.Model  # the float32 inference model: the verification reference
+    exported_model: keras.Model  # the same, or its `optimize_for_inference` rewrite
+    base_card: dict
+    out_dir: str
+    name: str
+    options: dict  # export_model's keyword arguments that act per format
+    bounds: dict
+    reference: dict | None = None
+    representative: object = None
+    work_dir: str = ""
+    pixel_model: keras.Model | None = None
+    conversion_savedmodels: dict = dataclasses.field(default_factory=dict)
+
+    def in_model(self, fmt):
+        """Whether `fmt`'s artefact has the preprocessing inside (takes RGB pixels)."""
+        option = self.options
+        return (has_preprocessing_layer(self.model) or option["include_preprocessing"]
+                or (fmt == "tflite-int8" and option["int8_io"] == "uint8"))
+
+    def model_for(self, fmt):
+        """The Keras model behind `fmt`'s artefact: scaled input, or pixels."""
+        if not self.in_model(fmt):
+            return self.exported_model
+        if has_preprocessing_layer(self.model):
+            return self.model
+        if self.pixel_model is None:
+            self.pixel_model = with_preprocessing(self.exported_model,
+                                                  self.base_card["preprocessing"]["mode"])
+        return self.pixel_model
+
+
+def export_model(
+    source,
+    out_dir,
+    formats=None,
+    *,
+    name=None,
+    input_size=None,
+    calibration_data=None,
+    calibration_steps=200,
+    int8_io=DEFAULT_INT8_IO,
+    include_preprocessing=False,
+    labels=None,
+    tflite_metadata=True,
+    author=None,
+    license=None,
+    uint8_signature=True,
+    verify=True,
+    verification_data=None,
+    verification_samples=512,
+    bounds=None,
+    opset=MIN_ONNX_OPSET,
+    optimize=False,
+    strict=True,
+    verbose=True,
+):
+    """Export the float32 inference model of `source` to each format, verified.
+
+    Args:
+        source: a `.keras` file (training or inference model), a run directory
+            (`inference.keras` or `model.keras`, with `config.json`, `labels.txt`), or a
+            `keras.Model`.
+        out_dir: destination directory (created). Artefacts are named
+            `{name}_savedmodel/`, `{name}_fp32.tflite`, `{name}_fp16.tflite`,
+            `{name}_dynamic.tflite`, `{name}_int8.tflite`, `{name}.onnx`, each with a
+            model card `<artefact>.json`.
+        formats: a list (or comma-separated string) from `FORMATS`. Default: every
+            float format, plus `"tflite-int8"` when `calibration_data` is given.
+        name: base name of the artefacts (default: the model's name).
+        input_size: fixes the input size of a model built with `input_shape=(None,
+            None, 3)` (default: `config.json`'s `input_size`).
+        calibration_data: representative images for full-integer int8: preprocessed
+            float32 images, an `(images, labels)` tuple, a `tf.data.Dataset` or an
+            iterable of batches (uint8 pixels are resized and scaled for you), or a
+            callable usable directly as the converter's `representative_dataset`.
+        calibration_steps: how many images (one per converter step) to calibrate on.
+        int8_io: input/output type of the full-int8 model: `"uint8"` (default; what
+            MediaPipe and the TFLite Task Library accept, fed raw pixels: the
+            preprocessing is put inside that artefact), `"int8"` or `"float32"`
+            (integer internals with a float interface).
+        include_preprocessing: put the variant's preprocessing inside every exported
+            model (as `GoogLeNet(include_preprocessing=True)` does), so that they all
+            take RGB pixels in [0, 255]. A model built that way keeps it regardless.
+        labels: class names (a list, or the path of a text file with one per line);
+            default: the run's `labels.txt`, else ImageNet's names for 1000 classes,
+            else the class indices. A count that differs from the model's classes is
+            a `ValueError` before any conversion.
+        tflite_metadata: write TFLite Metadata into every `.tflite` (name, version,
+            input normalization, value ranges, the labels as `labels.txt`), which
+            MediaPipe Tasks, the TFLite Task Library and Android Studio read.
+        author, license: recorded in the cards and the TFLite metadata.
+        uint8_signature: add the SavedModel signature `serving_uint8` that takes uint8
+            images of any size and resizes and scales them in the graph.
+        verify: compare every artefact with Keras before publishing it (default on).
+        verification_data: real validation images (same forms as `calibration_data`;
+            labels, when present, add accuracy figures). Without them, parity is
+            checked on random inputs and the top-1 agreement bounds of the quantized
+            formats are reported but not enforced.
+        verification_samples: at most this many verification images are used.
+        bounds: per-format overrides of `DEFAULT_BOUNDS`.
+        opset: ONNX opset (>= 17).
+        optimize: export `optimize_for_inference(model)` (BatchNorm folded into the
+            convs, the 1x1 convs that read the same input merged into one). Same math;
+            verification compares against the unmodified model. Off by default: the
+            TFLite converter and onnxruntime already fold BatchNorm, and merging the 1x1
+            convs measured no faster on a 2-core CPU (docs/export.md).
+        strict: raise `ExportError` at the end when any format failed (after trying
+            them all). With `strict=False` the report says what failed.
+        verbose: progress on stderr.
+
+    Returns:
+        An `ExportReport` (`report["tflite-int8"].verification`, `.summary()`).
+
+    Raises:
+        ValueError: bad arguments (unknown format, int8 without calibration data, ...),
+            checked before any work.
+        FileNotFoundError: `source` does not exist.
+        ExportError: with `strict`, a conversion failed or a bound was missed; nothing
+            was published for that format and an existing artefact was kept.
+    """
+    check_destination(source, out_dir, name)
+    formats = validate_export_arguments(formats, calibration_data, calibration_steps, int8_io,
+                                        opset, verification_samples)
+    all_bounds = _merged_bounds(bounds)
+    if not isinstance(include_preprocessing, bool):
+        raise ValueError("`include_preprocessing` must be True or False; received "
+                         f"{include_preprocessing!r}.")
+    explicit_labels = read_labels(labels) if labels is not None else None
+    options = {"include_preprocessing": include_preprocessing, "int8_io": int8_io,
+               "opset": opset, "uint8_signature": uint8_signature,
+               "tflite_metadata": tflite_metadata, "verify": verify, "verbose": verbose}
+    plan = _plan(source, out_dir, name, input_size, explicit_labels, author, license,
+                 optimize, options, all_bounds)
+    if "tflite-int8" in formats:
+        plan.representative = _representative(plan, calibration_data, calibration_steps)
+    if verify:
+        log_progress(verbose, "[export] computing Keras reference outputs")
+        plan.reference = _reference(plan.model, plan.base_card["output"]["activation"],
+                                    verification_data, verification_samples)
+    plan.work_dir = tempfile.mkdtemp(prefix="googlenet-export-")
+    try:
+        results = [_export_one(plan, fmt) for fmt in formats]
+    finally:
+        shutil.rmtree(plan.work_dir, ignore_errors=True)
+    report = ExportReport(out_dir=plan.out_dir, results=results)
+    if strict and not report.ok:
+        failed = [r.format for r in results if not r.ok]
+        raise ExportError(
+            f"export failed for {failed}; nothing was written for them.\n{report.summary()}",
+            report,
+        )
+    return report
+
+
+def _merged_bounds(bounds):
+    """`DEFAULT_BOUNDS` per format with the caller's overrides on top."""
+    all_bounds = {fmt: dict(DEFAULT_BOUNDS.get(fmt, {})) for fmt in FORMATS}
+    for fmt, override in (bounds or {}).items():
+        if fmt not in FORMATS:
+            raise ValueError(f"`bounds` has an unknown format {fmt!r}; allowed: {list(FORMATS)}.")
+        all_bounds[fmt].update(override)
+    return all_bounds
+
+
+def _plan(source, out_dir, name, input_size, explicit_labels, author, license, optimize,
+          options, bounds):
+    """Load the source, fill the base card, and apply the optional graph rewrites."""
+    verbose = options["verbose"]
+    log_progress(verbose, "[export] loading "
+                          f"{source if not hasattr(source, 'name') else source.name}")
+    model, base_card = load_source(source, input_size=input_size)
+    base_card["labels"] = _resolve_labels(explicit_labels, source, base_card, verbose)
+    for key, value in (("author", author), ("license", license)):
+        if value is not None:
+            base_card[key] = str(value)
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    exported_model = model
+    base_card["graph_rewrites"] = []
+    if optimize:
+        log_progress(verbose, "[export] graph rewrites: fold BatchNorm, merge sibling 1x1 convs")
+        exported_model = optimize_for_inference(model)
+        base_card["graph_rewrites"] = ["fold_batch_norm", "merge_1x1_convs"]
+    return _Plan(model=model, exported_model=exported_model, base_card=base_card,
+                 out_dir=out_dir, name=name or model.name, options=options, bounds=bounds)
+
+
+def _representative(plan, calibration_data, calibration_steps):
+    """The int8 converter's `representative_dataset`, from `calibration_data`."""
+    if callable(calibration_data) and not hasattr(calibration_data, "__iter__"):
+        return calibration_data
+    size = tuple(plan.model.input_shape[1:3])
+    calib_x, _ = _take_images(calibration_data, calibration_steps, size, "calibration_data")
+    plan.base_card["calibration"] = {"images": int(len(calib_x))}
+    if plan.in_model("tflite-int8"):
+        # Pixels, with one 0..255 gradient so that the input range calibrates to
+        # exactly [0, 255]: a uint8 input then carries the pixels unchanged.
+        gradient = np.broadcast_to(np.linspace(-1.0, 1.0, size[1], dtype="float32")
+                                   [None, None, :, None], (1, *size, 3))
+        calib_x = (np.concatenate([calib_x, gradient]) + 1.0) * 127.5
+
+    def representative():
+        for i in range(len(calib_x)):
+            yield [calib_x[i:i + 1]]
+
+    return representative
+
+
+def _export_one(plan, fmt):
+    """Convert, card, verify and publish one format; failures are recorded, not raised."""
+    suffix, _ = FORMATS[fmt]
+    target = os.path.join(plan.out_dir, plan.name + suffix)
+    result = ArtifactResult(format=fmt)
+    verbose = plan.options["verbose"]
+    start = time.perf_counter()
+    tmp = tmp_parent = None
+    try:
+        log_progress(verbose, f"[export] {fmt}: converting -> {target}")
+        tmp, tmp_parent, flatbuffer = _convert(plan, fmt, target)
+        card = _artifact_card(plan, fmt, target, tmp, flatbuffer, result)
+        _publish(plan, fmt, tmp, target, card, result)
+        tmp = None
+    except Exception as error:  # record, clean up, try the other formats
+        result.error = str(error) if isinstance(error, _BoundMissedError) \
+            else f"{type(error).__name__}: {error}"
+        if is_disk_full(error):  # the tmp file goes; a previous artefact stays
+            result.error = f"no space left on {plan.out_dir!r} while writing {target!r}"
+        log_progress(verbose, f"[export] {fmt}: FAILED: {result.error}")
+    finally:
+        remove_path(tmp)
+        remove_path(tmp_parent)
+        result.seconds = time.perf_counter() - start
+    return result
+
+
+def _convert(plan, fmt, target):
+    """(temporary artefact path, its temporary parent or None, TFLite bytes or None)."""
+    prefix = f".{os.path.basename(target)}"
+    options = plan.options
+    if fmt == "savedmodel":
+        tmp_parent = tempfile.mkdtemp(dir=plan.out_dir, prefix=f"{prefix}.tmp-")
+        tmp = os.path.join(tmp_parent, "savedmodel")
+        write_savedmodel(plan.model_for(fmt), tmp, uint8_signature=options["uint8_signature"])
+        return tmp, tmp_parent, None
+    fd, tmp = tempfile.mkstemp(dir=plan.out_dir, prefix=f"{prefix}.", suffix=".tmp")
+    os.close(fd)
+    if fmt == "onnx":
+        convert_onnx(plan.model_for(fmt), tmp, opset=options["opset"])
+        return tmp, None, None
+    key = plan.in_model(fmt)
+    if key not in plan.conversion_savedmodels:
+        plan.conversion_savedmodels[key] = os.path.join(
+            plan.work_dir, f"savedmodel_{'pixels' if key else 'scaled'}")
+        write_savedmodel(plan.model_for(fmt), plan.conversion_savedmodels[key],
+                         uint8_signature=False)
+    flatbuffer = convert_tflite(plan.conversion_savedmodels[key], fmt,
+                                plan.representative if fmt == "tflite-int8" else None,
+                                int8_io=options["int8_io"])
+    return tmp, None, flatbuffer
+
+
+def _artifact_card(plan, fmt, target, tmp, flatbuffer, result):
+    """The card of `fmt`'s artefact; writes the TFLite bytes and verifies against Keras."""
+    options = plan.options
+    verbose = options["verbose"]
+    _, precision = FORMATS[fmt]
+    card = _card(plan.base_card, fmt, precision, target, options["opset"], options["int8_io"],
+                 options["uint8_signature"])
+    card["preprocessing"] = preprocessing_card(plan.in_model(fmt),
+                                               plan.base_card["preprocessing"]["mode"])
+    if fmt.startswith("tflite"):
+        if options["tflite_metadata"]:
+            log_progress(verbose, f"[export] {fmt}: writing TFLite metadata")
+            flatbuffer = _with_tflite_metadata(flatbuffer, card)
+            card["tflite_metadata"] = _metadata_summary(card)
+        card["gpu_delegate"] = gpu_delegate_report(flatbuffer)
+        with open(tmp, "wb") as f:
+            f.write(flatbuffer)
+    card["verification"] = None
+    if not options["verify"]:
+        _fill_io(card, fmt, None, path=tmp)
+    else:
+        log_progress(verbose, f"[export] {fmt}: verifying against Keras")
+        predictor = _predictor_for(fmt, tmp, card)
+        _fill_io(card, fmt, predictor)
+        uint8_path = tmp if fmt == "savedmodel" and options["uint8_signature"] else None
+        result.verification = verify_artifact(predictor, plan.reference, fmt,
+                                              plan.bounds[fmt], savedmodel_path=uint8_path)
+        del predictor
+        card["verification"] = result.verification
+        if not result.verification["passed"]:
+            missed = [c for c in result.verification["checks"]
+                      if c["enforced"] and not c["passed"]]
+            raise _BoundMissedError("verification bound missed: " + ", ".join(
+                f"{c['metric']}={c['value']:.6g} (bound {c['bound']})" for c in missed))
+    card["file_size_bytes"] = path_size(tmp)
+    return card
+
+
+def _publish(plan, fmt, tmp, target, card, result):
+    """Move the verified artefact into place, then write its sidecar card."""
+    if fmt == "savedmodel":
+        write_json_atomic(card, os.path.join(tmp, CARD_IN_SAVEDMODEL))
+    publish(tmp, target)
+    if fmt == "savedmodel":  # the TFLite converter reuses it
+        plan.conversion_savedmodels.setdefault(plan.in_model(fmt), target)
+    write_json_atomic(card, card_path_for(target))
+    result.path, result.card_path, result.card = target, card_path_for(target), card
+    verbose = plan.options["verbose"]
+    log_progress(verbose, f"[export] {fmt}: ok, {card['file_size_bytes'] / 1e6:.2f} MB; "
+                          f"{format_verification(result.verification)}")
+    gpu = card.get("gpu_delegate")
+    if gpu is not None and not gpu["compatible"]:
+        result.warnings.append(gpu_warning(gpu))
+        log_progress(verbose, f"[export] {fmt}: WARNING: {result.warnings[-1]}")

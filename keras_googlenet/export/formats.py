@@ -1,0 +1,117 @@
+"""The export formats, their verification bounds, and the up-front argument checks."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+
+from keras_googlenet.export.publish import unwritable
+
+# format -> (file name suffix after the base name, precision written in the card)
+
+
+# format -> (file name suffix after the base name, precision written in the card)
+FORMATS = {
+    "savedmodel": ("_savedmodel", "float32"),
+    "tflite-fp32": ("_fp32.tflite", "float32"),
+    "tflite-fp16": ("_fp16.tflite", "float16"),
+    "tflite-dynamic": ("_dynamic.tflite", "dynamic-range int8 (int8 weights, float activations)"),
+    "tflite-int8": ("_int8.tflite", "int8 (full integer)"),
+    "onnx": (".onnx", "float32"),
+}
+
+
+FLOAT_FORMATS = ("savedmodel", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "onnx")
+
+
+# Verification bounds. "max_abs_diff": of the softmax outputs, on the same inputs as
+# Keras. "top1_agreement": fraction of images where the artefact's top-1 class equals
+# Keras', enforced only on real images (`verification_data`).
+DEFAULT_BOUNDS = {
+    "savedmodel": {"max_abs_diff": 1e-4},
+    "tflite-fp32": {"max_abs_diff": 1e-4},
+    "onnx": {"max_abs_diff": 1e-4},
+    "tflite-fp16": {"top1_agreement": 0.995},
+    "tflite-dynamic": {"top1_agreement": 0.99},
+    "tflite-int8": {"top1_agreement": 0.99},
+}
+
+
+INT8_IO_TYPES = ("uint8", "int8", "float32")
+
+
+# uint8 is what MediaPipe Tasks and the TFLite Task Library accept for a quantized
+# image input (they refuse int8), and a uint8 input fed raw pixels is exact only when
+# the model rescales them itself: so a uint8 int8 export always has the preprocessing
+# inside (input quantization scale 1, zero point 0).
+DEFAULT_INT8_IO = "uint8"
+
+
+MIN_ONNX_OPSET = 17
+
+
+UINT8_SIGNATURE = "serving_uint8"
+
+
+def check_destination(source, out_dir, name=None):
+    """`ValueError` naming the argument for a bad `source` type, `out_dir` or `name`,
+    before any work: a name such as '../x' would write outside `out_dir`."""
+    if not isinstance(source, (str, os.PathLike, keras.Model)):
+        raise ValueError("`source` must be a '.keras' file, a run directory or a keras.Model; "
+                         f"received {source!r}.")
+    if not isinstance(out_dir, (str, os.PathLike)) or not os.fspath(out_dir):
+        raise ValueError(f"`out_dir` must be a directory path; received {out_dir!r}.")
+    existing = os.fspath(out_dir)
+    while existing and not os.path.exists(existing):  # the nearest existing ancestor
+        parent = os.path.dirname(existing.rstrip(os.sep))
+        existing = parent if parent != existing else ""
+    if existing and not os.path.isdir(existing):
+        raise ValueError(f"`out_dir` {os.fspath(out_dir)!r}: {existing!r} is a file, not a "
+                         "directory.")
+    problem = unwritable(existing or os.curdir)
+    if problem:
+        raise ValueError(f"`out_dir` {os.fspath(out_dir)!r}: cannot write {existing!r}: "
+                         f"{problem}; pick another --out.")
+    if name is not None:
+        separators = [sep for sep in (os.sep, os.altsep) if sep]
+        if not isinstance(name, str) or name in ("", ".", "..") or any(
+                sep in name for sep in separators) or name.startswith("."):
+            raise ValueError("`name` must be a file name without a path (no '/', not '.' or "
+                             f"'..', not starting with '.'); received name={name!r}.")
+
+
+def validate_export_arguments(formats, calibration_data, calibration_steps, int8_io, opset,
+                              verification_samples):
+    """The resolved format list; `ValueError` naming the argument on any bad value."""
+    if formats is None:
+        formats = list(FLOAT_FORMATS) + (["tflite-int8"] if calibration_data is not None else [])
+    if isinstance(formats, str):
+        formats = [f.strip() for f in formats.split(",") if f.strip()]
+    formats = list(formats)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ValueError(
+            f"unknown format(s) {unknown or formats!r}: `formats` must be a subset of "
+            f"{list(FORMATS)}."
+        )
+    formats = [f for f in FORMATS if f in formats]  # canonical order: SavedModel first
+    if "tflite-int8" in formats and calibration_data is None:
+        raise ValueError(
+            "format 'tflite-int8' (full-integer quantization) needs `calibration_data`: a "
+            "representative sample of training images (CLI: --calibration-data DATASET). "
+            "Use 'tflite-dynamic' for int8 weights without calibration."
+        )
+    if isinstance(calibration_steps, bool) or not isinstance(calibration_steps, int) \
+            or calibration_steps < 1:
+        raise ValueError(
+            f"`calibration_steps` must be a positive int; received {calibration_steps!r}.")
+    if int8_io not in INT8_IO_TYPES:
+        raise ValueError(f"`int8_io` must be one of {INT8_IO_TYPES}; received {int8_io!r}.")
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_ONNX_OPSET:
+        raise ValueError(f"`opset` must be an int >= {MIN_ONNX_OPSET}; received {opset!r}.")
+    if isinstance(verification_samples, bool) or not isinstance(verification_samples, int) \
+            or verification_samples < 1:
+        raise ValueError("`verification_samples` must be a positive int; received "
+                         f"{verification_samples!r}.")
+    return formats

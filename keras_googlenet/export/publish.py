@@ -1,0 +1,105 @@
+"""Atomic publishing: a finished file or directory replaces its target whole, or not at all.
+
+Shared by the export, the KerasHub preset writer and the training run directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+
+def path_size(path):
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(root, f))
+                   for root, _, files in os.walk(path) for f in files)
+    return os.path.getsize(path)
+
+
+def is_disk_full(error):
+    """Whether `error` means the disk is full. h5py and TensorFlow raise their own types
+    (RuntimeError, tf.errors) carrying errno 28 only in the message."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    text = str(error)
+    return "No space left on device" in text or "errno = 28" in text
+
+
+def remove_path(path):
+    """Delete a file or directory tree if it is there."""
+    if path and os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif path and os.path.lexists(path):
+        os.remove(path)
+
+
+def publish(tmp_path, target):
+    """Move a finished file or directory onto `target` atomically (as far as the OS allows).
+
+    Files: `os.replace`. Directories: the old one is renamed aside, the new one renamed
+    in, then the old one deleted; if the second rename fails the old one is restored.
+    """
+    if not os.path.isdir(tmp_path):
+        _default_mode(tmp_path)
+        os.replace(tmp_path, target)
+        return
+    _default_mode(tmp_path, directory=True)
+    backup = None
+    if os.path.lexists(target):
+        backup = tempfile.mkdtemp(dir=os.path.dirname(target),
+                                  prefix=f".{os.path.basename(target)}.old-")
+        os.rmdir(backup)
+        os.rename(target, backup)
+    try:
+        os.rename(tmp_path, target)
+    except BaseException:
+        if backup is not None:
+            os.rename(backup, target)
+        raise
+    remove_path(backup)
+
+
+def _default_mode(path, directory=False):
+    """mkstemp/mkdtemp create 0600/0700; give published artefacts the usual umask mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask)
+
+
+def write_json_atomic(obj, path):
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                               prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, default=json_default)
+            f.write("\n")
+        _default_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        remove_path(tmp)
+        raise
+
+
+def json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def unwritable(directory):
+    """Why nothing can be created in the existing `directory` ('read-only file system',
+    'permission denied'), or None. access(2) answers EROFS even for root."""
+    if os.access(directory, os.W_OK | os.X_OK):
+        return None
+    try:
+        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    return "read-only file system" if read_only else "permission denied"

@@ -1,0 +1,124 @@
+"""The model to export (from a file, run directory or `keras.Model`) and the images
+to calibrate and verify it with."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from keras_googlenet.model_card import INPUT_NAME, describe_source, resolve_source
+from keras_googlenet.preprocessing import preprocess_in_model, resize_pixels
+
+
+def load_source(source, input_size=None):
+    """The float32 single-output inference model of `source`, and its card fields.
+
+    `source`: a `.keras` file (training or inference model), a run directory
+    (`inference.keras`, else `model.keras`, plus `config.json`/`labels.txt`), or a
+    `keras.Model`.
+    """
+    from keras_googlenet.heads import float32_inference_model
+
+    if isinstance(source, keras.Model):
+        path, run_info, model = None, {}, source
+    else:
+        path, run_info = resolve_source(source)
+        from keras_googlenet.runtime import load_keras_model
+
+        model = load_keras_model(path, "source")
+    model = float32_inference_model(model)
+    if input_size is not None or model.input_shape[1] is None or model.input_shape[2] is None:
+        size = _size_pair(input_size if input_size is not None else _config_size(run_info))
+        if size is None:
+            raise ValueError(
+                "the model takes images of any size; pass `input_size` (e.g. 224) to fix the "
+                "exported input shape."
+            )
+        if model.input_shape[1] is not None and tuple(model.input_shape[1:3]) != size:
+            raise ValueError(
+                f"`input_size={input_size!r}` does not match the model's fixed input "
+                f"{tuple(model.input_shape[1:3])}."
+            )
+        if model.input_shape[1] is None:
+            # A flat copy with a fixed input (not a nested model: the card and the graph
+            # rewrites read the layers).
+            fixed = keras.models.clone_model(
+                model, input_tensors=keras.Input((*size, 3), name=INPUT_NAME))
+            fixed.set_weights(model.get_weights())
+            model = fixed
+    return model, describe_source(path, model, run_info if path is not None else {})
+
+
+def _config_size(run_info):
+    return ((run_info.get("config") or {}).get("model") or {}).get("input_size")
+
+
+def _size_pair(size):
+    if size is None:
+        return None
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        return (size, size)
+    if isinstance(size, (tuple, list)) and len(size) == 2 and all(
+            isinstance(v, int) and v > 0 for v in size):
+        return tuple(size)
+    raise ValueError(f"`input_size` must be a positive int or (height, width); received {size!r}.")
+
+
+def _take_images(data, limit, size, what):
+    """Up to `limit` float32 model-ready images (and labels if present) from `data`.
+
+    Accepts an array (N, H, W, 3), an `(images, labels)` tuple, a `tf.data.Dataset`
+    (batched or not, of images or `(image, label)`), or an iterable of those. Integer
+    images are treated as raw pixels: resized and scaled with `x / 127.5 - 1`.
+    """
+    import tensorflow as tf
+
+    if isinstance(data, tuple) and len(data) == 2 and not isinstance(data[0], (int, float)):
+        chunks = [data]
+    elif isinstance(data, np.ndarray):
+        chunks = [data]
+    else:
+        try:
+            iterator = iter(data)
+        except TypeError:
+            raise ValueError(
+                f"`{what}` must be an array of images, an (images, labels) tuple, a "
+                f"tf.data.Dataset or an iterable of batches; received {type(data).__name__}."
+            ) from None
+        chunks = iterator
+    images, labels, count = [], [], 0
+    for chunk in chunks:
+        x, y = chunk if isinstance(chunk, (tuple, list)) and len(chunk) == 2 else (chunk, None)
+        x = np.asarray(x)
+        if x.ndim == 3:
+            x = x[None]
+            y = None if y is None else np.asarray(y).reshape(1)
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"`{what}` must hold RGB images (..., H, W, 3); got shape {x.shape}.")
+        if not np.issubdtype(x.dtype, np.floating):  # raw pixels: evaluation preprocessing
+            x = np.stack([resize_pixels(image, size) for image in x])
+        elif tuple(x.shape[1:3]) != tuple(size):
+            x = tf.image.resize(x, size, method="bilinear").numpy()
+        images.append(x.astype("float32"))
+        labels.append(None if y is None else np.asarray(y).reshape(-1).astype("int64"))
+        count += len(x)
+        if count >= limit:
+            break
+    if not images:
+        raise ValueError(f"`{what}` is empty.")
+    x = np.concatenate(images)[:limit]
+    y = None if any(v is None for v in labels) else np.concatenate(labels)[:limit]
+    return x, y
+
+
+def with_preprocessing(model, mode="tf"):
+    """`model` (which takes preprocessed images) behind layers that preprocess RGB pixels."""
+    pixels = keras.Input(model.input_shape[1:], name=INPUT_NAME)
+    return keras.Model(pixels, model(preprocess_in_model(pixels, mode)), name=model.name)
+
+
+def to_model_input(x, card):
+    """Preprocessed images (x / 127.5 - 1) as the artefact of `card` takes them."""
+    if (card.get("preprocessing") or {}).get("in_model"):
+        return (np.asarray(x, dtype="float32") + 1.0) * 127.5
+    return x

@@ -1,0 +1,210 @@
+"""The model card: the JSON that travels with every exported artefact, and the names in it.
+
+`keras_googlenet.export` writes cards and `keras_googlenet.runtime` reads them; both take
+the format from here, so neither depends on the other. A card records the variant,
+widths, input size, preprocessing, labels and source run of a model
+(`describe_source`); `card_path_for` and `read_model_card` say where it lives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from keras_googlenet import spec as spec_lib
+from keras_googlenet.preprocessing import EVAL_CROP_FRACTION, PREPROCESSING_LAYER
+
+# The classifier layer of every GoogLeNet and the output name of every artefact.
+OUTPUT_NAME = "predictions"
+INPUT_NAME = "image"
+CARD_SUFFIX = ".json"
+CARD_IN_SAVEDMODEL = "model_card.json"
+
+PREPROCESSING = {
+    "mode": "tf",
+    "formula": "x / 127.5 - 1",
+    "in_model": False,
+    "color": "RGB",
+    "pixel_range": [0, 255],
+    "input_range": [-1.0, 1.0],
+    "central_crop": EVAL_CROP_FRACTION,
+    "resize": "bilinear (tf.image.resize, no antialiasing) to input_size, after the crop",
+}
+
+
+def card_path_for(path):
+    """Where the sidecar model card of artefact `path` lives: `<path>.json`."""
+    return os.fspath(path).rstrip("/\\") + CARD_SUFFIX
+
+
+def read_model_card(path):
+    """The model card of an artefact (sidecar, or inside a SavedModel dir), or None."""
+    candidates = [card_path_for(path)]
+    if os.path.isdir(path):
+        candidates.append(os.path.join(path, CARD_IN_SAVEDMODEL))
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            try:
+                with open(candidate, encoding="utf-8") as f:
+                    card = json.load(f)
+            except (ValueError, UnicodeDecodeError) as error:
+                raise ValueError(f"the model card {candidate!r} is corrupt (not JSON: "
+                                 f"{error}); fix or delete it.") from None
+            if not isinstance(card, dict):
+                raise ValueError(f"the model card {candidate!r} is corrupt (not a JSON "
+                                 "object); fix or delete it.")
+            return card
+    return None
+
+
+def preprocessing_card(in_model, mode="tf"):
+    """The card's `preprocessing` section: scaled input, or pixels rescaled in the model."""
+    card = dict(PREPROCESSING, mode=mode)
+    if in_model:
+        card.update(in_model=True, input_range=[0.0, 255.0],
+                    formula=f"inside the model (layer {PREPROCESSING_LAYER!r}, mode "
+                            f"{mode!r}): feed RGB pixels in [0, 255]")
+    return card
+
+
+def has_preprocessing_layer(model):
+    """Whether `model` rescales raw pixels itself (`GoogLeNet(include_preprocessing=True)`)."""
+    return any(layer.name == PREPROCESSING_LAYER for layer in model.layers)
+
+
+def read_run_dir(run_dir):
+    """What a run directory says about its model: config.json, labels.txt, metrics.json."""
+    info = {"run_dir": os.path.abspath(run_dir)}
+    config_path = os.path.join(run_dir, "config.json")
+    if os.path.isfile(config_path):
+        with open(config_path, encoding="utf-8") as f:
+            try:
+                info["config"] = json.load(f)
+            except ValueError as error:
+                raise ValueError(f"{config_path!r} is corrupt (not JSON: {error}).") from None
+    labels_path = os.path.join(run_dir, "labels.txt")
+    if os.path.isfile(labels_path):
+        with open(labels_path, encoding="utf-8") as f:
+            info["labels"] = [line.rstrip("\n") for line in f if line.strip()]
+    metrics_path = os.path.join(run_dir, "metrics.json")
+    if os.path.isfile(metrics_path):
+        try:
+            with open(metrics_path, encoding="utf-8") as f:
+                info["metrics"] = json.load(f)
+        except ValueError:  # a corrupt metrics.json only costs the card its figures
+            pass
+    return info
+
+
+def resolve_source(source):
+    """(path of the `.keras` file, run-directory info or {}) for a file or run directory."""
+    path = os.fspath(source)
+    if os.path.isdir(path):
+        for candidate in ("inference.keras", "model.keras"):
+            if os.path.isfile(os.path.join(path, candidate)):
+                return os.path.join(path, candidate), read_run_dir(path)
+        raise FileNotFoundError(
+            f"run directory {path!r} has neither inference.keras nor model.keras."
+        )
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"source not found: {path!r} (expected a .keras file or a "
+                                "run directory).")
+    if not path.endswith(".keras"):
+        raise ValueError(f"`source` must be a '.keras' file or a run directory; received {path!r}.")
+    parent = os.path.dirname(os.path.abspath(path))
+    is_run = any(os.path.isfile(os.path.join(parent, f)) for f in ("config.json", "labels.txt"))
+    return path, (read_run_dir(parent) if is_run else {})
+
+
+def _layer(model, name):
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        return None
+
+
+def infer_variant(model):
+    """The GoogLeNet variant of a built model, from its layer names and kernels."""
+    if _layer(model, "norm1") is not None:
+        return "v1"
+    if _layer(model, "inception_3a_5x5_pre_conv") is not None:
+        return "factorized"
+    conv = _layer(model, "inception_3a_5x5_conv")
+    if conv is None:
+        return None
+    return "torchvision" if tuple(conv.kernel_size) == (3, 3) else "v1_bn"
+
+
+def infer_widths(model):
+    """Per-block widths `{"3a": [6 ints], ...}` read from the conv filter counts."""
+    widths = {}
+    for block in spec_lib.INCEPTION_WIDTHS:
+        convs = [_layer(model, f"inception_{block}_{column}_conv")
+                 for column in spec_lib.WIDTH_COLUMNS]
+        if any(c is None for c in convs):
+            return None
+        widths[block] = [int(c.filters) for c in convs]
+    return widths
+
+
+def _activation_name(model):
+    layer = _layer(model, OUTPUT_NAME)
+    if layer is None or not hasattr(layer, "activation"):
+        return "unknown"
+    name = getattr(layer.activation, "__name__", str(layer.activation))
+    return "softmax" if name == "softmax" else name
+
+
+def describe_source(path, model, run_info=None):
+    """Model-card fields for a (float32 inference) `model`, from its layers and run info.
+
+    `config.json` of a run directory wins over what the layers say; labels come from
+    `labels.txt`.
+    """
+    if run_info is None:
+        run_info = {}
+        if path is not None and os.path.isfile(os.fspath(path)):
+            parent = os.path.dirname(os.path.abspath(path))
+            if os.path.isfile(os.path.join(parent, "config.json")) or \
+                    os.path.isfile(os.path.join(parent, "labels.txt")):
+                run_info = read_run_dir(parent)
+    config_model = (run_info.get("config") or {}).get("model", {})
+    shape = model.input_shape
+    input_size = None
+    if shape[1] is not None and shape[2] is not None:
+        input_size = [int(shape[1]), int(shape[2])]
+    elif config_model.get("input_size"):
+        size = config_model["input_size"]
+        input_size = [int(size), int(size)] if isinstance(size, int) else list(size)
+    output_layer = _layer(model, OUTPUT_NAME)
+    classes = int(model.output_shape[-1])
+    labels = run_info.get("labels")
+    if labels is not None and len(labels) != classes:
+        labels = None  # a labels.txt that does not match the head is worse than none
+    config = run_info.get("config") or {}
+    card = {
+        "model": {
+            "name": model.name,
+            "variant": config_model.get("variant") or infer_variant(model),
+            "widths": infer_widths(model),
+            "width_multiplier": config_model.get("width_multiplier"),
+            "input_size": input_size,
+            "classes": classes,
+            "include_aux_in_source": config_model.get("include_aux"),
+            "params": int(model.count_params()),
+        },
+        "input": {"name": INPUT_NAME, "shape": [None, *(input_size or [None, None]), 3],
+                  "dtype": "float32"},
+        "output": {"name": OUTPUT_NAME, "shape": [None, classes], "dtype": "float32",
+                   "activation": _activation_name(model) if output_layer else "unknown"},
+        "preprocessing": preprocessing_card(has_preprocessing_layer(model)),
+        "labels": labels,
+        "source": {
+            "path": os.path.abspath(path) if path is not None else None,
+            "run_dir": run_info.get("run_dir"),
+            "dataset": config.get("dataset"),
+            "data_dir": config.get("data_dir"),
+            "metrics": run_info.get("metrics"),
+        },
+    }
+    return card
