@@ -4,18 +4,16 @@ The top level holds what `keras.applications` users expect; everything else is i
 from its submodule (`keras_googlenet.export`, `.runtime`, `.weights`, `.hub`, `.spec`, ...).
 """
 
+# KerasHub presets (keras_googlenet.hub) load after `import keras_googlenet`, without making
+# this import load keras_hub: registered now if keras_hub is imported, else when it is.
+from keras_googlenet import _hub_registration
+from keras_googlenet._version import __version__  # noqa: F401
 from keras_googlenet.complexity import count_macs, count_params
 from keras_googlenet.googlenet import GoogLeNet
 from keras_googlenet.heads import float32_inference_model, inference_model
 from keras_googlenet.losses import DEFAULT_LOSS_WEIGHTS, compile_googlenet, head_targets
 from keras_googlenet.preprocessing import decode_predictions, preprocess_input
 from keras_googlenet.spec import ENDPOINTS, VARIANTS
-
-__version__ = "0.1.0"
-
-# KerasHub presets (keras_googlenet.hub) load after `import keras_googlenet`, without making
-# this import load keras_hub: registered now if keras_hub is imported, else when it is.
-from keras_googlenet import _hub_registration  # noqa: E402
 
 _hub_registration.register_when_keras_hub_is_imported()
 

@@ -62,7 +62,7 @@ def _versions():
 
     versions = {"tensorflow": tf.__version__, "keras": keras.version()}
     try:
-        from keras_googlenet import __version__
+        from keras_googlenet._version import __version__
         versions["keras_googlenet"] = __version__
     except ImportError:  # pragma: no cover
         pass
@@ -129,7 +129,7 @@ def _predictor_for(fmt, path, card):
 
 def _tflite_metadata_fields(card):
     """What the TFLite metadata of `card`'s artefact says (also recorded in the card)."""
-    from keras_googlenet import __version__
+    from keras_googlenet._version import __version__
 
     model = card["model"]
     in_model = card["preprocessing"]["in_model"]

@@ -166,7 +166,7 @@ def write_preset(
     Returns:
         The preset directory's absolute path.
     """
-    from keras_googlenet import __version__
+    from keras_googlenet._version import __version__
     from keras_googlenet.export.publish import publish, remove_path
     from keras_googlenet.heads import float32_inference_model
     from keras_googlenet.model_card import describe_source, resolve_source
