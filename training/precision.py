@@ -18,7 +18,7 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 def cpu_flags(path="/proc/cpuinfo"):
     """The CPU feature flags the kernel reports (empty where /proc/cpuinfo is absent)."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 if line.startswith("flags"):
                     return set(line.split(":", 1)[1].split())

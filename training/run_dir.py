@@ -81,7 +81,7 @@ def atomic_path(path, suffix=""):
 
 
 def write_text(path, text):
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
 
 
@@ -100,6 +100,28 @@ def save_weights(model, path):
     check_free_space(path, _model_bytes(model))
     with atomic_path(path, suffix=".weights.h5") as tmp:
         model.save_weights(tmp)
+
+
+def changed_settings(path, record, ignore=()):
+    """The keys of `record`, sorted, whose values differ from the JSON saved at `path`.
+
+    The one resumable-settings check of training runs (`config.json`) and searches
+    (`search.json`); each caller decides what a change means. Nothing saved there: [].
+    A file cut short counts as holding nothing to resume against.
+    """
+    if not os.path.exists(path):
+        return []
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except ValueError:
+        saved = {}
+
+    def canonical(value):
+        return json.dumps(value, default=str, sort_keys=True)
+
+    return sorted(k for k in record
+                  if k not in ignore and canonical(saved.get(k)) != canonical(record[k]))
 
 
 def check_run_dir(run_dir, overwrite=False):
@@ -163,7 +185,7 @@ def _history_rows(path):
     An epoch redone after an interruption appears twice (CSVLogger appends); the last
     row of each epoch wins. A header repeated by an appending logger is skipped.
     """
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         rows = [r for r in reader if r.get("epoch") not in (None, "", "epoch")]
         columns = reader.fieldnames or []
@@ -180,7 +202,7 @@ def read_history(path):
 def compact_history(path):
     """Rewrite history.csv with one row per epoch (atomically)."""
     columns, rows = _history_rows(path)
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
