@@ -1,7 +1,7 @@
 """KerasTuner search over Inception widths under a compute budget.
 
-    import keras_tuner as kt
-    from keras_googlenet.tuning import GoogLeNetHyperModel, make_tuner
+    from keras_googlenet.tuning import GoogLeNetHyperModel
+    from keras_googlenet_training.tuner import make_tuner  # KerasTuner tuners: training side
 
     hypermodel = GoogLeNetHyperModel(input_shape=(224, 224, 3), classes=1000,
                                      max_macs=800e6, max_latency_ms=40)
@@ -18,35 +18,36 @@ paper's network.
 The budget (`max_macs`, `max_params`, `max_latency_ms`) is checked on the deployable
 model (`inference_model`: aux heads dropped) before anything trains. The latency is
 that of the float32 or int8 TFLite conversion, measured on the machine running the
-trial. A candidate over budget is never trained and never scored: its trial ends
-`FAILED` with the metric `rejected = 1` and its `macs`/`params`/`latency_ms` recorded
-in the trial (so the chief sees them in distributed tuning too), and the search moves
-on. Rejections do not count towards `max_trials` (up to `max_rejected_trials`) nor as
-the consecutive failures after which KerasTuner gives up.
+trial. A candidate over budget is never trained: `GoogLeNetHyperModel.fit` raises
+`BudgetExceededError`, and the tuners of `keras_googlenet_training.tuner` reject it
+before building anything.
+
+This module holds the search space and the result helpers, `compute_budget` the budget
+(re-exported here); the KerasTuner tuner and oracle subclasses, the distributed oracle
+server and the trial log live in `keras_googlenet_training` (`tuner`, `oracle_server`,
+`trial_log`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import os
-import statistics
-import tempfile
-import time
-import traceback
-import warnings
 
 import keras
 import keras_tuner as kt
-import numpy as np
-from keras_tuner.src.engine import tuner_utils  # turns fit histories into trial metrics
 
 from keras_googlenet import spec as spec_lib
-from keras_googlenet.googlenet import GoogLeNet, set_batch_norm_momentum
-from keras_googlenet.losses import compile_googlenet
 from keras_googlenet.complexity import count_macs, count_params
-from keras_googlenet.pruning import float32_inference_model, inference_model
+from keras_googlenet.compute_budget import (  # noqa: F401 - public here too
+    LATENCY_PRECISIONS,
+    CandidateCost,
+    ComputeBudget,
+    budget_violations,
+    measure_latency_ms,
+)
+from keras_googlenet.googlenet import GoogLeNet, set_batch_norm_momentum
+from keras_googlenet.heads import float32_inference_model, inference_model
+from keras_googlenet.losses import compile_googlenet
 
 # KerasTuner infers a direction only for metric names it knows ("val_accuracy"), not for
 # the prefixed name of GoogLeNet's main head.
@@ -54,13 +55,9 @@ OBJECTIVE = kt.Objective("val_main_accuracy", direction="max")
 REJECTED_METRIC = "rejected"
 COST_METRICS = ("macs", "params", "latency_ms")
 SECONDS_METRIC = "seconds"
-LATENCY_PRECISIONS = ("float32", "int8")
 TUNERS = ("random", "bayesian", "hyperband")
 STAGE_HPS = ("stage3", "stage4", "stage5")
-EXECUTIONS_DIR = "executions"  # one JSON-lines file per tuner process: what it ran
 
-_FAILED = "FAILED"
-_COMPLETED = "COMPLETED"
 
 
 class BudgetExceededError(kt.errors.FailedTrialError):
@@ -69,136 +66,6 @@ class BudgetExceededError(kt.errors.FailedTrialError):
     def __init__(self, message, cost):
         super().__init__(message)
         self.cost = cost
-
-
-@dataclasses.dataclass(frozen=True)
-class ComputeBudget:
-    """Limits a candidate must meet before it is trained (None = no limit).
-
-    Attributes:
-        max_macs: multiply-adds per image of the inference model (`count_macs`).
-        max_params: trainable parameters of the inference model.
-        max_latency_ms: median single-image latency of the TFLite conversion, measured
-            here with `latency_threads` threads.
-        latency_precision: `"float32"` or `"int8"` (full-integer, calibrated on random
-            inputs: fine for timing, not for accuracy).
-        latency_threads: TFLite interpreter threads (1 mimics a phone's single big core).
-        latency_runs: timed runs after two warm-up runs; the median is reported.
-    """
-
-    max_macs: float | None = None
-    max_params: float | None = None
-    max_latency_ms: float | None = None
-    latency_precision: str = "float32"
-    latency_threads: int = 1
-    latency_runs: int = 10
-
-    def __post_init__(self):
-        for arg in ("max_macs", "max_params", "max_latency_ms"):
-            value = getattr(self, arg)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, (int, float))
-                or not math.isfinite(value) or value <= 0
-            ):
-                raise ValueError(
-                    f"`{arg}` must be None or a positive number; received {arg}={value!r}."
-                )
-        if self.latency_precision not in LATENCY_PRECISIONS:
-            raise ValueError(
-                f"`latency_precision` must be one of {LATENCY_PRECISIONS}; "
-                f"received latency_precision={self.latency_precision!r}."
-            )
-        for arg in ("latency_threads", "latency_runs"):
-            value = getattr(self, arg)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{arg}` must be a positive int; received {arg}={value!r}.")
-
-    @property
-    def limited(self):
-        return any(v is not None for v in (self.max_macs, self.max_params, self.max_latency_ms))
-
-
-@dataclasses.dataclass(frozen=True)
-class CandidateCost:
-    """What a candidate costs, and which budget limits it breaks."""
-
-    macs: int
-    params: int
-    latency_ms: float | None = None
-    violations: tuple = ()
-
-    @property
-    def over_budget(self):
-        return bool(self.violations)
-
-    def as_metrics(self):
-        metrics = {"macs": float(self.macs), "params": float(self.params)}
-        if self.latency_ms is not None:
-            metrics["latency_ms"] = float(self.latency_ms)
-        return metrics
-
-
-def budget_violations(budget, macs=None, params=None, latency_ms=None):
-    """Human-readable reasons why a cost breaks `budget` (empty when within it)."""
-    violations = []
-    if budget.max_macs is not None and macs is not None and macs > budget.max_macs:
-        violations.append(f"{macs / 1e6:,.1f} MMACs > max_macs {budget.max_macs / 1e6:,.1f}M")
-    if budget.max_params is not None and params is not None and params > budget.max_params:
-        violations.append(
-            f"{params / 1e6:,.3f}M params > max_params {budget.max_params / 1e6:,.3f}M"
-        )
-    if budget.max_latency_ms is not None and latency_ms is not None \
-            and latency_ms > budget.max_latency_ms:
-        violations.append(
-            f"{budget.latency_precision} TFLite latency {latency_ms:.2f} ms > "
-            f"max_latency_ms {budget.max_latency_ms:g}"
-        )
-    return violations
-
-
-def measure_latency_ms(model, precision="float32", num_threads=1, runs=10, seed=0):
-    """Median single-image latency (ms) of `model` converted to TFLite, on this machine.
-
-    `model` must be a single-output float32 model with a fixed input size (use
-    `float32_inference_model`). Conversion goes through `keras_googlenet.export`, timing
-    through `keras_googlenet.runtime`, the same code paths as a real export.
-    """
-    from keras_googlenet import export, runtime
-
-    if precision not in LATENCY_PRECISIONS:
-        raise ValueError(
-            f"`precision` must be one of {LATENCY_PRECISIONS}; received precision={precision!r}."
-        )
-    size = tuple(model.input_shape[1:3])
-    rng = np.random.default_rng(seed)
-
-    def random_images(count=1):
-        return rng.uniform(-1.0, 1.0, (count, *size, 3)).astype("float32")
-
-    def representative_dataset():
-        for _ in range(4):
-            yield [random_images()]
-
-    with tempfile.TemporaryDirectory(prefix="googlenet-latency-") as tmp:
-        savedmodel = os.path.join(tmp, "savedmodel")
-        export.write_savedmodel(model, savedmodel, uint8_signature=False)
-        flatbuffer = export.convert_tflite(
-            savedmodel, "tflite-fp32" if precision == "float32" else "tflite-int8",
-            representative_dataset=representative_dataset if precision == "int8" else None,
-        )
-        path = os.path.join(tmp, "model.tflite")
-        with open(path, "wb") as f:
-            f.write(flatbuffer)
-        predictor = runtime.load_predictor(path, num_threads=num_threads)
-        image = random_images()
-        for _ in range(2):
-            predictor.predict(image)
-        timings = []
-        for _ in range(runs):
-            started = time.perf_counter()
-            predictor.predict(image)
-            timings.append(time.perf_counter() - started)
-    return 1000.0 * statistics.median(timings)
 
 
 def _positive_multipliers(arg, values):
@@ -499,297 +366,6 @@ class GoogLeNetHyperModel(kt.HyperModel):
         return model.fit(*args, **kwargs)
 
 
-# ---------------------------------------------------------------------- tuners
-
-
-class _BudgetAwareOracle:
-    """Oracle mixin: rejected trials use neither `max_trials` nor the failure allowance."""
-
-    max_rejected_trials = 0
-
-    @staticmethod
-    def is_rejected(trial):
-        return trial.status == _FAILED and trial.metrics.exists(REJECTED_METRIC)
-
-    def num_rejected(self):
-        return sum(1 for t in self.trials.values() if self.is_rejected(t))
-
-    @kt.synchronized
-    def create_trial(self, tuner_id):
-        limit = self.max_trials
-        if limit:
-            self.max_trials = limit + min(self.num_rejected(), self.max_rejected_trials)
-        try:
-            return super().create_trial(tuner_id)
-        finally:
-            self.max_trials = limit
-
-    @kt.synchronized
-    def update_trial(self, trial_id, metrics, step=0):
-        with warnings.catch_warnings():
-            # A rejected trial's objective is NaN on purpose.
-            warnings.filterwarnings("ignore", "All-NaN", RuntimeWarning)
-            return super().update_trial(trial_id, metrics, step=step)
-
-    def _check_consecutive_failures(self):
-        # As in KerasTuner, but a rejection is a decision, not a crash.
-        consecutive = 0
-        for trial_id in self.end_order:
-            trial = self.trials[trial_id]
-            if self.is_rejected(trial):
-                continue
-            consecutive = consecutive + 1 if trial.status == _FAILED else 0
-            if consecutive == self.max_consecutive_failed_trials:
-                raise RuntimeError(
-                    f"Number of consecutive failures exceeded the limit of "
-                    f"{self.max_consecutive_failed_trials}.\n" + (trial.message or "")
-                )
-
-
-class RandomSearchOracle(_BudgetAwareOracle, kt.oracles.RandomSearchOracle):
-    pass
-
-
-class BayesianOptimizationOracle(_BudgetAwareOracle, kt.oracles.BayesianOptimizationOracle):
-    pass
-
-
-class HyperbandOracle(_BudgetAwareOracle, kt.oracles.HyperbandOracle):
-    pass
-
-
-class _BudgetedTuner:
-    """Tuner mixin: reject over-budget candidates before training, record every cost."""
-
-    def run_trial(self, trial, *args, **kwargs):
-        started = time.perf_counter()
-        hp = trial.hyperparameters
-        try:
-            cost = self.hypermodel.cost(hp)
-            if cost.over_budget:
-                metrics = {OBJECTIVE.name: float("nan"), REJECTED_METRIC: 1.0,
-                           SECONDS_METRIC: time.perf_counter() - started, **cost.as_metrics()}
-                self.oracle.update_trial(trial.trial_id, metrics)
-                self._record_execution(trial, "rejected", started, cost)
-                print(f"Rejected without training (trial_id {trial.trial_id}): "
-                      f"{'; '.join(cost.violations)}")
-                raise BudgetExceededError("; ".join(cost.violations), cost)
-            results = super().run_trial(trial, *args, **kwargs)
-        except BudgetExceededError:
-            raise
-        except Exception as error:
-            self._record_execution(trial, "failed", started, error=error)
-            raise
-        metrics = tuner_utils.convert_to_metrics_dict(results, self.oracle.objective)
-        metrics = {name: float(value) for name, value in metrics.items()}
-        metrics.update(cost.as_metrics())
-        metrics[SECONDS_METRIC] = time.perf_counter() - started
-        self._record_execution(trial, "completed", started, cost, metrics.get(OBJECTIVE.name))
-        return metrics
-
-    def _try_run_and_update_trial(self, trial, *fit_args, **fit_kwargs):
-        # KerasTuner 1.4.8's handling, except that a rejection (expected) prints no traceback.
-        try:
-            self._run_and_update_trial(trial, *fit_args, **fit_kwargs)
-            trial.status = _COMPLETED
-        except BudgetExceededError as error:
-            trial.status = _FAILED
-            trial.message = f"rejected: {error}"
-        except kt.errors.FatalError:
-            raise
-        except Exception as error:
-            traceback.print_exc()
-            trial.status = _FAILED if isinstance(error, kt.errors.FailedTrialError) else "INVALID"
-            trial.message = traceback.format_exc()
-
-    def _record_execution(self, trial, status, started, cost=None, score=None, error=None):
-        """Append what this process ran to `executions/<tuner_id>.jsonl` (an audit trail)."""
-        record = {
-            "trial_id": trial.trial_id, "tuner_id": self.tuner_id, "pid": os.getpid(),
-            "status": status, "seconds": round(time.perf_counter() - started, 3),
-            "finished_at": time.time(), OBJECTIVE.name: score,
-        }
-        if cost is not None:
-            record.update(cost.as_metrics())
-        if error is not None:
-            record["error"] = f"{type(error).__name__}: {error}"[:500]
-        directory = os.path.join(self.project_dir, EXECUTIONS_DIR)
-        os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(directory, f"{self.tuner_id}.jsonl"), "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def search(self, *fit_args, **fit_kwargs):
-        from keras_tuner.src.distribute import utils as dist_utils
-
-        if dist_utils.is_chief_oracle():
-            # KerasTuner's own chief loop polls every 20 s once a worker is told to stop;
-            # this one answers the same gRPC protocol and returns within a second.
-            self.save()
-            serve_oracle(self.oracle)
-            return
-        super().search(*fit_args, **fit_kwargs)
-
-
-class GoogLeNetTuner(_BudgetedTuner, kt.Tuner):
-    """A `keras_tuner.Tuner` that enforces the hypermodel's compute budget."""
-
-
-class GoogLeNetHyperband(_BudgetedTuner, kt.Hyperband):
-    """`keras_tuner.Hyperband` (epochs per round, warm starts) with the compute budget."""
-
-    def __init__(self, oracle, hypermodel, **kwargs):
-        # kt.Hyperband.__init__ only builds its own oracle; ours is passed in.
-        kt.Tuner.__init__(self, oracle=oracle, hypermodel=hypermodel, **kwargs)
-
-
-def serve_oracle(oracle, poll_seconds=0.5):
-    """Serve `oracle` to the workers (KerasTuner's chief protocol) until the search ends."""
-    from concurrent import futures
-
-    import grpc
-    from keras_tuner.src import protos
-    from keras_tuner.src.distribute import oracle_chief
-
-    address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    servicer = oracle_chief.OracleServicer(oracle)
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError:
-        bound = 0
-    if not bound:
-        raise RuntimeError(
-            f"the chief cannot listen on {address} (KERASTUNER_ORACLE_IP/PORT): is the port "
-            "in use or the IP not an address of this host?"
-        )
-    server.start()
-    try:
-        while not (servicer.stop_triggered and oracle_chief.exit_chief(oracle)):
-            time.sleep(poll_seconds)
-    finally:
-        server.stop(grace=1)
-
-
-def make_tuner(
-    kind,
-    hypermodel,
-    *,
-    max_trials=10,
-    max_epochs=None,
-    directory="tuning",
-    project_name="googlenet",
-    seed=0,
-    distribution_strategy=None,
-    overwrite=False,
-    max_rejected_trials=None,
-    max_consecutive_failed_trials=3,
-    hyperband_factor=3,
-):
-    """A tuner over `hypermodel` that enforces its budget.
-
-    Args:
-        kind: `"random"`, `"bayesian"` or `"hyperband"`.
-        hypermodel: a `GoogLeNetHyperModel`.
-        max_trials: trials to train (rejected candidates do not count, up to
-            `max_rejected_trials`); for Hyperband a cap on top of its brackets (None: none).
-        max_epochs: Hyperband's epochs for the longest-trained models (required for it).
-        directory, project_name: where trials, checkpoints and the oracle state live;
-            re-creating the tuner on the same path resumes the search.
-        seed: seeds the oracle's sampling.
-        distribution_strategy: a `tf.distribute.Strategy` every trial trains under.
-        overwrite: start afresh instead of resuming.
-        max_rejected_trials: how many rejections may extend the search beyond
-            `max_trials` (default `10 * max_trials`; past it they count as trials).
-        max_consecutive_failed_trials: crashes in a row after which the search stops.
-        hyperband_factor: Hyperband's reduction factor.
-    """
-    if kind not in TUNERS:
-        raise ValueError(f"`tuner` must be one of {TUNERS}; received tuner={kind!r}.")
-    if not isinstance(hypermodel, GoogLeNetHyperModel):
-        raise ValueError(
-            "`hypermodel` must be a GoogLeNetHyperModel (it carries the budget); "
-            f"received {type(hypermodel).__name__}."
-        )
-    if max_trials is not None and (
-        isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1
-    ):
-        raise ValueError(
-            f"`max_trials` must be a positive int; received max_trials={max_trials!r}."
-        )
-    if max_rejected_trials is None:
-        max_rejected_trials = 10 * (max_trials or 10)
-    # KerasTuner replaces a seed of 0 by a random one: shift so every seed is honoured.
-    common = dict(objective=OBJECTIVE, seed=int(seed) + 1,
-                  max_consecutive_failed_trials=max_consecutive_failed_trials)
-    if kind == "random":
-        oracle = RandomSearchOracle(max_trials=max_trials, **common)
-    elif kind == "bayesian":
-        oracle = BayesianOptimizationOracle(max_trials=max_trials, **common)
-    else:
-        if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
-            raise ValueError(
-                f"`max_epochs` must be a positive int for Hyperband; received {max_epochs!r}."
-            )
-        oracle = HyperbandOracle(max_epochs=max_epochs, factor=hyperband_factor, **common)
-        oracle.max_trials = max_trials  # a cap; Hyperband sizes its brackets itself
-    oracle.max_rejected_trials = int(max_rejected_trials)
-    tuner_class = GoogLeNetHyperband if kind == "hyperband" else GoogLeNetTuner
-    return tuner_class(
-        oracle=oracle, hypermodel=hypermodel, directory=os.fspath(directory),
-        project_name=project_name, distribution_strategy=distribution_strategy,
-        overwrite=overwrite,
-    )
-
-
-# ---------------------------------------------------------------------- reading results
-
-
-def trial_status(trial):
-    """`"completed"`, `"rejected"`, `"failed"` or `"running"` (e.g. interrupted)."""
-    if trial.status == _COMPLETED and trial.score is not None and not math.isnan(trial.score):
-        return "completed"
-    if _BudgetAwareOracle.is_rejected(trial):
-        return "rejected"
-    if trial.status in (_FAILED, "INVALID", _COMPLETED):
-        return "failed"
-    return "running"
-
-
-def _metric(trial, name):
-    if not trial.metrics.exists(name):
-        return None
-    value = trial.metrics.get_last_value(name)
-    return None if value is None or math.isnan(value) else float(value)
-
-
-def trial_records(oracle, hypermodel):
-    """One dict per trial: id, status, score, cost, time, hyperparameters and widths."""
-    records = []
-    for trial in sorted(oracle.trials.values(), key=lambda t: int(t.trial_id)):
-        hp = trial.hyperparameters
-        status = trial_status(trial)
-        message = (trial.message or "").strip().splitlines()
-        record = {
-            "trial": trial.trial_id,
-            "status": status,
-            OBJECTIVE.name: float(trial.score) if status == "completed" else None,
-            **{name: _metric(trial, name) for name in (*COST_METRICS, SECONDS_METRIC)},
-            **{k: v for k, v in hypermodel.values(hp.copy()).items()},
-            "widths": {k: list(v) for k, v in hypermodel.widths(hp.copy()).items()},
-            "note": message[-1][:200] if message and status != "completed" else "",
-        }
-        if status == "rejected":
-            # Trial messages do not travel over gRPC: say why from the recorded cost.
-            record["note"] = "rejected: " + "; ".join(budget_violations(
-                hypermodel.budget, record["macs"], record["params"], record["latency_ms"]))
-        for name in ("macs", "params"):
-            if record[name] is not None:
-                record[name] = int(record[name])
-        records.append(record)
-    return records
-
-
 def pareto_front(records, cost="macs"):
     """Trial ids of completed trials no other trial beats on both accuracy and `cost`."""
     points = sorted(
@@ -802,3 +378,29 @@ def pareto_front(records, cost="macs"):
             front.append(record["trial"])
             best = record[OBJECTIVE.name]
     return front
+
+
+# Moved to the training side of the tuning boundary (#13); named here so that old imports
+# fail with directions instead of a bare AttributeError.
+_MOVED = {
+    "make_tuner": "keras_googlenet_training.tuner",
+    "GoogLeNetTuner": "keras_googlenet_training.tuner",
+    "GoogLeNetHyperband": "keras_googlenet_training.tuner",
+    "RandomSearchOracle": "keras_googlenet_training.tuner",
+    "BayesianOptimizationOracle": "keras_googlenet_training.tuner",
+    "HyperbandOracle": "keras_googlenet_training.tuner",
+    "trial_records": "keras_googlenet_training.tuner",
+    "trial_status": "keras_googlenet_training.tuner",
+    "serve_oracle": "keras_googlenet_training.oracle_server",
+    "EXECUTIONS_DIR": "keras_googlenet_training.trial_log",
+}
+
+
+def __getattr__(name):
+    if name in _MOVED:
+        raise AttributeError(
+            f"`keras_googlenet.tuning.{name}` moved to `{_MOVED[name]}.{name}`: the library "
+            "keeps the search space and the budget, the KerasTuner machinery is in the "
+            "training package."
+        )
+    raise AttributeError(f"module 'keras_googlenet.tuning' has no attribute {name!r}")

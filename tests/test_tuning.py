@@ -23,7 +23,10 @@ from keras_googlenet import spec as spec_lib
 from keras_googlenet import tuning
 from keras_googlenet.complexity import model_profile
 from keras_googlenet_training.cli.tune import EXIT_BAD_ARGUMENTS, EXIT_SEARCH_FAILED, main
+from keras_googlenet_training.oracle_server import distributed_role
+from keras_googlenet_training.trial_log import EXECUTIONS_DIR
 from keras_googlenet_training.tune import NoScoreError, TuneConfig, read_executions, run_search
+from keras_googlenet_training.tuner import make_tuner
 
 TINY = dict(dataset="digits", input_size=32, aux=False, variants=("v1",), width_multiplier=0.25,
             stage_multipliers=(0.25, 0.5), reduce_ratios=(0.5, 1.0), epochs=1,
@@ -103,8 +106,26 @@ def test_bad_arguments_are_value_errors():
     with pytest.raises(ValueError, match=">= 65"):
         tuning.GoogLeNetHyperModel((32, 32, 3), include_aux=True)
     with pytest.raises(ValueError, match="tuner"):
-        tuning.make_tuner("grid", tuning.GoogLeNetHyperModel())
+        make_tuner("grid", tuning.GoogLeNetHyperModel())
     assert main(["--max-trials", "0"]) == EXIT_BAD_ARGUMENTS
+
+
+def test_the_chief_is_the_tuner_id_chief_exactly():
+    """The role was `"chief" in KERASTUNER_TUNER_ID`: a worker named `mischief0` became a
+    second chief."""
+    env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "8000"}
+    assert distributed_role({}) == "standalone"
+    assert distributed_role({**env, "KERASTUNER_TUNER_ID": "chief"}) == "chief"
+    assert distributed_role({**env, "KERASTUNER_TUNER_ID": "tuner0"}) == "worker"
+    with pytest.raises(ValueError, match="mischief0"):
+        distributed_role({**env, "KERASTUNER_TUNER_ID": "mischief0"})
+    with pytest.raises(ValueError, match="KERASTUNER_TUNER_ID"):
+        distributed_role(env)
+
+
+def test_moved_tuner_names_say_where_they_went():
+    with pytest.raises(AttributeError, match="keras_googlenet_training.tuner.make_tuner"):
+        tuning.make_tuner  # noqa: B018
 
 
 # ------------------------------------------------------------------ the budget
@@ -136,7 +157,7 @@ def test_over_budget_candidates_are_rejected_without_training(tmp_path):
     with pytest.raises(NoScoreError, match="every candidate was over budget"):
         run_search(config)
     project = tmp_path / "googlenet"
-    executions = read_executions(str(project / tuning.EXECUTIONS_DIR))
+    executions = read_executions(str(project / EXECUTIONS_DIR))
     # all 4 candidates of this space were tried: rejections do not use up max_trials
     assert len(executions) == 4
     assert {e["status"] for e in executions} == {"rejected"}
@@ -173,7 +194,7 @@ def resumed_search(tmp_path_factory):
     with pytest.raises(KeyboardInterrupt):
         run_search(config, callbacks=[InterruptSecondTrial()])
     project = directory / "googlenet"
-    interrupted = read_executions(str(project / tuning.EXECUTIONS_DIR))
+    interrupted = read_executions(str(project / EXECUTIONS_DIR))
     finished = [e for e in interrupted if e["status"] == "completed"]
     assert len(finished) == 1  # the second trained trial was interrupted
     checkpoint = _checkpoint(project, finished[0]["trial_id"])
@@ -181,7 +202,7 @@ def resumed_search(tmp_path_factory):
     keras.config.set_dtype_policy("float32")
     result = run_search(config)  # the same call continues the search
     return {"result": result, "project": project, "before": interrupted,
-            "after": read_executions(str(project / tuning.EXECUTIONS_DIR)),
+            "after": read_executions(str(project / EXECUTIONS_DIR)),
             "checkpoint": checkpoint, "stamp": stamp, "config": config}
 
 
@@ -284,7 +305,7 @@ def test_distributed_search_runs_every_trial_exactly_once(tmp_path):
     assert "[chief]" in output and "best: trial" in output
 
     project = tmp_path / "googlenet"
-    executions = read_executions(str(project / tuning.EXECUTIONS_DIR))
+    executions = read_executions(str(project / EXECUTIONS_DIR))
     trial_ids = [e["trial_id"] for e in executions]
     assert sorted(trial_ids) == [str(i) for i in range(max_trials)]  # each exactly once
     assert {e["status"] for e in executions} == {"completed"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 
 from keras_googlenet.spec import VARIANTS
@@ -157,17 +156,9 @@ def main(argv=None):
         if args.workers < 0:
             raise ValueError(f"`workers` must be >= 0; received workers={args.workers}.")
         if args.workers:
-            if "KERASTUNER_ORACLE_IP" in os.environ:
-                raise ValueError("--workers starts its own chief and workers; unset "
-                                 "KERASTUNER_ORACLE_IP to use it.")
-            if args.overwrite:
-                import shutil
-
-                # Once, here: children deleting the project would race one another.
-                shutil.rmtree(os.path.join(args.directory, args.project_name),
-                              ignore_errors=True)
             child_argv = drop_options(argv, with_value=("--workers",), flags=("--overwrite",))
-            return launch_local(child_argv, args.workers, args.directory, args.project_name)
+            return launch_local(child_argv, args.workers, args.directory, args.project_name,
+                                overwrite=args.overwrite)
         result = run_search(config)
     except SearchFailedError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,0 +1,146 @@
+"""What a width search depends on (`TuneConfig`, saved as `search.json`) and what it returns."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+RESULTS_CSV = "results.csv"
+RESULTS_MD = "results.md"
+PARETO_PNG = "pareto.png"
+BEST_DIR = "best"
+SEARCH_CONFIG = "search.json"
+# Settings that may change when a search is resumed; anything else would make the
+# finished trials incomparable with the new ones.
+RESUMABLE_CHANGES = {"max_trials", "replicas", "precision", "overwrite", "directory"}
+
+
+class SearchFailedError(RuntimeError):
+    """The search stopped because its trials crashed."""
+
+
+class NoScoreError(SearchFailedError):
+    """The search ended without any trial producing a score."""
+
+
+@dataclasses.dataclass
+class TuneConfig:
+    """Everything a search depends on; saved as `search.json` in the project directory."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    val_fraction: float = 0.2
+    tuner: str = "random"
+    max_trials: int = 10
+    epochs: int = 2  # per trial; Hyperband's max_epochs
+    steps_per_epoch: int | None = None  # None: one pass over the training split
+    validation_steps: int | None = None  # None: the whole validation split
+    batch_size: int = 32  # per replica
+    input_size: int | None = None  # None: 80 for digits, else 224
+    aux: bool = True
+    variants: tuple = ("v1_bn",)
+    width_multiplier: float = 1.0
+    stage_multipliers: tuple = (0.5, 0.75, 1.0)
+    reduce_ratios: tuple = (0.5, 0.75, 1.0)
+    dropout: tuple = (0.4,)
+    learning_rate: tuple = (2e-3,)
+    max_macs: float | None = None
+    max_params: float | None = None
+    max_latency_ms: float | None = None
+    latency_precision: str = "float32"
+    latency_threads: int = 1
+    precision: str = "auto"
+    replicas: int | None = None
+    seed: int = 0
+    directory: str = "tuning"
+    project_name: str = "googlenet"
+    overwrite: bool = False
+
+    def validate(self):
+        from keras_googlenet.tuning import TUNERS
+        from keras_googlenet_training.precision import PRECISIONS
+
+        def fail(arg, allowed, value):
+            raise ValueError(f"`{arg}` must be {allowed}; received {arg}={value!r}.")
+
+        def positive_int(arg, optional=False):
+            value = getattr(self, arg)
+            if optional and value is None:
+                return
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                fail(arg, "a positive int" + (" or None" if optional else ""), value)
+
+        if self.tuner not in TUNERS:
+            fail("tuner", f"one of {TUNERS}", self.tuner)
+        if self.precision not in PRECISIONS:
+            fail("precision", f"one of {PRECISIONS}", self.precision)
+        for arg in ("max_trials", "epochs", "batch_size", "latency_threads"):
+            positive_int(arg)
+        for arg in ("steps_per_epoch", "validation_steps", "input_size", "replicas"):
+            positive_int(arg, optional=True)
+        if not 0 < self.val_fraction < 1:
+            fail("val_fraction", "in (0, 1)", self.val_fraction)
+        if not self.project_name or "/" in self.project_name:
+            fail("project_name", "a non-empty name without '/'", self.project_name)
+
+    def resolved(self):
+        """A copy with the dataset defaults filled in (input size, flips, crop area)."""
+        from keras_googlenet_training.data import dataset_defaults
+
+        self.validate()
+        config = dataclasses.replace(self)
+        for arg in ("variants", "stage_multipliers", "reduce_ratios", "dropout", "learning_rate"):
+            value = getattr(config, arg)
+            setattr(config, arg, tuple(value) if isinstance(value, (list, tuple)) else (value,))
+        if config.input_size is None:
+            config.input_size = dataset_defaults(config.dataset)["input_size"]
+        return config
+
+
+@dataclasses.dataclass
+class SearchResult:
+    role: str  # "standalone", "chief" or "worker"
+    project_dir: str
+    records: list = dataclasses.field(default_factory=list)
+    best: dict | None = None
+    trials_run: int = 0  # trials this process trained or rejected
+    paths: dict = dataclasses.field(default_factory=dict)
+
+
+def project_dir(config):
+    return os.path.join(config.directory, config.project_name)
+
+
+def check_resumable(path, record):
+    """Refuse to continue the search saved at `path` (`search.json`) with other settings:
+    the finished trials would not be comparable with the new ones."""
+    from keras_googlenet_training.run_dir import changed_settings
+
+    changed = changed_settings(path, record, ignore=RESUMABLE_CHANGES)
+    if changed:
+        raise ValueError(
+            f"{os.path.dirname(path)} holds a search with other settings "
+            f"({', '.join(changed)}); re-run with the same arguments to continue it, pass "
+            "--overwrite to start afresh, or choose another --project-name."
+        )
+
+
+def make_hypermodel(config, classes):
+    from keras_googlenet.tuning import GoogLeNetHyperModel
+
+    return GoogLeNetHyperModel(
+        input_shape=(config.input_size, config.input_size, 3),
+        classes=classes,
+        include_aux=config.aux,
+        variants=config.variants,
+        width_multiplier=config.width_multiplier,
+        stage_multipliers=config.stage_multipliers,
+        reduce_ratios=config.reduce_ratios,
+        dropout=config.dropout,
+        learning_rate=config.learning_rate,
+        max_macs=config.max_macs,
+        max_params=config.max_params,
+        max_latency_ms=config.max_latency_ms,
+        latency_precision=config.latency_precision,
+        latency_threads=config.latency_threads,
+    )
