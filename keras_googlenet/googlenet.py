@@ -21,15 +21,6 @@ from keras_googlenet.layers import (
 )
 from keras_googlenet.preprocessing import preprocess_in_model
 
-IMAGENET_WEIGHTS_HELP = (
-    "`weights='imagenet'` loads torchvision's IMAGENET1K_V1 weights ported onto "
-    "variant='torchvision', from the cache directory ($KERAS_GOOGLENET_HOME, else "
-    "~/.keras/models); make them with `python -m keras_googlenet convert-torchvision "
-    "googlenet-1378be20.pth` (see docs/weights.md). Otherwise pass weights=None to train "
-    "from scratch, or the path of a '.weights.h5' file saved from a GoogLeNet built with "
-    "the same arguments."
-)
-
 
 def GoogLeNet(
     include_top=True,
@@ -180,11 +171,13 @@ def GoogLeNet(
     model = keras.Model(model_inputs, outputs, name=name)
 
     if weights == "imagenet":
-        from keras_googlenet.weights import load_imagenet_weights
+        # Imported here: the weights port needs no builder, the builder no port.
+        from keras_googlenet.weights.imagenet import load_imagenet_weights
 
         load_imagenet_weights(
             model, variant=variant, include_top=include_top, classes=classes,
-            widths=widths, width_multiplier=width_multiplier,
+            build_reference=imagenet_reference_model, widths=widths,
+            width_multiplier=width_multiplier,
         )
     elif weights is not None:
         try:
@@ -203,6 +196,11 @@ def GoogLeNet(
             warnings.warn_explicit(warning.message, warning.category, warning.filename,
                                    warning.lineno)
     return model
+
+
+def imagenet_reference_model():
+    """The main-head model whose weights `weights="imagenet"` caches."""
+    return GoogLeNet(variant="torchvision", classifier_activation=None, input_shape=(224, 224, 3))
 
 
 def set_batch_norm_momentum(model, momentum):

@@ -17,6 +17,7 @@ import pytest
 from keras_googlenet import GoogLeNet, preprocess_input, synthetic_torchvision
 from keras_googlenet import weights as weights_lib
 from keras_googlenet.__main__ import main as cli_main
+from keras_googlenet.weights import mapping as weights_mapping
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -134,7 +135,7 @@ def test_aux_fc1_columns_are_permuted_from_nchw_to_nhwc():
     fmap = rng.standard_normal((128, 4, 4))  # C, H, W
     fc1 = rng.standard_normal((16, 2048))
     torch_out = fc1 @ fmap.reshape(-1)  # torch.flatten of NCHW
-    kernel = weights_lib._flattened_dense_to_keras(128, 4, 4)(fc1)
+    kernel = weights_mapping._flattened_dense_to_keras(128, 4, 4)(fc1)
     keras_out = fmap.transpose(1, 2, 0).reshape(-1) @ kernel  # Flatten of NHWC
     np.testing.assert_allclose(keras_out, torch_out, rtol=1e-10)
     assert not np.allclose(fmap.transpose(1, 2, 0).reshape(-1) @ fc1.T, torch_out)
@@ -274,3 +275,11 @@ def test_backbone_port_and_keras_output_with_model_card(state_npz, tmp_path, inp
     assert predictor.label(best) == card["labels"][best]
     np.testing.assert_array_equal(probs.argmax(-1), full.predict(inputs, verbose=0)["main"]
                                   .argmax(-1))
+
+
+def test_a_cache_file_that_is_not_converted_weights_says_how_to_remake_it(tmp_path, monkeypatch):
+    monkeypatch.setenv(weights_lib.CACHE_ENV, str(tmp_path))
+    (tmp_path / weights_lib.IMAGENET_WEIGHTS_FILE).write_bytes(b"not an HDF5 file")
+    with pytest.raises(ValueError, match=r"is not a converted main-head .*rerun "
+                                         r"`python -m keras_googlenet convert-torchvision"):
+        GoogLeNet(variant="torchvision", weights="imagenet", input_shape=(64, 64, 3))

@@ -5,6 +5,7 @@ Shared by the export, the KerasHub preset writer and the training run directory.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -62,6 +63,24 @@ def publish(tmp_path, target):
             os.rename(backup, target)
         raise
     remove_path(backup)
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=""):
+    """Yield a free temporary path beside `path`; publish it onto `path` only if the block
+    succeeds, else delete it. `suffix` keeps the extension writers insist on (Keras wants
+    `.keras` and `.weights.h5`)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix,
+                               dir=directory)
+    os.close(fd)
+    os.remove(tmp)  # writers such as h5py refuse some existing files
+    try:
+        yield tmp
+        publish(tmp, path)
+    finally:
+        remove_path(tmp)
 
 
 def _default_mode(path, directory=False):

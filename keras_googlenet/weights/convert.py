@@ -1,0 +1,155 @@
+"""torchvision's weights onto a new `GoogLeNet(variant="torchvision")`, and into files.
+
+The one part of `keras_googlenet.weights` that builds models: `from_torchvision`,
+`convert_torchvision` (`.weights.h5`, `.keras` with a model card, or `.npz`), and the
+`weights="imagenet"` cache functions with the builder filled in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from keras_googlenet.export.publish import atomic_path
+from keras_googlenet.googlenet import GoogLeNet, imagenet_reference_model
+from keras_googlenet.model_card import card_path_for, describe_source
+from keras_googlenet.preprocessing import imagenet_class_index
+from keras_googlenet.weights import imagenet
+from keras_googlenet.weights.imagenet import (
+    TORCHVISION_METRICS,
+    TORCHVISION_URL,
+    TORCHVISION_WEIGHTS_NAME,
+)
+from keras_googlenet.weights.mapping import port_state_dict
+from keras_googlenet.weights.state_dict import load_state_dict, save_state_dict_npz
+
+
+def from_torchvision(
+    src,
+    include_aux=False,
+    *,
+    include_top=True,
+    input_shape=None,
+    pooling=None,
+    classifier_activation="softmax",
+    name="googlenet",
+    return_report=False,
+):
+    """A `GoogLeNet(variant="torchvision")` with torchvision's GoogLeNet weights.
+
+    Args:
+        src: torchvision's state dict: a `.pth`/`.pt` file (needs PyTorch), a NumPy `.npz`
+            of the same tensor names, or a mapping `{name: array or tensor}`.
+        include_aux: also port the two auxiliary heads (the source must have them).
+            torchvision's IMAGENET1K_V1 aux heads are NOT pretrained: train them first.
+        include_top: build and port the classifier (`fc`); its class count comes from
+            `fc.weight`.
+        input_shape: as in `GoogLeNet` (default 224x224x3 with the top). Parity with
+            torchvision's ceil-mode pooling holds for sides that are multiples of 32.
+        pooling: as in `GoogLeNet`, with `include_top=False`.
+        classifier_activation: `"softmax"` (probabilities) or `None` (logits, as
+            torchvision returns).
+        name: the model's name.
+        return_report: also return the `PortReport`.
+
+    Expects inputs from `preprocess_input(x, variant="torchvision")` ([-1, 1]): torchvision's
+    `transform_input=True` is folded into that scaling.
+
+    Returns:
+        the Keras model, or `(model, report)` with `return_report=True`.
+    """
+    state = load_state_dict(src)
+    classes = 1000
+    if include_top:
+        if "fc.weight" not in state:
+            raise ValueError("the torchvision state dict lacks tensor 'fc.weight' (the "
+                             "classifier); pass include_top=False for the backbone only.")
+        classes = int(np.shape(state["fc.weight"])[0])
+    model = GoogLeNet(
+        include_top=include_top,
+        weights=None,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        include_aux=include_aux,
+        variant="torchvision",
+        name=name,
+    )
+    report = port_state_dict(model, state)
+    return (model, report) if return_report else model
+
+
+def convert_torchvision(src, out, include_aux=False, input_size=224):
+    """Convert torchvision's weights into a file; returns `(out, report)`.
+
+    `out` ending in `.weights.h5`: the weights of `GoogLeNet(variant="torchvision",
+    include_aux=include_aux)` (load them with `weights=out`); `.keras`: the whole inference
+    model with a model card `<out>.json` (ImageNet labels, preprocessing) for
+    `googlenet-predict`; `.npz`: the state dict as NumPy arrays, readable without PyTorch.
+    """
+    out = os.fspath(out)
+    lowered = out.lower()
+    if lowered.endswith(".npz"):
+        state = load_state_dict(src)
+        save_state_dict_npz(state, out)
+        return out, None
+    if not lowered.endswith((".weights.h5", ".keras")):
+        raise ValueError(
+            f"output {out!r} must end in '.weights.h5' (weights), '.keras' (model + model "
+            "card) or '.npz' (the state dict as NumPy arrays)."
+        )
+    is_keras = lowered.endswith(".keras")
+    if is_keras and include_aux:
+        raise ValueError("a '.keras' output is the deployable main-head model; drop --aux.")
+    model, report = from_torchvision(
+        src,
+        include_aux=include_aux,
+        input_shape=(input_size, input_size, 3),
+        return_report=True,
+    )
+    # Written beside the target and renamed, so a crash never leaves a half-written file.
+    with atomic_path(out, suffix=".keras" if is_keras else ".weights.h5") as tmp:
+        if is_keras:
+            model.save(tmp)
+        else:
+            model.save_weights(tmp)
+    if is_keras:
+        write_model_card(model, out, src)
+    return out, report
+
+
+def write_model_card(model, path, src=None):
+    """Write `<path>.json`: the export model card plus ImageNet labels and the weights' origin."""
+    card = describe_source(None, model)
+    card["source"]["path"] = os.path.abspath(path)
+    if card["model"]["classes"] == 1000:
+        index = imagenet_class_index()
+        card["labels"] = [index[i][1] for i in range(1000)]
+    card["source"]["weights"] = {
+        "origin": TORCHVISION_WEIGHTS_NAME,
+        "url": TORCHVISION_URL,
+        "file": os.path.basename(os.fspath(src)) if isinstance(src, (str, os.PathLike)) else None,
+        "metrics": TORCHVISION_METRICS,
+        "preprocessing_note": "torchvision's transform_input=True is folded into the [-1, 1] "
+        "input: x / 127.5 - 1 (preprocess_input(x, variant='torchvision')).",
+    }
+    card_path = card_path_for(path)
+    with open(card_path, "w", encoding="utf-8") as f:
+        json.dump(card, f, indent=2)
+    return card_path
+
+
+def ensure_imagenet_weights(download=None):
+    """`keras_googlenet.weights.imagenet.ensure_imagenet_weights` with the builder."""
+    return imagenet.ensure_imagenet_weights(imagenet_reference_model, download=download)
+
+
+def load_imagenet_weights(model, variant, include_top, classes, widths=None,
+                          width_multiplier=1.0):
+    """`keras_googlenet.weights.imagenet.load_imagenet_weights` with the builder."""
+    return imagenet.load_imagenet_weights(
+        model, variant, include_top, classes, imagenet_reference_model, widths=widths,
+        width_multiplier=width_multiplier)

@@ -1,0 +1,223 @@
+"""`GoogLeNet(weights="imagenet")`: the cache of converted torchvision weights.
+
+The cache holds `IMAGENET_WEIGHTS_FILE`, the weights of the main-head
+`GoogLeNet(variant="torchvision")`. A torchvision state dict dropped in the cache directory
+(`googlenet-1378be20.npz` or `.pth`) is converted there on first use; with PyTorch and a
+network, torchvision's `.pth` is downloaded first.
+
+This module never imports the builder: `GoogLeNet` passes `build_reference`, a function
+that builds the main-head model the cache file holds, and `weights.convert` wraps the
+public functions with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+import warnings
+
+from keras_googlenet.export.publish import atomic_path
+from keras_googlenet.layers import load_weights
+from keras_googlenet.weights.mapping import _layer_or_none, port_state_dict
+from keras_googlenet.weights.state_dict import CONVERT_COMMAND
+
+TORCHVISION_URL = "https://download.pytorch.org/models/googlenet-1378be20.pth"
+TORCHVISION_FILE = "googlenet-1378be20.pth"
+TORCHVISION_SHA256_PREFIX = "1378be20"  # torchvision's file names carry their sha256 prefix
+TORCHVISION_WEIGHTS_NAME = "torchvision GoogLeNet_Weights.IMAGENET1K_V1"
+TORCHVISION_METRICS = {"ImageNet-1K": {"acc@1": 69.778, "acc@5": 89.530}}
+# The converted main-head file `GoogLeNet(weights="imagenet")` looks for in `cache_dir()`.
+IMAGENET_WEIGHTS_FILE = "googlenet_torchvision_imagenet1k_v1.weights.h5"
+CACHE_ENV = "KERAS_GOOGLENET_HOME"
+OFFLINE_ENV = "KERAS_GOOGLENET_OFFLINE"
+
+IMAGENET_WEIGHTS_HELP = (
+    "`weights='imagenet'` loads torchvision's IMAGENET1K_V1 weights ported onto "
+    "variant='torchvision', from the cache directory ($KERAS_GOOGLENET_HOME, else "
+    "~/.keras/models); make them with `python -m keras_googlenet convert-torchvision "
+    "googlenet-1378be20.pth` (see docs/weights.md). Otherwise pass weights=None to train "
+    "from scratch, or the path of a '.weights.h5' file saved from a GoogLeNet built with "
+    "the same arguments."
+)
+
+# What `model.load_weights` raises for a file that does not fit the model (Keras: ValueError
+# naming the objects it could not load; h5py: KeyError for a missing group, OSError for a
+# file that is not HDF5).
+WEIGHTS_FILE_ERRORS = (ValueError, KeyError, OSError)
+
+
+def cache_dir():
+    """Where `weights="imagenet"` looks: `$KERAS_GOOGLENET_HOME`, else `$KERAS_HOME/models`,
+    else `~/.keras/models` (keras.applications' cache)."""
+    if os.environ.get(CACHE_ENV):
+        return os.path.expanduser(os.environ[CACHE_ENV])
+    keras_home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return os.path.join(keras_home, "models")
+
+
+def imagenet_weights_path():
+    """The converted weights `GoogLeNet(variant="torchvision", weights="imagenet")` loads."""
+    return os.path.join(cache_dir(), IMAGENET_WEIGHTS_FILE)
+
+
+def missing_weights_message(path=None):
+    path = path or imagenet_weights_path()
+    return (
+        f"ImageNet weights for GoogLeNet(variant='torchvision') are not in the cache: "
+        f"{path!r} does not exist (cache directory: ${CACHE_ENV}, else $KERAS_HOME/models, "
+        "else ~/.keras/models). Convert torchvision's IMAGENET1K_V1 weights once: download "
+        f"{TORCHVISION_URL} and run `{CONVERT_COMMAND} {TORCHVISION_FILE} {path}` "
+        "(reading a .pth needs `pip install 'keras-googlenet[torch]'`; an .npz of the same "
+        f"tensors does not). Putting {TORCHVISION_FILE} (or "
+        f"{TORCHVISION_FILE[:-4]}.npz) in the cache directory also works: it is converted "
+        "on first use."
+    )
+
+
+def _torch_available():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _download(url, dest, sha256_prefix=TORCHVISION_SHA256_PREFIX, timeout=60):
+    """Download `url` to `dest`, checking torchvision's sha256 prefix."""
+    directory = os.path.dirname(os.path.abspath(dest))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".part", dir=directory)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as response:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                f.write(chunk)
+        if not digest.hexdigest().startswith(sha256_prefix):
+            raise ValueError(
+                f"downloaded {url} has sha256 {digest.hexdigest()[:16]}..., expected a hash "
+                f"starting {sha256_prefix}."
+            )
+        shutil.move(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return dest
+
+
+def _convert_into_cache(src, path, build_reference):
+    """Port the state dict `src` onto the main-head model and save its weights at `path`."""
+    model = build_reference()
+    port_state_dict(model, src)
+    with atomic_path(path, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp)
+    return path
+
+
+def ensure_imagenet_weights(build_reference, download=None):
+    """The path of the converted ImageNet weights, converting or downloading if needed.
+
+    Order: the converted file in `cache_dir()`; else `googlenet-1378be20.npz` or `.pth` in
+    the cache directory, converted there; else (PyTorch installed, a network, and
+    `$KERAS_GOOGLENET_OFFLINE` unset) torchvision's `.pth` downloaded and converted. Raises
+    a `ValueError` naming the conversion command otherwise.
+
+    Args:
+        build_reference: a function returning a new main-head
+            `GoogLeNet(variant="torchvision")`, the model a conversion ports onto.
+        download: allow the download (default: PyTorch installed and not offline).
+    """
+    path = imagenet_weights_path()
+    if os.path.isfile(path):
+        return path
+    directory = cache_dir()
+    npz = os.path.join(directory, TORCHVISION_FILE[:-4] + ".npz")
+    pth = os.path.join(directory, TORCHVISION_FILE)
+    for candidate in (npz, pth):
+        if os.path.isfile(candidate) and (candidate == npz or _torch_available()):
+            return _convert_into_cache(candidate, path, build_reference)
+    if download is None:
+        download = not os.environ.get(OFFLINE_ENV) and _torch_available()
+    if download:
+        try:
+            _download(TORCHVISION_URL, pth)
+        except OSError as error:  # no network, proxy, disk: fall through to the help
+            raise ValueError(f"could not download {TORCHVISION_URL} ({error}). "
+                             + missing_weights_message(path)) from error
+        return _convert_into_cache(pth, path, build_reference)
+    if os.path.isfile(pth):
+        raise ValueError(
+            f"found {pth!r} but reading it needs PyTorch: `pip install "
+            "'keras-googlenet[torch]'`, or put its '.npz' (converted where PyTorch is "
+            f"installed) next to it. {missing_weights_message(path)}"
+        )
+    raise ValueError(missing_weights_message(path))
+
+
+def check_imagenet_arguments(variant, include_top, classes, widths, width_multiplier):
+    """`ValueError` unless the model can take the ported ImageNet weights."""
+    if variant != "torchvision":
+        raise ValueError(
+            f"`weights='imagenet'` needs variant='torchvision'; received variant={variant!r}. "
+            + IMAGENET_WEIGHTS_HELP
+        )
+    if widths is not None or width_multiplier != 1.0:
+        raise ValueError(
+            "`weights='imagenet'` needs the standard widths (widths=None, "
+            f"width_multiplier=1.0); received widths={widths!r}, "
+            f"width_multiplier={width_multiplier!r}."
+        )
+    if include_top and classes != 1000:
+        raise ValueError(
+            "`weights='imagenet'` with include_top=True needs classes=1000; received "
+            f"classes={classes!r}. Use include_top=False for a backbone."
+        )
+
+
+def _load_converted(model, path):
+    try:
+        load_weights(model, path)
+    except WEIGHTS_FILE_ERRORS as error:
+        raise ValueError(
+            f"{path!r} is not a converted main-head GoogLeNet(variant='torchvision') weights "
+            f"file ({error}). Delete it and rerun `{CONVERT_COMMAND} {TORCHVISION_FILE} {path}`."
+        ) from error
+
+
+def load_imagenet_weights(model, variant, include_top, classes, build_reference, widths=None,
+                          width_multiplier=1.0):
+    """Load the ported ImageNet weights into a freshly built `GoogLeNet` (by layer name).
+
+    Called by `GoogLeNet(weights="imagenet")`, which passes `build_reference` (see
+    `ensure_imagenet_weights`). The aux heads (not pretrained anywhere) keep their random
+    initialization, with a warning.
+    """
+    check_imagenet_arguments(variant, include_top, classes, widths, width_multiplier)
+    if model.get_layer("conv1_conv").kernel.shape[2] != 3:
+        raise ValueError("`weights='imagenet'` needs 3 input channels (RGB).")
+    path = ensure_imagenet_weights(build_reference)
+    if include_top and _layer_or_none(model, "aux1_fc") is None:
+        # The file's own layers: input size, activation and preprocessing hold no weights.
+        _load_converted(model, path)
+        return path
+    reference = build_reference()
+    _load_converted(reference, path)
+    untrained = []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        source = _layer_or_none(reference, layer.name)
+        if source is None:
+            untrained.append(layer.name)
+            continue
+        layer.set_weights(source.get_weights())
+    if untrained:
+        warnings.warn(
+            "The auxiliary heads have no ImageNet weights (torchvision's are not pretrained "
+            f"either): {', '.join(untrained)} keep their random initialization; train them.",
+            stacklevel=3,
+        )
+    return path

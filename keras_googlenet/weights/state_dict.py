@@ -1,0 +1,90 @@
+"""torchvision state dicts in and out: `.pth` (needs PyTorch), NumPy `.npz`, or a mapping."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+
+STATE_DICT_SUFFIXES = (".pth", ".pt", ".npz")
+CONVERT_COMMAND = "python -m keras_googlenet convert-torchvision"
+
+
+def _to_numpy(value):
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu()
+        if value.is_floating_point():
+            value = value.float()  # bfloat16/float16 -> float32; numpy has no bfloat16
+        return value.numpy()
+    return np.asarray(value)
+
+
+def load_state_dict(src):
+    """torchvision's tensors as `{name: numpy array}` from a `.pth`, an `.npz` or a mapping.
+
+    A `.pth` needs PyTorch (`pip install 'keras-googlenet[torch]'`); an `.npz` does not.
+    Checkpoints wrapping the state dict (`{"state_dict": ...}` or `{"model": ...}`) and
+    `DataParallel`'s `module.` prefix are unwrapped.
+    """
+    if isinstance(src, Mapping):
+        state = dict(src)
+    elif isinstance(src, (str, os.PathLike)):
+        path = os.fspath(src)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"torchvision state dict not found: {path!r}")
+        lowered = path.lower()
+        if lowered.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as data:
+                state = {name: data[name] for name in data.files}
+        elif lowered.endswith((".pth", ".pt")):
+            state = _torch_load(path)
+        else:
+            raise ValueError(
+                f"cannot read {path!r}: expected a torchvision state dict as '.pth'/'.pt' "
+                "(needs PyTorch) or a NumPy '.npz' of the same tensors."
+            )
+    else:
+        raise ValueError(
+            "`src` must be the path of a '.pth'/'.pt' or '.npz' state dict, or a mapping of "
+            f"tensor names to arrays; received {type(src).__name__}."
+        )
+    for wrapper in ("state_dict", "model"):  # a training checkpoint around the state dict
+        if isinstance(state.get(wrapper), Mapping):
+            state = dict(state[wrapper])
+            break
+    if state and all(str(k).startswith("module.") for k in state):
+        state = {str(k)[len("module."):]: v for k, v in state.items()}
+    return {str(name): _to_numpy(value) for name, value in state.items()}
+
+
+def _torch_load(path):
+    try:
+        import torch
+    except ImportError as error:
+        raise ImportError(
+            f"Reading {os.path.basename(path)!r} needs PyTorch, an optional dependency: "
+            "`pip install 'keras-googlenet[torch]'`. Or, where PyTorch is installed, save the "
+            f"tensors as NumPy: `{CONVERT_COMMAND} {os.path.basename(path)} "
+            f"{os.path.splitext(os.path.basename(path))[0]}.npz`, and convert the '.npz' here."
+        ) from error
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping):
+        raise ValueError(
+            f"{path!r} holds a {type(state).__name__}, not a state dict; save "
+            "`model.state_dict()` rather than the module."
+        )
+    return state
+
+
+def save_state_dict_npz(state_dict, path, dtype=None):
+    """Write a state dict as a NumPy `.npz` that `from_torchvision` reads without PyTorch."""
+    arrays = {}
+    for name, value in load_state_dict(state_dict).items():
+        if dtype is not None and np.issubdtype(value.dtype, np.floating):
+            value = value.astype(dtype)
+        arrays[name] = value
+    path = os.fspath(path)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    return path
