@@ -43,6 +43,7 @@ def finished_run(tmp_path_factory):
     return out / "smoke"
 
 
+@pytest.mark.slow
 def test_cli_writes_a_complete_run_directory(finished_run):
     assert RUN_FILES <= set(os.listdir(finished_run))
     assert not any(name.startswith(".tmp-") for name in os.listdir(finished_run))
@@ -66,6 +67,7 @@ def test_cli_writes_a_complete_run_directory(finished_run):
     assert (finished_run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_run_models_load_and_the_inference_model_is_float32_single_output(finished_run):
     training_model = keras.models.load_model(finished_run / "model.keras")
     assert set(training_model.output) == {"main", "aux1", "aux2"}
@@ -77,6 +79,7 @@ def test_run_models_load_and_the_inference_model_is_float32_single_output(finish
                                training_model.predict(x, verbose=0)["main"], atol=3e-2)
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_not_overwritten_unless_asked(finished_run, capsys):
     before = (finished_run / "metrics.json").read_text()
     code = main([*SMALL, "--epochs", "2", "--steps-per-epoch", "4",
@@ -86,6 +89,7 @@ def test_a_finished_run_is_not_overwritten_unless_asked(finished_run, capsys):
     assert (finished_run / "metrics.json").read_text() == before
 
 
+@pytest.mark.slow
 def test_two_replica_mirrored_training_has_finite_decreasing_loss(tmp_path):
     result = _cli(*SMALL, "--replicas", "2", "--batch-size", "8", "--epochs", "3",
                   "--steps-per-epoch", "6", "--no-ema", "--learning-rate", "3e-3",
@@ -99,6 +103,7 @@ def test_two_replica_mirrored_training_has_finite_decreasing_loss(tmp_path):
     assert all(np.isfinite(loss)) and loss[-1] < loss[0]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_ends_with_the_uninterrupted_step_count(tmp_path):
     args = [*SMALL, "--epochs", "4", "--steps-per-epoch", "5", "--output-dir", str(tmp_path),
             "--run-name", "killed"]
@@ -136,6 +141,7 @@ def test_resume_after_sigkill_ends_with_the_uninterrupted_step_count(tmp_path):
     assert history["epoch"] == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
 def test_transfer_learning_keeps_frozen_batchnorm_statistics(tmp_path):
     source = kg.GoogLeNet(variant="v1_bn", include_aux=True, classes=5, input_shape=(65, 65, 3),
                           width_multiplier=0.25)
@@ -164,6 +170,7 @@ def test_transfer_learning_keeps_frozen_batchnorm_statistics(tmp_path):
     assert model.get_layer("predictions").units == 10  # new head for digits
 
 
+@pytest.mark.slow
 def test_unfreeze_after_fine_tunes_the_backbone(tmp_path):
     source = kg.GoogLeNet(variant="v1_bn", include_aux=False, classes=3, input_shape=(65, 65, 3),
                           width_multiplier=0.25)
@@ -179,6 +186,7 @@ def test_unfreeze_after_fine_tunes_the_backbone(tmp_path):
     assert not np.array_equal(changed, source.get_layer("conv1_conv").kernel.numpy())
 
 
+@pytest.mark.slow
 def test_divergence_is_reported_clearly(tmp_path, capsys):
     code = main([*SMALL, "--epochs", "2", "--steps-per-epoch", "4", "--optimizer", "sgd",
                  "--learning-rate", "1e30", "--no-ema", "--precision", "float32",
@@ -246,6 +254,7 @@ def test_bad_training_arguments_raise_clear_errors(kwargs, fragment):
         TrainConfig(**kwargs).resolved()
 
 
+@pytest.mark.slow
 def test_cli_reports_bad_arguments_without_a_traceback(tmp_path):
     result = _cli("--dataset", "csv:data.csv", "--output-dir", str(tmp_path), timeout=120)
     assert result.returncode == 2
@@ -300,7 +309,7 @@ def test_launchers_pass_on_every_option_but_their_own():
 
 
 def test_learning_rate_schedules():
-    from keras_googlenet_training.train import _learning_rate
+    from keras_googlenet_training.optimization import learning_rate_schedule as _learning_rate
 
     paper = _learning_rate(TrainConfig(schedule="paper"), steps_per_epoch=10, epochs=40,
                            base_lr=0.1)
@@ -344,6 +353,7 @@ def test_epoch_backup_resumes_fit_and_a_later_fit_keeps_its_own_initial_epoch(tm
     assert fit(tmp_path / "b", epochs=5, initial_epoch=3) == [3, 4]
 
 
+@pytest.mark.slow
 def test_folder_dataset_training_emits_no_spurious_keras_warnings(tmp_path):
     # Folder datasets have unknown size (unreadable files are dropped), so every Keras
     # validation pass ends with "Your input ran out of data" unless train() silences it.

@@ -1,4 +1,10 @@
-"""Train GoogLeNet with its auxiliary heads: the library function behind `googlenet-train`."""
+"""Train GoogLeNet with its auxiliary heads: the library function behind `googlenet-train`.
+
+`train(config)` runs in four steps: set up the data, build the model (or start it from
+`init_weights`) and open the run directory, run each training phase (resuming from its
+backups), and finish the run directory. Under the multi-worker strategy every worker runs
+them; only the chief writes the run directory.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import sys
 import time
@@ -20,182 +25,41 @@ import numpy as np
 import tensorflow as tf
 
 import keras_googlenet as kg
-from keras_googlenet import spec as spec_lib
 from keras_googlenet.googlenet import set_batch_norm_momentum
 from keras_googlenet_training import callbacks as callbacks_lib
+from keras_googlenet_training import data as data_lib
 from keras_googlenet_training import multiworker
 from keras_googlenet_training import run_dir as run_dir_lib
+from keras_googlenet_training.data import DATASET_DEFAULTS, GENERIC_DEFAULTS  # noqa: F401
 from keras_googlenet_training.distribute import make_strategy
-from keras_googlenet_training.precision import PRECISIONS, apply_precision, select_precision
+from keras_googlenet_training.optimization import (  # noqa: F401 - the public names
+    ema_momentum_for,
+    learning_rate_schedule,
+    make_optimizer,
+)
+from keras_googlenet_training.precision import apply_precision, select_precision
+from keras_googlenet_training.train_config import (  # noqa: F401 - the public names
+    DEFAULT_LEARNING_RATES,
+    LOOPS,
+    OPTIMIZERS,
+    SCHEDULES,
+    STRATEGIES,
+    TrainConfig,
+)
+from keras_googlenet_training.transfer import (  # noqa: F401 - the public names
+    HEAD_LAYER_PREFIXES,
+    is_head_layer,
+    load_source_model,
+    set_backbone_trainable,
+    transfer_weights,
+)
 
 logger = logging.getLogger("keras_googlenet.training")
 
-OPTIMIZERS = ("adam", "sgd")
-STRATEGIES = ("mirrored", "multi-worker")
-LOOPS = ("fit", "custom")
-SCHEDULES = ("cosine", "paper", "constant")
-DEFAULT_LEARNING_RATES = {"adam": 2e-3, "sgd": 0.05}
-# Small images need neither 224 px nor flips (a mirrored digit is another digit), and the
-# paper's 8 % crops would cut most of a digit away.
-DATASET_DEFAULTS = {
-    "digits": {"input_size": 80, "flip": False, "min_crop_area": 0.7, "cache": True},
-}
-# Caching decoded images in memory only pays (and fits) for small datasets.
-GENERIC_DEFAULTS = {"input_size": 224, "flip": True, "min_crop_area": 0.08, "cache": False}
-HEAD_LAYER_PREFIXES = ("predictions", "aux1_", "aux2_")
 # Fine-tuning after --unfreeze-after restarts the optimizer at this fraction of the LR.
 FINE_TUNE_LR_FACTOR = 0.1
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything a run depends on; saved as `config.json` so a run can be reproduced."""
-
-    dataset: str = "digits"
-    data_dir: str | None = None
-    download: bool = False  # let TFDS download a dataset that is not prepared
-    variant: str = "v1_bn"
-    input_size: int | None = None  # None: 80 for digits, else 224
-    width_multiplier: float = 1.0
-    widths: dict | None = None
-    aux: bool = True
-    aux_loss_weight: float = 0.3
-    dropout: float = 0.4
-    epochs: int = 8
-    batch_size: int = 64  # per replica
-    steps_per_epoch: int | None = None  # None: one pass over the training split
-    precision: str = "auto"
-    replicas: int | None = None
-    strategy: str = "mirrored"  # or "multi-worker" (reads TF_CONFIG)
-    loop: str | None = None  # None: Model.fit, or the custom loop under multi-worker
-    seed: int = 0
-    optimizer: str = "adam"
-    learning_rate: float | None = None  # None: 2e-3 for adam, 0.05 for sgd
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    ema: bool = True
-    ema_momentum: float | None = None  # None: average about the last 5 % of the steps
-    bn_momentum: float = 0.9
-    flip: bool | None = None  # None: dataset default
-    distort: bool = True
-    min_crop_area: float | None = None  # None: dataset default (paper: 0.08)
-    cache: bool | None = None  # None: dataset default (on for digits)
-    val_fraction: float = 0.2
-    init_weights: str | None = None
-    freeze_backbone: bool = False
-    unfreeze_after: int | None = None
-    run_name: str | None = None
-    output_dir: str = "saved_models"
-    overwrite: bool = False
-
-    def resolved(self):
-        """A copy with dataset-dependent defaults filled in, after validation."""
-        self.validate()
-        defaults = DATASET_DEFAULTS.get(self.dataset, GENERIC_DEFAULTS)
-        config = dataclasses.replace(self)
-        for key in ("input_size", "flip", "min_crop_area", "cache"):
-            if getattr(config, key) is None:
-                setattr(config, key, defaults[key])
-        if config.learning_rate is None:
-            config.learning_rate = DEFAULT_LEARNING_RATES[config.optimizer]
-        if config.loop is None:
-            config.loop = "custom" if config.strategy == "multi-worker" else "fit"
-        if config.run_name is None:
-            slug = re.sub(r"[^A-Za-z0-9]+", "-", self.dataset.split("/")[-1]).strip("-")
-            config.run_name = f"{slug}-{config.variant}-{config.input_size}px"
-        return config
-
-    def validate(self):
-        def fail(arg, allowed, value):
-            raise ValueError(f"`{arg}` must be {allowed}; received {arg}={value!r}.")
-
-        def positive_int(arg, value, optional=False):
-            if optional and value is None:
-                return
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                fail(arg, "a positive int" + (" or None" if optional else ""), value)
-
-        spec_lib.get_variant(self.variant)
-        positive_int("epochs", self.epochs)
-        positive_int("batch_size", self.batch_size)
-        positive_int("steps_per_epoch", self.steps_per_epoch, optional=True)
-        positive_int("replicas", self.replicas, optional=True)
-        positive_int("unfreeze_after", self.unfreeze_after, optional=True)
-        if self.input_size is not None:
-            positive_int("input_size", self.input_size)
-            minimum = spec_lib.min_input_size(self.aux, self.variant)
-            if self.input_size < minimum:
-                fail("input_size", f">= {minimum} for variant {self.variant!r} "
-                     f"{'with' if self.aux else 'without'} aux heads", self.input_size)
-        if self.strategy not in STRATEGIES:
-            fail("strategy", f"one of {STRATEGIES}", self.strategy)
-        if self.loop is not None and self.loop not in LOOPS:
-            fail("loop", f"one of {LOOPS}", self.loop)
-        if self.strategy == "multi-worker":
-            if self.loop == "fit":
-                raise ValueError(
-                    "`loop='fit'` cannot run under the multi-worker strategy: Keras 3.15's "
-                    "Model.fit fails there; use the default custom loop."
-                )
-            if self.replicas not in (None, 1):
-                fail("replicas", "None under the multi-worker strategy (one replica per "
-                     "worker process)", self.replicas)
-        if self.precision not in PRECISIONS:
-            fail("precision", f"one of {PRECISIONS}", self.precision)
-        if self.optimizer not in OPTIMIZERS:
-            fail("optimizer", f"one of {OPTIMIZERS}", self.optimizer)
-        if self.schedule not in SCHEDULES:
-            fail("schedule", f"one of {SCHEDULES}", self.schedule)
-        if self.learning_rate is not None and not self.learning_rate > 0:
-            fail("learning_rate", "a positive number", self.learning_rate)
-        for arg in ("weight_decay", "warmup_epochs"):
-            if not getattr(self, arg) >= 0:
-                fail(arg, "a number >= 0", getattr(self, arg))
-        for arg in ("label_smoothing", "ema_momentum", "bn_momentum"):
-            value = getattr(self, arg)
-            if value is not None and not 0 <= value < 1:
-                fail(arg, "in [0, 1)", value)
-        if not self.aux_loss_weight >= 0:
-            fail("aux_loss_weight", "a number >= 0", self.aux_loss_weight)
-        if not 0 < self.val_fraction < 1:
-            fail("val_fraction", "in (0, 1)", self.val_fraction)
-        if self.min_crop_area is not None and not 0 < self.min_crop_area <= 1:
-            fail("min_crop_area", "in (0, 1]", self.min_crop_area)
-        if self.freeze_backbone and not self.init_weights:
-            raise ValueError(
-                "`freeze_backbone` needs `init_weights` (a .keras model or run directory to "
-                "take the backbone from): a frozen random backbone learns nothing."
-            )
-        if self.unfreeze_after is not None:
-            if not self.freeze_backbone:
-                raise ValueError("`unfreeze_after` only makes sense with `freeze_backbone`.")
-            if self.unfreeze_after >= self.epochs:
-                fail("unfreeze_after", f"less than epochs={self.epochs}", self.unfreeze_after)
-        if self.init_weights is not None and not os.path.exists(self.init_weights):
-            raise ValueError(f"`init_weights` not found: {self.init_weights!r}.")
-        separators = [sep for sep in ("/", os.sep, os.altsep) if sep]
-        # '..' or '.' would put the run in (or, with --overwrite, empty) a parent directory.
-        if not isinstance(self.run_name, (str, type(None))) or (
-            self.run_name is not None and (
-                self.run_name in ("", ".", "..") or any(s in self.run_name for s in separators))
-        ):
-            fail("run_name", "a directory name inside --output-dir (not '.' or '..', no '/')",
-                 self.run_name)
-        if not isinstance(self.output_dir, (str, os.PathLike)) or not os.fspath(self.output_dir):
-            fail("output_dir", "a directory path", self.output_dir)
-        existing = os.path.abspath(self.output_dir)
-        while not os.path.exists(existing) and os.path.dirname(existing) != existing:
-            existing = os.path.dirname(existing)
-        if not os.path.isdir(existing):
-            raise ValueError(f"`output_dir` {os.fspath(self.output_dir)!r}: {existing} is a file, "
-                             "not a directory.")
-        kg.spec.resolve_widths(self.widths, self.width_multiplier)  # raises on bad widths
-
-
-def _quiet(*_args, **_kwargs):
-    pass
+# Settings a rerun may change without starting the run over.
+RESUME_IGNORES = {"overwrite", "versions", "command"}
 
 
 @dataclasses.dataclass
@@ -205,103 +69,37 @@ class TrainResult:
     model: keras.Model
 
 
-def _learning_rate(config, steps_per_epoch, epochs, base_lr):
-    total = max(1, steps_per_epoch * epochs)
-    if config.schedule == "constant":
-        return base_lr
-    if config.schedule == "paper":
-        # "decreasing the learning rate by 4% every 8 epochs" (paper, Section 6)
-        return keras.optimizers.schedules.ExponentialDecay(
-            base_lr, decay_steps=8 * steps_per_epoch, decay_rate=0.96, staircase=True
-        )
-    warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total - 1)
-    if warmup:
-        return keras.optimizers.schedules.CosineDecay(
-            0.0, decay_steps=total - warmup, warmup_target=base_lr, warmup_steps=warmup
-        )
-    return keras.optimizers.schedules.CosineDecay(base_lr, decay_steps=total)
+@dataclasses.dataclass
+class _Data:
+    """The batched datasets and the batch arithmetic of one run."""
+
+    splits: data_lib.DatasetSplits
+    global_batch: int
+    steps_per_epoch: int
+    train: tf.data.Dataset | None = None  # set by `_build_pipelines`
+    val: tf.data.Dataset | None = None
 
 
-def ema_momentum_for(total_steps):
-    """Average over about the last 5 % of training (at least 10 steps).
+@dataclasses.dataclass
+class _Run:
+    """What the steps of one training process share."""
 
-    Keras' EMA has no warm-up: with a fixed 0.99-0.9999 a short run would be evaluated
-    on weights dominated by its first, poor steps (measured on digits: 30 % val accuracy
-    with 0.99 after 176 steps, 99 % with 0.9).
-    """
-    window = max(10.0, total_steps / 20)
-    return min(1.0 - 1.0 / window, 0.9999)
+    config: TrainConfig
+    log: object
+    cluster: multiworker.ClusterInfo | None
+    run_dir: str
+    work_dir: str  # the chief's run_dir; a scratch directory on the other workers
+    strategy: tf.distribute.Strategy
+    policy: str
+    started: float
 
-
-def _optimizer(config, learning_rate, total_steps):
-    common = dict(
-        learning_rate=learning_rate,
-        weight_decay=config.weight_decay or None,
-        use_ema=config.ema,
-        ema_momentum=(
-            config.ema_momentum if config.ema_momentum is not None
-            else ema_momentum_for(total_steps)
-        ),
-    )
-    if config.optimizer == "sgd":
-        return keras.optimizers.SGD(momentum=0.9, **common)
-    return keras.optimizers.Adam(**common)
+    @property
+    def is_chief(self):
+        return self.cluster is None or self.cluster.is_chief
 
 
-def is_head_layer(layer):
-    return layer.name.startswith(HEAD_LAYER_PREFIXES)
-
-
-def set_backbone_trainable(model, trainable):
-    """Freeze or unfreeze everything but the classifier heads.
-
-    A frozen BatchNormalization layer runs in inference mode in Keras 3, so its moving
-    statistics stay those of the source model (a frozen BN in training mode would
-    normalise with the new dataset's batch statistics and ruin accuracy).
-    """
-    for layer in model.layers:
-        if not is_head_layer(layer):
-            layer.trainable = trainable
-
-
-def transfer_weights(source, target):
-    """Copy weights layer by layer (by name). Heads whose class count changed start fresh.
-
-    Returns the names of the layers that were not copied.
-    """
-    skipped = []
-    source_layers = {layer.name: layer for layer in source.layers}
-    for layer in target.layers:
-        if not layer.weights:
-            continue
-        origin = source_layers.get(layer.name)
-        shapes_match = origin is not None and [w.shape for w in origin.weights] == [
-            w.shape for w in layer.weights
-        ]
-        if shapes_match:
-            layer.set_weights(origin.get_weights())
-        elif is_head_layer(layer):
-            skipped.append(layer.name)
-        else:
-            raise ValueError(
-                f"`init_weights`: backbone layer {layer.name!r} is missing or has other shapes "
-                "in the source model; the source must be a GoogLeNet of the same variant, "
-                "widths and input channels."
-            )
-    return skipped
-
-
-def _load_source_model(path):
-    if os.path.isdir(path):
-        path = os.path.join(path, "model.keras")
-    if not path.endswith(".keras") or not os.path.isfile(path):
-        raise ValueError(
-            f"`init_weights` must be a .keras model or a run directory holding model.keras; "
-            f"received {path!r}."
-        )
-    from keras_googlenet.runtime import load_keras_model
-
-    return load_keras_model(path, "init_weights")
+def _quiet(*_args, **_kwargs):
+    pass
 
 
 def _phases(config):
@@ -335,31 +133,33 @@ def _build_model(config, num_classes):
     return set_batch_norm_momentum(model, config.bn_momentum)
 
 
-def _config_record(config, extra):
+def _config_record(config, data, policy, replicas):
+    """`config.json`: the settings, what they resolved to, and the software versions."""
     record = dataclasses.asdict(config)
-    record.update(extra)
+    record.update({
+        "resolved_precision": policy,
+        "replicas_in_sync": replicas,
+        "global_batch": data.global_batch,
+        "steps_per_epoch_resolved": data.steps_per_epoch,
+        "class_names": data.splits.class_names,
+        "model": {
+            "variant": config.variant, "input_size": config.input_size,
+            "classes": len(data.splits.class_names), "widths": config.widths,
+            "width_multiplier": config.width_multiplier, "include_aux": config.aux,
+            "preprocessing": kg.VARIANTS[config.variant].preprocessing,
+        },
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
+                     "keras_googlenet": kg.__version__, "python": sys.version.split()[0]},
+        "command": sys.argv,
+    })
     return record
 
 
-def _check_resume_matches(run_dir, record, overwrite=False):
+def _starts_over(run_dir, record, overwrite=False):
     """True when the unfinished run in `run_dir` is to start over with new settings: it
     diverged, completed no epoch, or `overwrite` was asked. Raises if it must be resumed."""
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
-        return False
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-    except ValueError:
-        saved = {}  # a config.json cut short: nothing trustworthy to resume against
-    ignore = {"overwrite", "versions", "command"}
-
-    def canonical(value):
-        return json.dumps(value, default=str, sort_keys=True)
-
-    changed = sorted(
-        k for k in record if k not in ignore and canonical(saved.get(k)) != canonical(record[k])
-    )
+    changed = run_dir_lib.changed_settings(os.path.join(run_dir, "config.json"), record,
+                                           ignore=RESUME_IGNORES)
     if not changed:
         return False
     diverged = os.path.exists(os.path.join(run_dir, run_dir_lib.DIVERGED_MARKER))
@@ -398,7 +198,8 @@ def _epochs_backed_up(run_dir, config):
         if os.path.exists(os.path.join(run_dir, f"phase{index}.weights.h5")):
             done = max(done, end_epoch)
         try:
-            with open(os.path.join(run_dir, "backup", f"phase{index}", "latest.json")) as f:
+            with open(os.path.join(run_dir, "backup", f"phase{index}", "latest.json"),
+                      encoding="utf-8") as f:
                 done = max(done, int(json.load(f)["epoch"]))
         except (OSError, ValueError, KeyError, TypeError):
             pass
@@ -442,22 +243,58 @@ def train(config: TrainConfig, log=print) -> TrainResult:
 
 def _train(config, log, cluster, run_dir, work_dir):
     """`train` for one process: the chief writes `run_dir`, other workers `work_dir`."""
-    from keras_googlenet_training import data as data_lib
-
-    is_chief = cluster is None or cluster.is_chief
-    if is_chief:  # refuse a finished run now; create the directory once inputs are checked
+    if cluster is None or cluster.is_chief:
+        # Refuse a finished run now; the directory is created once the inputs are checked.
         run_dir_lib.check_run_dir(run_dir, overwrite=config.overwrite)
     started = time.perf_counter()
-
     # Devices must be configured before anything runs a TF op.
-    if cluster is not None:
-        strategy = multiworker.make_multi_worker_strategy()
-    else:
-        strategy = make_strategy(config.replicas)
-    replicas = strategy.num_replicas_in_sync
+    strategy = (multiworker.make_multi_worker_strategy() if cluster is not None
+                else make_strategy(config.replicas))
     policy = apply_precision(select_precision(config.precision))
     keras.utils.set_random_seed(config.seed)
+    run = _Run(config, log, cluster, run_dir, work_dir, strategy, policy, started)
 
+    data = _load_data(run)
+    model, new_heads = _build_or_restore(run, data)
+    _build_pipelines(run, data)
+    _open_run_dir(run, data, new_heads)
+
+    best = callbacks_lib.BestWeights(os.path.join(work_dir, "best.weights.h5"))
+    # Every worker reads the chief's history, so all make the same saving decisions:
+    # under MultiWorkerMirroredStrategy a save that one worker skips deadlocks the others.
+    chief_history = os.path.join(run_dir, "history.csv")
+    if os.path.exists(chief_history):
+        previous = run_dir_lib.read_history(chief_history).get("val_main_accuracy", [])
+        if previous:
+            best.best = max(previous)
+    stop_on_nan = callbacks_lib.StopOnNaN()
+    completed_steps, progress, custom_loop = 0, None, None
+    for index, phase in enumerate(_phases(config)):
+        steps, phase_progress, custom_loop = _run_phase(run, data, model, index, phase, best,
+                                                        stop_on_nan)
+        completed_steps += steps
+        progress = phase_progress or progress
+
+    wall_time = time.perf_counter() - started
+    if config.loop == "fit":
+        with _no_ran_out_of_data_warning():
+            final = model.evaluate(data.val, verbose=0, return_dict=True)
+    else:
+        final = custom_loop.evaluate(strategy.experimental_distribute_dataset(data.val))
+    # A collective: every worker takes part, before the non-chiefs return.
+    weights_spread = _weights_spread_across_workers(model, strategy) if cluster else None
+    if not run.is_chief:
+        return TrainResult(run_dir=None, metrics={"final_val_main_accuracy":
+                                                  final["main_accuracy"]}, model=model)
+    metrics = _finish_run_dir(run, data, model, final, wall_time=wall_time,
+                              completed_steps=completed_steps, progress=progress,
+                              weights_spread=weights_spread)
+    return TrainResult(run_dir=run_dir, metrics=metrics, model=model)
+
+
+def _load_data(run):
+    """Load the dataset and size the global batch and the epoch."""
+    config, replicas = run.config, run.strategy.num_replicas_in_sync
     splits = data_lib.load_dataset(
         config.dataset, data_dir=config.data_dir, seed=config.seed,
         val_fraction=config.val_fraction, download=config.download,
@@ -471,175 +308,166 @@ def _train(config, log, cluster, run_dir, work_dir):
         )
     if config.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch)
-    with strategy.scope():
-        model = _build_model(config, len(splits.class_names))
-        if config.init_weights:
-            skipped = transfer_weights(_load_source_model(config.init_weights), model)
-    # Every input is checked: only now is anything written.
-    resuming = run_dir_lib.prepare_run_dir(run_dir, overwrite=config.overwrite) if is_chief \
-        else False
-    pipeline_args = dict(
-        input_size=config.input_size, variant=config.variant, seed=config.seed,
-        cache=config.cache,
-    )
+    return _Data(splits, global_batch, steps_per_epoch)
+
+
+def _build_pipelines(run, data):
+    """The batched, per-head train and validation pipelines."""
+    config, splits, global_batch = run.config, data.splits, data.global_batch
+    common = dict(input_size=config.input_size, variant=config.variant, seed=config.seed,
+                  cache=config.cache)
     train_ds = data_lib.make_pipeline(
         splits.train, batch_size=global_batch, training=True, flip=config.flip,
         distort=config.distort, area_range=(config.min_crop_area, 1.0),
         **({"shuffle_buffer": splits.shuffle_buffer} if splits.shuffle_buffer else {}),
-        **pipeline_args,
+        **common,
     ).repeat()
-    val_ds = data_lib.make_pipeline(
-        splits.val, batch_size=global_batch, training=False, **pipeline_args
-    )
+    val_ds = data_lib.make_pipeline(splits.val, batch_size=global_batch, training=False,
+                                    **common)
     if config.aux:
         heads = ("main", "aux1", "aux2")
         train_ds = train_ds.map(lambda x, y: (x, {h: y for h in heads}))
         val_ds = val_ds.map(lambda x, y: (x, {h: y for h in heads}))
-    if cluster is not None:
+    if run.cluster is not None:
         # Each worker builds the same seeded pipeline and keeps its share of every batch.
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA)
         train_ds, val_ds = train_ds.with_options(options), val_ds.with_options(options)
+    data.train, data.val = train_ds, val_ds
 
-    record = _config_record(config, {
-        "resolved_precision": policy,
-        "replicas_in_sync": replicas,
-        "global_batch": global_batch,
-        "steps_per_epoch_resolved": steps_per_epoch,
-        "class_names": splits.class_names,
-        "model": {
-            "variant": config.variant, "input_size": config.input_size,
-            "classes": len(splits.class_names), "widths": config.widths,
-            "width_multiplier": config.width_multiplier, "include_aux": config.aux,
-            "preprocessing": kg.VARIANTS[config.variant].preprocessing,
-        },
-        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
-                     "keras_googlenet": kg.__version__, "python": sys.version.split()[0]},
-        "command": sys.argv,
-    })
-    state = " (resuming)" if resuming else ""
-    if is_chief:
-        if _check_resume_matches(run_dir, record, overwrite=config.overwrite):
-            run_dir_lib.clear_training_state(run_dir)
+
+def _build_or_restore(run, data):
+    """The model, started from `init_weights` if given; returns it and the heads that
+    start fresh. Weights of an interrupted run are restored per phase, from its backups."""
+    config = run.config
+    new_heads = None
+    with run.strategy.scope():
+        model = _build_model(config, len(data.splits.class_names))
+        if config.init_weights:
+            new_heads = transfer_weights(load_source_model(config.init_weights), model)
+    return model, new_heads
+
+
+def _open_run_dir(run, data, new_heads):
+    """Create (or reopen) the run directory, write `config.json` and `labels.txt`, and say
+    what is about to run. Only now, every input checked, is anything written."""
+    config, splits = run.config, data.splits
+    replicas = run.strategy.num_replicas_in_sync
+    state = ""
+    if run.is_chief:
+        if run_dir_lib.prepare_run_dir(run.run_dir, overwrite=config.overwrite):
+            state = " (resuming)"
+        record = _config_record(config, data, run.policy, replicas)
+        if _starts_over(run.run_dir, record, overwrite=config.overwrite):
+            run_dir_lib.clear_training_state(run.run_dir)
             state = (" (starting over: the unfinished run there diverged, completed no epoch "
                      "or --overwrite was given)")
-        run_dir_lib.write_json(os.path.join(run_dir, "config.json"), record)
-        run_dir_lib.write_text(os.path.join(run_dir, "labels.txt"),
+        run_dir_lib.write_json(os.path.join(run.run_dir, "config.json"), record)
+        run_dir_lib.write_text(os.path.join(run.run_dir, "labels.txt"),
                                "\n".join(splits.class_names) + "\n")
-
-    log(
-        f"run {run_dir}{state}: {splits.source}, "
+    run.log(
+        f"run {run.run_dir}{state}: {splits.source}, "
         f"{splits.num_train} train / {splits.num_val} val images, {len(splits.class_names)} "
-        f"classes; variant {config.variant} at {config.input_size}px; precision {policy}; "
-        f"{replicas} replica(s) x {config.batch_size} = global batch {global_batch}; "
-        f"{steps_per_epoch} steps/epoch"
+        f"classes; variant {config.variant} at {config.input_size}px; precision {run.policy}; "
+        f"{replicas} replica(s) x {config.batch_size} = global batch {data.global_batch}; "
+        f"{data.steps_per_epoch} steps/epoch"
     )
     if splits.skipped:
-        log(f"skipped {len(splits.skipped)} unreadable file(s): {splits.skipped[:5]}...")
-
+        run.log(f"skipped {len(splits.skipped)} unreadable file(s): {splits.skipped[:5]}...")
     if config.init_weights:
-        log(f"initialised from {config.init_weights}; new heads: {skipped or 'none'}")
+        run.log(f"initialised from {config.init_weights}; new heads: {new_heads or 'none'}")
 
-    history_path = os.path.join(work_dir, "history.csv")
-    best_path = os.path.join(work_dir, "best.weights.h5")
-    progress = None
-    stop_on_nan = callbacks_lib.StopOnNaN()
-    best = callbacks_lib.BestWeights(best_path)
-    # Every worker reads the chief's history, so all make the same saving decisions:
-    # under MultiWorkerMirroredStrategy a save that one worker skips deadlocks the others.
-    chief_history = os.path.join(run_dir, "history.csv")
-    if os.path.exists(chief_history):
-        previous = run_dir_lib.read_history(chief_history).get("val_main_accuracy", [])
-        if previous:
-            best.best = max(previous)
-    completed_steps = 0
-    for index, (first_epoch, end_epoch, frozen) in enumerate(_phases(config)):
-        phase_epochs = end_epoch - first_epoch
-        phase_done = os.path.join(run_dir, f"phase{index}.weights.h5")  # read by all workers
-        last_phase = end_epoch == config.epochs
-        if not last_phase and os.path.exists(phase_done):
-            model.load_weights(phase_done)  # finished before an interruption
-            completed_steps += phase_epochs * steps_per_epoch
-            continue
-        base_lr = config.learning_rate * (FINE_TUNE_LR_FACTOR if index > 0 else 1.0)
-        with strategy.scope():
-            set_backbone_trainable(model, not frozen)
-            optimizer = _optimizer(
-                config, _learning_rate(config, steps_per_epoch, phase_epochs, base_lr),
-                total_steps=steps_per_epoch * phase_epochs,
-            )
-            kg.compile_googlenet(
-                model, optimizer=optimizer, label_smoothing=config.label_smoothing,
-                loss_weights=(
-                    {"aux1": config.aux_loss_weight, "aux2": config.aux_loss_weight}
-                    if config.aux else None
-                ),
-            )
-        progress = callbacks_lib.TrainingProgress(
-            global_batch, steps_per_epoch, stream=None if is_chief else io.StringIO())
-        swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True) if config.ema else None
-        backup_dir = os.path.join(run_dir, "backup", f"phase{index}")
-        backup = multiworker.EpochBackup(backup_dir, is_chief=is_chief,
-                                         restore_on_train_begin=config.loop == "fit")
-        # Order matters at epoch end: the CSV row first (a kill before the backup repeats
-        # the epoch, and read_history keeps its last row); the backup before the EMA swap
-        # (it must hold the raw weights); the best checkpoint after it (averaged weights).
-        phase_callbacks = [
-            stop_on_nan,
-            keras.callbacks.CSVLogger(history_path, append=True),
-            backup,
-            *([swap] if swap else []),
-            best,
-            keras.callbacks.TensorBoard(os.path.join(work_dir, "logs")),
-            progress,
-        ]
-        if config.loop == "fit":
-            with _no_ran_out_of_data_warning():
-                model.fit(
-                    train_ds, validation_data=val_ds, epochs=end_epoch,
-                    initial_epoch=first_epoch, steps_per_epoch=steps_per_epoch,
-                    callbacks=phase_callbacks, verbose=0,
-                    shuffle=False,  # the pipeline shuffles; Keras would warn it ignores this
-                )
-        else:
-            with strategy.scope():
-                custom_loop = multiworker.CustomLoop(model, strategy, global_batch)
-                custom_loop.fit(
-                    train_ds, val_ds, epochs=end_epoch, initial_epoch=first_epoch,
-                    steps_per_epoch=steps_per_epoch, callbacks=phase_callbacks, backup=backup,
-                )
-        if stop_on_nan.diverged_at is not None:
-            epoch, batch = stop_on_nan.diverged_at
-            _diverged(config, run_dir, is_chief, policy, base_lr,
-                      f"the loss became NaN/inf at epoch {epoch + 1}, batch {batch + 1}")
-        if swap and not swap._ema_weights_in_model:
-            # fit ran no epoch (everything was restored): put the average in place here
-            model.optimizer.finalize_variable_values(model.trainable_variables)
-        # The backup restores the optimizer's step counter too: this is the phase total
-        completed_steps += int(model.optimizer.iterations.numpy())
-        if not last_phase and is_chief:
-            run_dir_lib.save_weights(model, phase_done)
 
-    wall_time = time.perf_counter() - started
+def _compile_for_phase(run, model, base_lr, phase_epochs, frozen, steps_per_epoch):
+    config = run.config
+    with run.strategy.scope():
+        set_backbone_trainable(model, not frozen)
+        optimizer = make_optimizer(
+            config, learning_rate_schedule(config, steps_per_epoch, phase_epochs, base_lr),
+            total_steps=steps_per_epoch * phase_epochs,
+        )
+        kg.compile_googlenet(
+            model, optimizer=optimizer, label_smoothing=config.label_smoothing,
+            loss_weights=(
+                {"aux1": config.aux_loss_weight, "aux2": config.aux_loss_weight}
+                if config.aux else None
+            ),
+        )
+
+
+def _run_phase(run, data, model, index, phase, best, stop_on_nan):
+    """Train one phase (all epochs, or the frozen then the fine-tuning part), resuming
+    from its backup. Returns (optimizer steps of the phase, progress, custom loop)."""
+    config, steps_per_epoch = run.config, data.steps_per_epoch
+    first_epoch, end_epoch, frozen = phase
+    phase_epochs = end_epoch - first_epoch
+    phase_done = os.path.join(run.run_dir, f"phase{index}.weights.h5")  # read by all workers
+    last_phase = end_epoch == config.epochs
+    if not last_phase and os.path.exists(phase_done):
+        model.load_weights(phase_done)  # finished before an interruption
+        return phase_epochs * steps_per_epoch, None, None
+    base_lr = config.learning_rate * (FINE_TUNE_LR_FACTOR if index > 0 else 1.0)
+    _compile_for_phase(run, model, base_lr, phase_epochs, frozen, steps_per_epoch)
+    progress = callbacks_lib.TrainingProgress(
+        data.global_batch, steps_per_epoch, stream=None if run.is_chief else io.StringIO())
+    swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True) if config.ema else None
+    backup = multiworker.EpochBackup(os.path.join(run.run_dir, "backup", f"phase{index}"),
+                                     is_chief=run.is_chief,
+                                     restore_on_train_begin=config.loop == "fit")
+    # Order matters at epoch end: the CSV row first (a kill before the backup repeats
+    # the epoch, and read_history keeps its last row); the backup before the EMA swap
+    # (it must hold the raw weights); the best checkpoint after it (averaged weights).
+    phase_callbacks = [
+        stop_on_nan,
+        keras.callbacks.CSVLogger(os.path.join(run.work_dir, "history.csv"), append=True),
+        backup,
+        *([swap] if swap else []),
+        best,
+        keras.callbacks.TensorBoard(os.path.join(run.work_dir, "logs")),
+        progress,
+    ]
+    custom_loop = None
     if config.loop == "fit":
         with _no_ran_out_of_data_warning():
-            final = model.evaluate(val_ds, verbose=0, return_dict=True)
+            model.fit(
+                data.train, validation_data=data.val, epochs=end_epoch,
+                initial_epoch=first_epoch, steps_per_epoch=steps_per_epoch,
+                callbacks=phase_callbacks, verbose=0,
+                shuffle=False,  # the pipeline shuffles; Keras would warn it ignores this
+            )
     else:
-        final = custom_loop.evaluate(strategy.experimental_distribute_dataset(val_ds))
-    weights_spread = _weights_spread_across_workers(model, strategy) if cluster else None
-    if not is_chief:
-        return TrainResult(run_dir=None, metrics={"final_val_main_accuracy":
-                                                  final["main_accuracy"]}, model=model)
+        with run.strategy.scope():
+            custom_loop = multiworker.CustomLoop(model, run.strategy, data.global_batch)
+            custom_loop.fit(
+                data.train, data.val, epochs=end_epoch, initial_epoch=first_epoch,
+                steps_per_epoch=steps_per_epoch, callbacks=phase_callbacks, backup=backup,
+            )
+    if stop_on_nan.diverged_at is not None:
+        epoch, batch = stop_on_nan.diverged_at
+        _diverged(config, run.run_dir, run.is_chief, run.policy, base_lr,
+                  f"the loss became NaN/inf at epoch {epoch + 1}, batch {batch + 1}")
+    # A private Keras flag (no public way to ask): fit ran no epoch, everything was
+    # restored, so the average must be put in place here.
+    if swap and not swap._ema_weights_in_model:
+        model.optimizer.finalize_variable_values(model.trainable_variables)
+    if not last_phase and run.is_chief:
+        run_dir_lib.save_weights(model, phase_done)
+    # The backup restores the optimizer's step counter too: this is the phase total.
+    return int(model.optimizer.iterations.numpy()), progress, custom_loop
+
+
+def _finish_run_dir(run, data, model, final, **summary):
+    """Publish the finished run: models, curves, metrics (the marker, written last), and
+    remove what only an unfinished run needs. Returns the metrics."""
+    config, run_dir = run.config, run.run_dir
+    history_path = os.path.join(run.work_dir, "history.csv")
     run_dir_lib.compact_history(history_path)  # drop rows of epochs an interruption redid
     history = run_dir_lib.read_history(history_path)
-    val_curve = history.get("val_main_accuracy", [])
-    images_per_second = progress.images_per_second if progress else float("nan")
-
     # Nothing non-finite is ever published as a finished run, whatever got it there.
     bad = callbacks_lib.nonfinite_variables(model)
     if bad or not math.isfinite(float(final["loss"])):
-        _diverged(config, run_dir, is_chief, policy, config.learning_rate,
+        _diverged(config, run_dir, run.is_chief, run.policy, config.learning_rate,
                   f"{len(bad)} weight tensors are NaN/inf" if bad
                   else f"the final validation loss is {float(final['loss'])}")
     run_dir_lib.save_keras(model, os.path.join(run_dir, "model.keras"))
@@ -647,45 +475,54 @@ def _train(config, log, cluster, run_dir, work_dir):
                            os.path.join(run_dir, "inference.keras"))
     run_dir_lib.plot_curves(
         history, os.path.join(run_dir, "curves.png"),
-        title=f"{config.run_name}: GoogLeNet {config.variant}, {splits.source}",
+        title=f"{config.run_name}: GoogLeNet {config.variant}, {data.splits.source}",
     )
-    metrics = {
+    metrics = _metrics(run, data, model, final, history, **summary)
+    run_dir_lib.write_json(os.path.join(run_dir, run_dir_lib.FINISHED_MARKER), metrics)
+    shutil.rmtree(os.path.join(run_dir, "backup"), ignore_errors=True)
+    leftovers = [run_dir_lib.DIVERGED_MARKER] + [
+        f"phase{index}.weights.h5" for index in range(len(_phases(config)))]
+    for name in leftovers:
+        if os.path.exists(os.path.join(run_dir, name)):
+            os.remove(os.path.join(run_dir, name))
+    run.log(
+        f"done in {metrics['wall_time_seconds']:.0f} s: val main accuracy "
+        f"{metrics['final_val_main_accuracy']:.4f} "
+        f"(best {metrics['best_val_main_accuracy']:.4f} at epoch {metrics['best_epoch']}), "
+        f"{metrics['images_per_second'] or float('nan'):.1f} img/s -> {run_dir}"
+    )
+    return metrics
+
+
+def _metrics(run, data, model, final, history, *, wall_time, completed_steps, progress,
+             weights_spread):
+    """`metrics.json` of a finished run."""
+    config = run.config
+    val_curve = history.get("val_main_accuracy", [])
+    images_per_second = progress.images_per_second if progress else float("nan")
+    return {
         "final_val_main_accuracy": float(final["main_accuracy"]),
         "final_val_loss": float(final["loss"]),
         "best_val_main_accuracy": max(val_curve) if val_curve else None,
         "best_epoch": (val_curve.index(max(val_curve)) + 1) if val_curve else None,
         "epochs": config.epochs,
         "epochs_completed": len(history.get("epoch", [])),
-        "steps_per_epoch": steps_per_epoch,
+        "steps_per_epoch": data.steps_per_epoch,
         "total_steps": completed_steps,
-        "global_batch": global_batch,
+        "global_batch": data.global_batch,
         "per_replica_batch": config.batch_size,
-        "replicas": replicas,
-        "precision": policy,
+        "replicas": run.strategy.num_replicas_in_sync,
+        "precision": run.policy,
         "images_per_second": None if math.isnan(images_per_second) else images_per_second,
         "wall_time_seconds": wall_time,
-        "num_train": splits.num_train,
-        "num_val": splits.num_val,
+        "num_train": data.splits.num_train,
+        "num_val": data.splits.num_val,
         "trainable_params": kg.count_params(model),
         "inference_macs": kg.count_macs(kg.inference_model(model)),
         "ema": config.ema,
         "strategy": config.strategy,
-        "workers": cluster.num_workers if cluster else 1,
+        "workers": run.cluster.num_workers if run.cluster else 1,
         "loop": config.loop,
         # max |difference| of per-variable weight sums between workers: 0 when in sync
         "worker_weights_max_abs_diff": weights_spread,
     }
-    run_dir_lib.write_json(os.path.join(run_dir, run_dir_lib.FINISHED_MARKER), metrics)
-    shutil.rmtree(os.path.join(run_dir, "backup"), ignore_errors=True)
-    if os.path.exists(os.path.join(run_dir, run_dir_lib.DIVERGED_MARKER)):
-        os.remove(os.path.join(run_dir, run_dir_lib.DIVERGED_MARKER))
-    for index in range(len(_phases(config))):
-        phase_done = os.path.join(run_dir, f"phase{index}.weights.h5")  # read by all workers
-        if os.path.exists(phase_done):
-            os.remove(phase_done)
-    log(
-        f"done in {wall_time:.0f} s: val main accuracy {metrics['final_val_main_accuracy']:.4f} "
-        f"(best {metrics['best_val_main_accuracy']:.4f} at epoch {metrics['best_epoch']}), "
-        f"{metrics['images_per_second'] or float('nan'):.1f} img/s -> {run_dir}"
-    )
-    return TrainResult(run_dir=run_dir, metrics=metrics, model=model)

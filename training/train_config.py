@@ -1,0 +1,164 @@
+"""`TrainConfig`: everything a training run depends on, checked before any work."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+from keras_googlenet import spec as spec_lib
+from keras_googlenet_training.data import dataset_defaults
+from keras_googlenet_training.precision import PRECISIONS
+
+OPTIMIZERS = ("adam", "sgd")
+STRATEGIES = ("mirrored", "multi-worker")
+LOOPS = ("fit", "custom")
+SCHEDULES = ("cosine", "paper", "constant")
+DEFAULT_LEARNING_RATES = {"adam": 2e-3, "sgd": 0.05}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a run depends on; saved as `config.json` so a run can be reproduced."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False  # let TFDS download a dataset that is not prepared
+    variant: str = "v1_bn"
+    input_size: int | None = None  # None: 80 for digits, else 224
+    width_multiplier: float = 1.0
+    widths: dict | None = None
+    aux: bool = True
+    aux_loss_weight: float = 0.3
+    dropout: float = 0.4
+    epochs: int = 8
+    batch_size: int = 64  # per replica
+    steps_per_epoch: int | None = None  # None: one pass over the training split
+    precision: str = "auto"
+    replicas: int | None = None
+    strategy: str = "mirrored"  # or "multi-worker" (reads TF_CONFIG)
+    loop: str | None = None  # None: Model.fit, or the custom loop under multi-worker
+    seed: int = 0
+    optimizer: str = "adam"
+    learning_rate: float | None = None  # None: 2e-3 for adam, 0.05 for sgd
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    ema: bool = True
+    ema_momentum: float | None = None  # None: average about the last 5 % of the steps
+    bn_momentum: float = 0.9
+    flip: bool | None = None  # None: dataset default
+    distort: bool = True
+    min_crop_area: float | None = None  # None: dataset default (paper: 0.08)
+    cache: bool | None = None  # None: dataset default (on for digits)
+    val_fraction: float = 0.2
+    init_weights: str | None = None
+    freeze_backbone: bool = False
+    unfreeze_after: int | None = None
+    run_name: str | None = None
+    output_dir: str = "saved_models"
+    overwrite: bool = False
+
+    def resolved(self):
+        """A copy with dataset-dependent defaults filled in, after validation."""
+        self.validate()
+        defaults = dataset_defaults(self.dataset)
+        config = dataclasses.replace(self)
+        for key in ("input_size", "flip", "min_crop_area", "cache"):
+            if getattr(config, key) is None:
+                setattr(config, key, defaults[key])
+        if config.learning_rate is None:
+            config.learning_rate = DEFAULT_LEARNING_RATES[config.optimizer]
+        if config.loop is None:
+            config.loop = "custom" if config.strategy == "multi-worker" else "fit"
+        if config.run_name is None:
+            slug = re.sub(r"[^A-Za-z0-9]+", "-", self.dataset.split("/")[-1]).strip("-")
+            config.run_name = f"{slug}-{config.variant}-{config.input_size}px"
+        return config
+
+    def validate(self):
+        def fail(arg, allowed, value):
+            raise ValueError(f"`{arg}` must be {allowed}; received {arg}={value!r}.")
+
+        def positive_int(arg, value, optional=False):
+            if optional and value is None:
+                return
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                fail(arg, "a positive int" + (" or None" if optional else ""), value)
+
+        spec_lib.get_variant(self.variant)
+        positive_int("epochs", self.epochs)
+        positive_int("batch_size", self.batch_size)
+        positive_int("steps_per_epoch", self.steps_per_epoch, optional=True)
+        positive_int("replicas", self.replicas, optional=True)
+        positive_int("unfreeze_after", self.unfreeze_after, optional=True)
+        if self.input_size is not None:
+            positive_int("input_size", self.input_size)
+            minimum = spec_lib.min_input_size(self.aux, self.variant)
+            if self.input_size < minimum:
+                fail("input_size", f">= {minimum} for variant {self.variant!r} "
+                     f"{'with' if self.aux else 'without'} aux heads", self.input_size)
+        if self.strategy not in STRATEGIES:
+            fail("strategy", f"one of {STRATEGIES}", self.strategy)
+        if self.loop is not None and self.loop not in LOOPS:
+            fail("loop", f"one of {LOOPS}", self.loop)
+        if self.strategy == "multi-worker":
+            if self.loop == "fit":
+                raise ValueError(
+                    "`loop='fit'` cannot run under the multi-worker strategy: Keras 3.15's "
+                    "Model.fit fails there; use the default custom loop."
+                )
+            if self.replicas not in (None, 1):
+                fail("replicas", "None under the multi-worker strategy (one replica per "
+                     "worker process)", self.replicas)
+        if self.precision not in PRECISIONS:
+            fail("precision", f"one of {PRECISIONS}", self.precision)
+        if self.optimizer not in OPTIMIZERS:
+            fail("optimizer", f"one of {OPTIMIZERS}", self.optimizer)
+        if self.schedule not in SCHEDULES:
+            fail("schedule", f"one of {SCHEDULES}", self.schedule)
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            fail("learning_rate", "a positive number", self.learning_rate)
+        for arg in ("weight_decay", "warmup_epochs"):
+            if not getattr(self, arg) >= 0:
+                fail(arg, "a number >= 0", getattr(self, arg))
+        for arg in ("label_smoothing", "ema_momentum", "bn_momentum"):
+            value = getattr(self, arg)
+            if value is not None and not 0 <= value < 1:
+                fail(arg, "in [0, 1)", value)
+        if not self.aux_loss_weight >= 0:
+            fail("aux_loss_weight", "a number >= 0", self.aux_loss_weight)
+        if not 0 < self.val_fraction < 1:
+            fail("val_fraction", "in (0, 1)", self.val_fraction)
+        if self.min_crop_area is not None and not 0 < self.min_crop_area <= 1:
+            fail("min_crop_area", "in (0, 1]", self.min_crop_area)
+        if self.freeze_backbone and not self.init_weights:
+            raise ValueError(
+                "`freeze_backbone` needs `init_weights` (a .keras model or run directory to "
+                "take the backbone from): a frozen random backbone learns nothing."
+            )
+        if self.unfreeze_after is not None:
+            if not self.freeze_backbone:
+                raise ValueError("`unfreeze_after` only makes sense with `freeze_backbone`.")
+            if self.unfreeze_after >= self.epochs:
+                fail("unfreeze_after", f"less than epochs={self.epochs}", self.unfreeze_after)
+        if self.init_weights is not None and not os.path.exists(self.init_weights):
+            raise ValueError(f"`init_weights` not found: {self.init_weights!r}.")
+        separators = [sep for sep in ("/", os.sep, os.altsep) if sep]
+        # '..' or '.' would put the run in (or, with --overwrite, empty) a parent directory.
+        if not isinstance(self.run_name, (str, type(None))) or (
+            self.run_name is not None and (
+                self.run_name in ("", ".", "..") or any(s in self.run_name for s in separators))
+        ):
+            fail("run_name", "a directory name inside --output-dir (not '.' or '..', no '/')",
+                 self.run_name)
+        if not isinstance(self.output_dir, (str, os.PathLike)) or not os.fspath(self.output_dir):
+            fail("output_dir", "a directory path", self.output_dir)
+        existing = os.path.abspath(self.output_dir)
+        while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise ValueError(f"`output_dir` {os.fspath(self.output_dir)!r}: {existing} is a file, "
+                             "not a directory.")
+        spec_lib.resolve_widths(self.widths, self.width_multiplier)  # raises on bad widths
