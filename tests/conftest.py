@@ -9,6 +9,16 @@ from _digits import SIZE, digits_arrays, scale, write_run_dir  # noqa: E402
 from keras_googlenet import GoogLeNet  # noqa: E402
 from keras_googlenet.export import FORMATS, export_model  # noqa: E402
 
+# The fast tier (`-m "not slow"`) leaves these out: training the shared run and exporting it
+# to every format take minutes on a 2-core CPU, so every test that needs them is slow.
+SLOW_FIXTURES = ("trained_run", "exported")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in SLOW_FIXTURES):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(autouse=True)
 def _float32_policy():

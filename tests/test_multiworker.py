@@ -85,6 +85,7 @@ def two_worker_run(tmp_path_factory):
     return out / "mw", output, workers, tmpdir
 
 
+@pytest.mark.slow
 def test_two_workers_finish_in_sync_and_only_the_chief_writes(two_worker_run):
     run, output, workers, tmpdir = two_worker_run
     metrics = json.loads((run / "metrics.json").read_text())
@@ -98,11 +99,13 @@ def test_two_workers_finish_in_sync_and_only_the_chief_writes(two_worker_run):
     assert _our_temp_files(tmpdir) == []  # worker scratch and launcher logs removed
 
 
+@pytest.mark.slow
 def test_launcher_leaves_no_process_behind_after_success(two_worker_run):
     _, _, workers, _ = two_worker_run
     assert workers and not [pid for pid in workers if _alive(pid)]
 
 
+@pytest.mark.slow
 def test_loss_curve_matches_single_process_training_at_the_same_global_batch(
         two_worker_run, tmp_path):
     run, _, _, _ = two_worker_run
@@ -123,6 +126,7 @@ def test_loss_curve_matches_single_process_training_at_the_same_global_batch(
     np.testing.assert_allclose(multi["val_main_loss"], single["val_main_loss"], rtol=0.05)
 
 
+@pytest.mark.slow
 def test_killed_worker_then_restart_resumes_with_the_uninterrupted_step_count(tmp_path):
     args = [*SMALL, "--epochs", "3", "--workers", "2", "--output-dir", str(tmp_path),
             "--run-name", "ft"]

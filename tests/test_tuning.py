@@ -58,6 +58,7 @@ def _checkpoint(project, trial_id):
 # ------------------------------------------------------------------ the space
 
 
+@pytest.mark.slow
 def test_hypermodel_builds_every_configuration_with_profile_macs():
     hypermodel = tuning.GoogLeNetHyperModel(
         (65, 65, 3), 10, include_aux=True, width_multiplier=0.25,
@@ -151,6 +152,7 @@ def test_latency_budget_measures_the_tflite_model():
     assert cost.latency_ms is None and "max_macs" in cost.violations[0]
 
 
+@pytest.mark.slow
 def test_over_budget_candidates_are_rejected_without_training(tmp_path):
     config = TuneConfig(**{**TINY, "stage_multipliers": (0.25,)}, max_macs=1000, max_trials=2,
                         directory=str(tmp_path))
@@ -206,6 +208,7 @@ def resumed_search(tmp_path_factory):
             "checkpoint": checkpoint, "stamp": stamp, "config": config}
 
 
+@pytest.mark.slow
 def test_search_yields_real_scores(resumed_search):
     result = resumed_search["result"]
     completed = [r for r in result.records if r["status"] == "completed"]
@@ -223,6 +226,7 @@ def test_search_yields_real_scores(resumed_search):
     assert result.best["val_main_accuracy"] == max(r["val_main_accuracy"] for r in completed)
 
 
+@pytest.mark.slow
 def test_resume_does_not_retrain_finished_trials(resumed_search):
     before, after = resumed_search["before"], resumed_search["after"]
     new = after[len(before):]
@@ -238,6 +242,7 @@ def test_resume_does_not_retrain_finished_trials(resumed_search):
         run_search(changed)
 
 
+@pytest.mark.slow
 def test_results_table_pareto_plot_and_best_model(resumed_search):
     result, project = resumed_search["result"], resumed_search["project"]
     for name in ("results.csv", "results.md", "pareto.png"):
@@ -286,6 +291,7 @@ def _alive(pid):
     return True
 
 
+@pytest.mark.slow
 def test_distributed_search_runs_every_trial_exactly_once(tmp_path):
     max_trials = 3
     launcher = subprocess.Popen(
