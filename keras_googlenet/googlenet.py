@@ -259,13 +259,13 @@ def inception_block(x, widths, name, variant_spec):
     branch_3x3 = conv_block(branch_3x3, n3x3, 3, f"{name}_3x3", variant_spec)
 
     branch_5x5 = conv_block(x, n5x5_reduce, 1, f"{name}_5x5_reduce", variant_spec)
-    if variant_spec.fifth_branch == "3x3x2":
+    if variant_spec.five_by_five_branch == "two_3x3":
         # Two stacked 3x3 convs see 5x5 with fewer weights (Inception v2/v3).
         branch_5x5 = conv_block(branch_5x5, n5x5, 3, f"{name}_5x5_pre", variant_spec)
         branch_5x5 = conv_block(branch_5x5, n5x5, 3, f"{name}_5x5", variant_spec)
     else:
         # torchvision's "5x5" is 3x3 (vision#906); the branch keeps the paper's name.
-        kernel = 5 if variant_spec.fifth_branch == "5x5" else 3
+        kernel = 5 if variant_spec.five_by_five_branch == "5x5" else 3
         branch_5x5 = conv_block(branch_5x5, n5x5, kernel, f"{name}_5x5", variant_spec)
 
     branch_pool = layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_pool")(x)
@@ -276,7 +276,7 @@ def inception_block(x, widths, name, variant_spec):
 
 def aux_head(x, classes, classifier_activation, dropout, name, variant_spec):
     """Auxiliary classifier (paper Section 5): pool, 1x1 conv 128, FC 1024, dropout, FC."""
-    if variant_spec.aux_pool == "avg5s3":
+    if variant_spec.aux_pool == "avg_5x5_stride_3":
         x = layers.AveragePooling2D(5, strides=3, padding="valid", name=f"{name}_pool")(x)
     else:
         # torchvision: adaptive pooling to 4x4 (windows at 0, 3, 7, 10 on a 14x14 map).
@@ -398,7 +398,7 @@ def _resolve_input_shape(input_tensor, input_shape, include_top, include_aux, va
                 f"{spec_lib.min_input_size(True, variant_spec.name)} with them for "
                 f"variant={variant_spec.name!r}); received input_shape={input_shape!r}."
             )
-    if include_aux and variant_spec.aux_pool == "avg5s3" and None in input_shape[:2]:
+    if include_aux and variant_spec.has_fixed_size_aux_pool and None in input_shape[:2]:
         raise ValueError(
             f"The auxiliary heads of variant={variant_spec.name!r} flatten a pooled map "
             "whose size depends on the input, so `input_shape` needs a fixed height and "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 # Table 1 of Szegedy et al. 2014, the six width columns of each Inception block.
 WIDTH_COLUMNS = (
@@ -57,6 +58,34 @@ MIN_INPUT_SIZE = 32  # 5b is then 1x1
 DOWNSAMPLING_BEFORE_AUX = 4  # conv1, pool1, pool2, pool3 each halve the size
 
 
+# What the Inception block's "5x5" branch convolves with (Table 1's `#5x5` column).
+FIVE_BY_FIVE_BRANCHES = (
+    "5x5",  # the paper
+    "3x3",  # torchvision's kernel (vision#906); the branch keeps the paper's name
+    "two_3x3",  # two stacked 3x3 convs: the same 5x5 view with fewer weights (Inception v2)
+)
+# How the auxiliary heads pool `inception_4a`/`4d` before their 1x1 conv.
+AUX_POOLS = (
+    "avg_5x5_stride_3",  # the paper; the pooled size depends on the input size
+    "adaptive_4x4",  # torchvision; 4x4 whatever the input size
+)
+# The names before 0.2, accepted for one release.
+_OLD_VALUES = {
+    "five_by_five_branch": {"3x3x2": "two_3x3"},
+    "aux_pool": {"avg5s3": "avg_5x5_stride_3", "adaptive4": "adaptive_4x4"},
+}
+
+
+def _current_value(field, value, allowed):
+    new = _OLD_VALUES[field].get(value, value)
+    if new != value:
+        warnings.warn(f"VariantSpec {field}={value!r} is now {new!r}", DeprecationWarning,
+                      stacklevel=3)
+    if new not in allowed:
+        raise ValueError(f"`{field}` must be one of {allowed}; received {field}={value!r}.")
+    return new
+
+
 @dataclasses.dataclass(frozen=True)
 class VariantSpec:
     """The few block options in which the GoogLeNet variants differ."""
@@ -65,11 +94,43 @@ class VariantSpec:
     description: str
     batch_norm: bool  # conv without bias + BatchNormalization(eps 1e-3)
     lrn: bool  # LocalResponseNormalization after pool1 and after conv2
-    fifth_branch: str  # "5x5", "3x3" (torchvision issue #906) or "3x3x2" (two stacked 3x3)
+    five_by_five_branch: str  # one of FIVE_BY_FIVE_BRANCHES
     last_pool_size: int  # pool4 window: 3 in the paper, 2 in torchvision
-    aux_pool: str  # "avg5s3" (paper, needs a fixed input size) or "adaptive4" (torchvision)
+    aux_pool: str  # one of AUX_POOLS
     preprocessing: str  # mode of `preprocess_input`
     batch_norm_epsilon: float = 1e-3
+
+    # Written out (the dataclass keeps it) only to take the pre-0.2 names for one release.
+    def __init__(self, name, description, batch_norm, lrn, five_by_five_branch=None,
+                 last_pool_size=3, aux_pool=None, preprocessing="tf", batch_norm_epsilon=1e-3,
+                 *, fifth_branch=None):
+        if fifth_branch is not None:
+            warnings.warn("VariantSpec(fifth_branch=...) is now five_by_five_branch=...",
+                          DeprecationWarning, stacklevel=2)
+        fields = dict(
+            name=name, description=description, batch_norm=batch_norm, lrn=lrn,
+            five_by_five_branch=_current_value(
+                "five_by_five_branch", five_by_five_branch or fifth_branch or "5x5",
+                FIVE_BY_FIVE_BRANCHES),
+            last_pool_size=last_pool_size,
+            aux_pool=_current_value("aux_pool", aux_pool or "avg_5x5_stride_3", AUX_POOLS),
+            preprocessing=preprocessing, batch_norm_epsilon=batch_norm_epsilon,
+        )
+        for field, value in fields.items():
+            object.__setattr__(self, field, value)
+
+    @property
+    def fifth_branch(self):
+        """Deprecated: `five_by_five_branch` in the old spelling ("3x3x2" for "two_3x3")."""
+        warnings.warn("VariantSpec.fifth_branch is now VariantSpec.five_by_five_branch",
+                      DeprecationWarning, stacklevel=2)
+        old = {new: old for old, new in _OLD_VALUES["five_by_five_branch"].items()}
+        return old.get(self.five_by_five_branch, self.five_by_five_branch)
+
+    @property
+    def has_fixed_size_aux_pool(self):
+        """The aux heads flatten a map whose size follows the input (the paper's pool)."""
+        return self.aux_pool == "avg_5x5_stride_3"
 
 
 VARIANTS = {
@@ -78,9 +139,9 @@ VARIANTS = {
         description="The paper: conv + bias + ReLU, LRN in the stem, true 5x5 branch.",
         batch_norm=False,
         lrn=True,
-        fifth_branch="5x5",
+        five_by_five_branch="5x5",
         last_pool_size=3,
-        aux_pool="avg5s3",
+        aux_pool="avg_5x5_stride_3",
         preprocessing="tf",
     ),
     "v1_bn": VariantSpec(
@@ -88,9 +149,9 @@ VARIANTS = {
         description="The paper with BatchNormalization after every conv (no bias, no LRN).",
         batch_norm=True,
         lrn=False,
-        fifth_branch="5x5",
+        five_by_five_branch="5x5",
         last_pool_size=3,
-        aux_pool="avg5s3",
+        aux_pool="avg_5x5_stride_3",
         preprocessing="tf",
     ),
     "torchvision": VariantSpec(
@@ -101,9 +162,9 @@ VARIANTS = {
         ),
         batch_norm=True,
         lrn=False,
-        fifth_branch="3x3",
+        five_by_five_branch="3x3",
         last_pool_size=2,
-        aux_pool="adaptive4",
+        aux_pool="adaptive_4x4",
         preprocessing="tf",
     ),
     "factorized": VariantSpec(
@@ -111,9 +172,9 @@ VARIANTS = {
         description="BN, and the 5x5 branch factorized into two stacked 3x3 convs.",
         batch_norm=True,
         lrn=False,
-        fifth_branch="3x3x2",
+        five_by_five_branch="two_3x3",
         last_pool_size=3,
-        aux_pool="avg5s3",
+        aux_pool="avg_5x5_stride_3",
         preprocessing="tf",
     ),
 }
@@ -230,5 +291,5 @@ def min_input_size(include_aux, variant):
         return MIN_INPUT_SIZE
     spec = get_variant(variant)
     # The aux pooling needs a map at least as big as its window at inception_4a/4d.
-    needed = 5 if spec.aux_pool == "avg5s3" else AUX_POOLED_SIZE
+    needed = 5 if spec.has_fixed_size_aux_pool else AUX_POOLED_SIZE
     return max(MIN_INPUT_SIZE, (needed - 1) * 2**DOWNSAMPLING_BEFORE_AUX + 1)

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from keras_googlenet import spec
@@ -60,3 +62,27 @@ def test_minimum_input_sizes():
     assert spec.min_input_size(False, "v1") == 32
     assert spec.min_input_size(True, "v1") == 65  # 5x5 aux pool on a ceil(65/16)=5 map
     assert spec.min_input_size(True, "torchvision") == 49  # adaptive 4x4 pool
+
+
+def test_variant_options_have_self_explaining_names():
+    assert {v.five_by_five_branch for v in spec.VARIANTS.values()} == set(
+        spec.FIVE_BY_FIVE_BRANCHES)
+    assert {v.aux_pool for v in spec.VARIANTS.values()} == set(spec.AUX_POOLS)
+    assert spec.VARIANTS["factorized"].five_by_five_branch == "two_3x3"
+    assert spec.VARIANTS["torchvision"].aux_pool == "adaptive_4x4"
+    assert spec.VARIANTS["v1"].has_fixed_size_aux_pool
+    assert not spec.VARIANTS["torchvision"].has_fixed_size_aux_pool
+
+
+def test_the_old_variant_option_names_still_work_for_one_release():
+    with pytest.warns(DeprecationWarning, match="five_by_five_branch"):
+        assert spec.VARIANTS["factorized"].fifth_branch == "3x3x2"
+    with pytest.warns(DeprecationWarning):
+        old = spec.VariantSpec(name="old", description="", batch_norm=True, lrn=False,
+                               fifth_branch="3x3x2", last_pool_size=3, aux_pool="avg5s3",
+                               preprocessing="tf")
+    assert old == dataclasses.replace(spec.VARIANTS["factorized"], name="old", description="")
+    with pytest.warns(DeprecationWarning, match="'adaptive_4x4'"):
+        assert dataclasses.replace(old, aux_pool="adaptive4").aux_pool == "adaptive_4x4"
+    with pytest.raises(ValueError, match="aux_pool"):
+        dataclasses.replace(old, aux_pool="avg")
