@@ -46,6 +46,16 @@ def assets(tmp_path_factory):
     return root
 
 
+@pytest.fixture
+def no_variables(monkeypatch):
+    """Any variable created fails the test at once: a refusal must come before the model
+    is built (GoogLeNet(width_multiplier=100) used to eat all memory instead)."""
+    def refuse(layer, *args, **kwargs):
+        raise AssertionError(f"{layer.name} created a variable before the refusal")
+
+    monkeypatch.setattr(keras.layers.Layer, "add_weight", refuse)
+
+
 def _tree(root):
     """Every path under `root` with its size and mtime."""
     state = {}
@@ -184,8 +194,10 @@ ROWS = [
 
 @pytest.mark.parametrize("cli, argv, setup, status, words",
                          [row[1:] for row in ROWS], ids=[row[0] for row in ROWS])
-def test_bad_invocation(tmp_path, assets, capsys, cli, argv, setup, status, words):
+def test_bad_invocation(tmp_path, assets, capsys, request, cli, argv, setup, status, words):
     values = _setup(tmp_path, assets, setup)
+    if cli == "train" and "--init-weights" not in argv:  # refused before any model is built
+        request.getfixturevalue("no_variables")
     args = [a.format(**values) for a in argv.split()]
     before, assets_before = _tree(tmp_path), _tree(assets)
     try:
@@ -216,7 +228,7 @@ def test_bad_invocation(tmp_path, assets, capsys, cli, argv, setup, status, word
     (lambda: load_image(np.full((8, 8, 3), -0.5, "float32"), (8, 8)), ["preprocessed"]),
 ], ids=["include_top-string", "include_aux-string", "width_multiplier-100", "widths-huge",
         "load_predictor-None", "export_model-42", "float-0-1-image", "preprocessed-image"])
-def test_bad_api_arguments_raise_a_value_error_naming_them(make, words):
+def test_bad_api_arguments_raise_a_value_error_naming_them(no_variables, make, words):
     started = time.perf_counter()
     with pytest.raises(ValueError) as caught:
         make()
@@ -229,7 +241,10 @@ def test_run_name_dotdot_leaves_the_parent_and_its_files_alone(tmp_path, capsys)
     precious = tmp_path / "danger" / "precious"
     precious.mkdir(parents=True)
     (precious / "data.txt").write_text("keep me")
-    assert train_cli.main(["--output-dir", str(tmp_path / "danger" / "sub"), "--run-name", "..",
+    # A tiny run: code that accepts '..' trains in seconds and then fails the asserts.
+    assert train_cli.main(["--input-size", "33", "--no-aux", "--width-multiplier", "0.25",
+                           "--batch-size", "16", "--epochs", "1", "--steps-per-epoch", "1",
+                           "--output-dir", str(tmp_path / "danger" / "sub"), "--run-name", "..",
                            "--overwrite"]) == 2
     assert (precious / "data.txt").read_text() == "keep me"
     assert sorted(os.listdir(tmp_path / "danger")) == ["precious"]
@@ -243,18 +258,26 @@ def test_classify_refuses_float_images_in_0_1(assets):
     assert len(predictor.classify([pixels * 255.0])[0]) == 3  # as documented: 0-255 pixels
 
 
-def test_16_bit_images_are_scaled_not_clipped(tmp_path):
-    from keras_googlenet_training import data as data_lib
-
+def _gradients():
+    """A full-range 16-bit gradient and its 8-bit twin."""
     gradient = np.linspace(0, 65535, 48 * 64).reshape(48, 64).astype(np.uint16)
-    twin = np.round(gradient / 257.0).astype(np.uint8)
+    return gradient, np.round(gradient / 257.0).astype(np.uint8)
+
+
+def test_16_bit_images_are_scaled_not_clipped_for_predict(tmp_path):
+    gradient, twin = _gradients()
     Image.fromarray(gradient).save(tmp_path / "g16.png")
     Image.fromarray(twin).save(tmp_path / "g8.png")
-    # predict: PIL decodes; convert("RGB") used to turn 99.6 % of this white
+    # PIL decodes; convert("RGB") used to turn 99.6 % of this white
     np.testing.assert_allclose(load_image(tmp_path / "g16.png", (32, 32)),
                                load_image(tmp_path / "g8.png", (32, 32)), atol=1e-6)
-    # training: a 16-bit TIFF goes through PIL too
-    for label, name in enumerate(("a", "b")):
+
+
+def test_16_bit_images_are_scaled_not_clipped_in_training_data(tmp_path):
+    from keras_googlenet_training import data as data_lib
+
+    gradient, twin = _gradients()
+    for label, name in enumerate(("a", "b")):  # a 16-bit TIFF goes through PIL too
         folder = tmp_path / "data" / name
         folder.mkdir(parents=True)
         for i in range(3):
@@ -294,14 +317,48 @@ def test_plain_keras_loads_saved_models_without_the_package(tmp_path):
     assert "loaded 4" in result.stdout
 
 
-def _mount_tmpfs(path, size):
+def _mount_tmpfs(path, size, read_only=False):
     path.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a small file system needs root")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+    options = f"size={size}" + (",ro" if read_only else "")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
                             capture_output=True, text=True)
     if result.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+
+
+@pytest.fixture(scope="module")
+def read_only_dir(tmp_path_factory):
+    """A real read-only file system: as root, chmod would not stop the writes."""
+    path = tmp_path_factory.mktemp("ro") / "mnt"
+    _mount_tmpfs(path, "1m", read_only=True)
+    yield path
+    subprocess.run(["umount", str(path)], check=False)
+
+
+@pytest.mark.parametrize("cli, argv, named", [
+    ("export", "{model} --out {ro} --formats onnx", "{ro}"),
+    ("export", "{model} --out {ro}/exports --formats onnx", "{ro}/exports"),
+    ("train", "--output-dir {ro} --run-name r", "{ro}"),
+    ("train", "--output-dir {ro}/runs", "{ro}/runs"),
+], ids=["export-out-read-only", "export-out-under-read-only", "train-output-dir-read-only",
+        "train-output-dir-under-read-only"])
+def test_read_only_destination_is_one_clear_line(read_only_dir, assets, capsys, request, cli,
+                                                 argv, named):
+    """Used to be exit 1: a per-format OSError for export, a message after the data was
+    loaded and the model built for train."""
+    values = {"ro": str(read_only_dir), "model": str(assets / "run" / "model.keras")}
+    if cli == "train":  # refused before any data or model
+        request.getfixturevalue("no_variables")
+    assets_before = _tree(assets)
+    code = CLIS[cli]([a.format(**values) for a in argv.split()])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and "read-only file system" in err, err
+    lines = [line for line in err.splitlines() if "error" in line]
+    assert len(lines) == 1 and named.format(**values) in lines[0], err
+    assert os.listdir(read_only_dir) == [] and _tree(assets) == assets_before
 
 
 @pytest.mark.slow

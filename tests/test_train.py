@@ -6,6 +6,7 @@ fresh TensorFlow (logical CPU devices, SIGKILL) runs `googlenet-train` in a subp
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -212,14 +213,15 @@ def test_a_diverged_run_never_finishes_and_restarts_with_new_settings(tmp_path, 
     for attempt in range(3):
         assert main([*args, "--learning-rate", "1e30"]) == 3, attempt
         err = capsys.readouterr().err
-        assert "--precision float32" not in err  # already set: not advised
-        assert "--learning-rate" in err and "Traceback" not in err
+        # what is on disk first: the data loss this guards against
         assert not (run / "metrics.json").exists() and not (run / "model.keras").exists()
         for dirpath, _, names in os.walk(run):
             for name in names:
                 if name.endswith(".weights.h5"):  # backups and checkpoints: all finite
                     probe.load_weights(os.path.join(dirpath, name))
-                    assert not nonfinite_variables(probe), name
+                    assert not nonfinite_variables(probe), (attempt, name)
+        assert "--precision float32" not in err  # already set: not advised
+        assert "--learning-rate" in err and "Traceback" not in err
     # the advice is doable: a lower learning rate under the same name starts over
     assert main([*args, "--learning-rate", "1e-3"]) == 0
     assert "starting over" in capsys.readouterr().out
@@ -378,3 +380,46 @@ def test_folder_dataset_training_emits_no_spurious_keras_warnings(tmp_path):
     assert result.metrics["epochs_completed"] == 2
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if "ran out of data" in m], messages
+
+
+@pytest.mark.slow
+def test_ctrl_c_prints_one_line_exits_130_and_the_same_command_resumes(tmp_path):
+    """#14: SIGINT (Ctrl-C) mid-epoch used to print a 58-line KeyboardInterrupt traceback."""
+    steps = 6
+    args = ["--input-size", "33", "--no-aux", "--width-multiplier", "0.25", "--batch-size",
+            "16", "--epochs", "3", "--steps-per-epoch", str(steps), "--no-ema",
+            "--output-dir", str(tmp_path), "--run-name", "ctrl-c"]
+    run = tmp_path / "ctrl-c"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keras_googlenet_training.cli.train", *args], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    pointer = run / "backup" / "phase0" / "latest.json"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:  # epoch 1 backed up: interrupt epoch 2
+            if pointer.exists() and json.loads(pointer.read_text()).get("epoch", 0) >= 1:
+                break
+            assert process.poll() is None, "training ended before it could be interrupted"
+            time.sleep(0.05)
+        else:
+            pytest.fail("no backup of epoch 1 appeared")
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if "interrupted" in line]
+    assert len(lines) == 1, err[-3000:]
+    assert re.fullmatch(r"interrupted after epoch [12] of 3; run the same command to resume\.",
+                        lines[0]), lines
+    assert not (run / "metrics.json").exists()
+
+    result = _cli(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(resuming)" in result.stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_completed"] == 3 and metrics["total_steps"] == 3 * steps
+    assert run_dir_lib.read_history(run / "history.csv")["epoch"] == [0, 1, 2]

@@ -27,6 +27,18 @@ class DiskFullError(OSError):
     """No space left for a run-directory write; the previous file of that name is kept."""
 
 
+def unwritable(directory):
+    """Why nothing can be created in the existing `directory` ('read-only file system',
+    'permission denied'), or None. access(2) answers EROFS even for root."""
+    if os.access(directory, os.W_OK | os.X_OK):
+        return None
+    try:
+        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    return "read-only file system" if read_only else "permission denied"
+
+
 def is_disk_full(error):
     # h5py raises RuntimeError with errno 28 only in its message.
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:

@@ -7,6 +7,7 @@ import os
 import re
 
 from keras_googlenet import spec as spec_lib
+from keras_googlenet_training import run_dir as run_dir_lib
 from keras_googlenet_training.data import dataset_defaults
 from keras_googlenet_training.precision import PRECISIONS
 
@@ -161,4 +162,8 @@ class TrainConfig:
         if not os.path.isdir(existing):
             raise ValueError(f"`output_dir` {os.fspath(self.output_dir)!r}: {existing} is a file, "
                              "not a directory.")
+        problem = run_dir_lib.unwritable(existing)
+        if problem:  # before loading any data, not after the first epoch
+            raise ValueError(f"`output_dir` {os.fspath(self.output_dir)!r}: cannot write "
+                             f"{existing}: {problem}; pick another --output-dir.")
         spec_lib.resolve_widths(self.widths, self.width_multiplier)  # raises on bad widths
