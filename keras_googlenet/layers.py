@@ -1,9 +1,17 @@
-"""Layers Keras does not ship. Registered so `keras.models.load_model` needs no `custom_objects`."""
+"""Layers Keras does not ship. Registered so `keras.models.load_model` needs no `custom_objects`.
+
+Both run on every Keras 3 backend: on TensorFlow through its fused kernels, elsewhere
+through `keras.ops` with the same math. TensorFlow is imported only on its backend.
+"""
 
 import contextlib
 
 import keras
-import tensorflow as tf
+from keras import ops
+
+
+def _on_tensorflow():
+    return keras.backend.backend() == "tensorflow"
 
 
 @keras.saving.register_keras_serializable(package="keras_googlenet")
@@ -13,6 +21,8 @@ class LocalResponseNormalization(keras.layers.Layer):
     `b = a / (bias + alpha / size * sum(a^2 over `size` neighbouring channels)) ** beta`.
     Caffe divides `alpha` by the window size; `tf.nn.local_response_normalization`
     does not, so the division happens here. TFLite and ONNX both have a native LRN op.
+    On other backends the same formula is computed with `keras.ops`: the squares summed
+    over the zero-padded window of `size // 2` channels on either side (TF's `depth_radius`).
     """
 
     def __init__(self, size=5, alpha=1e-4, beta=0.75, bias=1.0, **kwargs):
@@ -26,15 +36,26 @@ class LocalResponseNormalization(keras.layers.Layer):
 
     def call(self, inputs):
         # TF's CPU LRN kernel has no bfloat16 version: compute in float32 under mixed precision.
-        x = tf.cast(inputs, "float32")
-        y = tf.nn.local_response_normalization(
-            x,
-            depth_radius=self.size // 2,
-            bias=self.bias,
-            alpha=self.alpha / self.size,
+        x = ops.cast(inputs, "float32")
+        y = self._tf_lrn(x) if _on_tensorflow() else self._ops_lrn(x)
+        return ops.cast(y, inputs.dtype)
+
+    def _tf_lrn(self, x):
+        import tensorflow as tf
+
+        return tf.nn.local_response_normalization(
+            x, depth_radius=self.size // 2, bias=self.bias, alpha=self.alpha / self.size,
             beta=self.beta,
         )
-        return tf.cast(y, inputs.dtype)
+
+    def _ops_lrn(self, x):
+        """TF's formula in `keras.ops`: squares summed over channels c - size//2 .. c +
+        size//2, zeros beyond the edges."""
+        radius = self.size // 2
+        channels = x.shape[-1]
+        squares = ops.pad(x * x, [[0, 0]] * (len(x.shape) - 1) + [[radius, radius]])
+        window_sum = sum(squares[..., i:i + channels] for i in range(self.size))
+        return x / ops.power(self.bias + self.alpha / self.size * window_sum, self.beta)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -57,24 +78,29 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     Same variables, same math and the same moving-statistics update as the Keras layer
     (biased batch variance, like Keras 3; TF's kernel returns the unbiased one, which is
-    rescaled). Inference mode, masks, renorm and synchronized BN use the Keras code path.
+    rescaled). Inference mode, masks, renorm, synchronized BN and every other backend use
+    the Keras code path.
     """
 
     def _fusable(self, inputs, training, mask):
         return (
-            training
+            _on_tensorflow()
+            and training
             and self.trainable
             and mask is None
             and not self.renorm
             and not self.synchronized
             and len(inputs.shape) == 4
             and self.axis in (-1, 3)
-            and inputs.dtype != tf.float64  # the fused kernel has no float64 version
+            # the fused kernel has no float64 version
+            and keras.backend.standardize_dtype(inputs.dtype) != "float64"
         )
 
     def call(self, inputs, training=None, mask=None):
         if not self._fusable(inputs, training, mask):
             return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
         channels = inputs.shape[-1]
         gamma = self.gamma if self.scale else tf.ones([channels], "float32")
         beta = self.beta if self.center else tf.zeros([channels], "float32")

@@ -39,3 +39,12 @@ def test_lrn_matches_caffe_formula():
     np.testing.assert_allclose(y, expected, rtol=1e-5)
     with pytest.raises(ValueError, match="`size` must be a positive odd int"):
         LocalResponseNormalization(size=4)
+
+
+@pytest.mark.parametrize("size,alpha,beta,bias", [(5, 1e-4, 0.75, 1.0), (3, 0.5, 0.5, 2.0)])
+def test_lrn_off_tensorflow_computes_tensorflows_formula(size, alpha, beta, bias):
+    """Other backends take the `keras.ops` path (tests/test_backends.py runs it on JAX)."""
+    layer = LocalResponseNormalization(size=size, alpha=alpha, beta=beta, bias=bias)
+    x = np.random.default_rng(1).normal(size=(2, 4, 4, 9)).astype("float32") * 10
+    np.testing.assert_allclose(np.asarray(layer._ops_lrn(x)), np.asarray(layer._tf_lrn(x)),
+                               rtol=1e-5, atol=1e-6)
