@@ -8,9 +8,11 @@ import errno
 import json
 import os
 import shutil
-import tempfile
 
 import numpy as np
+
+from keras_googlenet.export.publish import atomic_path as _atomic_publish
+from keras_googlenet.export.publish import is_disk_full, unwritable  # noqa: F401 (re-exported)
 
 FINISHED_MARKER = "metrics.json"  # written last: its presence means the run finished
 DIVERGED_MARKER = "diverged.json"  # the last attempt stopped on NaN/inf: may restart anew
@@ -25,25 +27,6 @@ class RunExistsError(ValueError):
 
 class DiskFullError(OSError):
     """No space left for a run-directory write; the previous file of that name is kept."""
-
-
-def unwritable(directory):
-    """Why nothing can be created in the existing `directory` ('read-only file system',
-    'permission denied'), or None. access(2) answers EROFS even for root."""
-    if os.access(directory, os.W_OK | os.X_OK):
-        return None
-    try:
-        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
-    except OSError:
-        read_only = False
-    return "read-only file system" if read_only else "permission denied"
-
-
-def is_disk_full(error):
-    # h5py raises RuntimeError with errno 28 only in its message.
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        return True
-    return "No space left on device" in str(error) or "errno = 28" in str(error)
 
 
 def _disk_full(path, directory):
@@ -71,25 +54,18 @@ def _model_bytes(model):
 
 @contextlib.contextmanager
 def atomic_path(path, suffix=""):
-    """Yield a temporary path beside `path`; move it into place only if the block succeeds.
+    """Yield a temporary path beside `path`; move it into place only if the block succeeds
+    (the export's atomic publishing), a full disk raised as `DiskFullError`.
 
     `suffix` keeps extensions that writers insist on (Keras wants `.keras`, `.weights.h5`).
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
-    os.close(fd)
-    os.remove(tmp)  # writers such as h5py refuse some existing files
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with _atomic_publish(path, suffix=suffix) as tmp:
+            yield tmp
     except Exception as error:
         if is_disk_full(error):
-            raise _disk_full(path, directory) from None
+            raise _disk_full(path, os.path.dirname(os.path.abspath(path))) from None
         raise
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_text(path, text):

@@ -72,7 +72,7 @@ def atomic_path(path, suffix=""):
     `.keras` and `.weights.h5`)."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix,
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.path.basename(path)}.", suffix=suffix,
                                dir=directory)
     os.close(fd)
     os.remove(tmp)  # writers such as h5py refuse some existing files
@@ -83,11 +83,28 @@ def atomic_path(path, suffix=""):
         remove_path(tmp)
 
 
+def current_umask(status="/proc/self/status"):
+    """The process umask, read without changing it (Linux reports it in `status`).
+
+    Elsewhere the only way is to set it and set it back, which a thread creating a file in
+    between would see: that fallback is left for systems without `/proc`.
+    """
+    try:
+        with open(status, encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except OSError:  # no /proc (macOS, Windows)
+        lines = []
+    for line in lines:
+        if line.startswith("Umask:"):  # Linux 4.7 and later
+            return int(line.split()[1], 8)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 def _default_mode(path, directory=False):
     """mkstemp/mkdtemp create 0600/0700; give published artefacts the usual umask mode."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, (0o777 if directory else 0o666) & ~umask)
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
 
 
 def write_json_atomic(obj, path):
