@@ -6,6 +6,7 @@ lines are its own.
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import sys
 import tempfile
@@ -75,6 +76,36 @@ def quiet_start(environ=None):
 
 
 quiet_start()
+
+
+# What each extra of pyproject.toml brings that a CLI imports, by module name.
+EXTRA_MODULES = {
+    "train": ("sklearn", "tensorflow_datasets", "matplotlib", "PIL"),
+    "export": ("tf2onnx", "onnx", "onnxruntime", "ai_edge_litert", "PIL"),
+    "tune": ("keras_tuner", "grpc", "tensorboard"),
+}
+
+
+def _importable(module):
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent that fails to import; a spec-less module
+        return False
+
+
+def require_extras(prog, *extras):
+    """Exit 2 with one line naming the extra to install when a CLI's dependency is missing.
+
+    The core install (`pip install keras-googlenet`) is the model library alone; each CLI
+    checks its extras first, so a missing one is a sentence, not an ImportError deep inside.
+    """
+    for extra in extras:
+        missing = [m for m in EXTRA_MODULES[extra] if not _importable(m)]
+        if missing:
+            print(f"{prog}: error: needs the '{extra}' extra: pip install "
+                  f"'keras-googlenet[{extra}]' (missing: {', '.join(missing)})",
+                  file=sys.stderr)
+            raise SystemExit(2)
 
 
 class DefaultsFormatter(argparse.HelpFormatter):

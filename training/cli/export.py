@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from keras_googlenet_training.cli import DefaultsFormatter
+from keras_googlenet_training.cli import DefaultsFormatter, require_extras
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 KERAS_HUB_FORMAT = "keras-hub"  # a preset directory, by keras_googlenet.hub (optional extra)
@@ -122,6 +122,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if KERAS_HUB_FORMAT in (args.formats or "").split(","):
         return _keras_hub_preset(args)
+    require_extras("googlenet-export", "export")
     from keras_googlenet.export import (
         check_destination,
         export_model,

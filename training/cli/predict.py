@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from keras_googlenet_training.cli import DefaultsFormatter
+from keras_googlenet_training.cli import DefaultsFormatter, require_extras
 
 EXIT_OK, EXIT_SOME_IMAGES_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -61,6 +61,7 @@ def predict_files(predictor, paths, top_k=5, batch_size=32):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    require_extras("googlenet-predict", "export")  # reads every artefact the export writes
     if args.top_k < 1:
         print(f"googlenet-predict: error: --top-k must be >= 1; received {args.top_k}",
               file=sys.stderr)

@@ -8,7 +8,7 @@ import logging
 import sys
 
 from keras_googlenet.spec import VARIANTS
-from keras_googlenet_training.cli import DefaultsFormatter, drop_options
+from keras_googlenet_training.cli import DefaultsFormatter, drop_options, require_extras
 from keras_googlenet_training.precision import PRECISIONS
 
 EXIT_BAD_ARGUMENTS = 2
@@ -108,6 +108,7 @@ def build_parser():
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    require_extras("googlenet-train", "train")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("tensorflow").setLevel(logging.WARNING)  # per-step collective chatter
     if args.workers is not None:
