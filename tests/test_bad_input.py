@@ -290,6 +290,7 @@ def test_16_bit_images_are_scaled_not_clipped_in_training_data(tmp_path):
         np.testing.assert_array_equal(pixels.numpy()[..., 0], expected)
 
 
+@pytest.mark.slow
 def test_plain_keras_loads_saved_models_without_the_package(tmp_path):
     """`inference.keras` / `model.keras` of every BatchNorm variant load in a process that
     never imports keras_googlenet (the paper v1's LRN still needs it: docs say so)."""

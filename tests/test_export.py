@@ -147,6 +147,7 @@ def test_failed_reexport_keeps_the_good_artefact(exported, trained_run):
     assert not [name for name in os.listdir(out) if name.startswith(".")]
 
 
+@pytest.mark.slow
 def test_mixed_precision_training_model_with_aux_heads_exports(tmp_path):
     keras.config.set_dtype_policy("mixed_bfloat16")
     model = GoogLeNet(variant="torchvision", include_aux=True, input_shape=(65, 65, 3),
@@ -208,6 +209,7 @@ def test_variant_and_widths_are_inferred_from_layers(variant, expected):
     assert widths == {k: list(v) for k, v in expected_widths.items()}
 
 
+@pytest.mark.slow
 def test_int8_io_uint8_logits_model_without_validation_images(tmp_path, digits):
     (x_train, _), (x_val, _) = digits
     model = GoogLeNet(variant="v1_bn", input_shape=(SIZE, SIZE, 3), classes=10,
@@ -269,6 +271,7 @@ def test_missing_source(tmp_path):
 # ----------------------------------------------------------------------------- CLI
 
 
+@pytest.mark.slow
 def test_cli_exports_a_keras_file(tmp_path, capsys):
     from keras_googlenet_training.cli.export import main
 

@@ -194,6 +194,7 @@ def test_classifier_rejects_bad_arguments():
 # --------------------------------------------------------------------------- presets
 
 
+@pytest.mark.slow
 def test_export_cli_writes_a_complete_preset(preset, run_dir, source_model):
     assert sorted(os.listdir(preset)) == sorted(PRESET_FILES)
     metadata = check_preset(preset)
@@ -217,6 +218,7 @@ def test_export_cli_writes_a_complete_preset(preset, run_dir, source_model):
     }
 
 
+@pytest.mark.slow
 def test_from_preset_predicts_like_googlenet(preset, source_model):
     classifier = keras_hub.models.ImageClassifier.from_preset(str(preset))
     assert type(classifier) is GoogLeNetImageClassifier
@@ -247,9 +249,10 @@ def _digits(classes, count):
     return x[:count].round().astype("uint8"), digits.target[keep][:count].astype("int32")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "freeze_backbone",
-    [True, pytest.param(False, marks=pytest.mark.slow)],  # tracing the full backward: ~20 s
+    [True, False],  # both slow: the preset fixture, and tracing the full backward (~20 s)
     ids=["frozen", "trainable"],
 )
 def test_fine_tuning_through_the_task_api(preset, freeze_backbone):
@@ -307,6 +310,7 @@ def test_torchvision_preset_gives_torchvision_logits(tmp_path):
 # --------------------------------------------------------------------------- bad input
 
 
+@pytest.mark.slow
 def test_missing_files_are_named(preset, tmp_path):
     broken = _copy(preset, tmp_path)
     (broken / "task.weights.h5").unlink()
@@ -334,6 +338,7 @@ def resnet_preset(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_another_architectures_files_are_named(preset, resnet_preset, tmp_path):
     with pytest.raises(ValueError, match="`ResNetBackbone` which is not a subclass of calling "
                                          "class `GoogLeNetBackbone`"):
@@ -362,6 +367,7 @@ def test_another_architectures_files_are_named(preset, resnet_preset, tmp_path):
         check_preset(mixed)
 
 
+@pytest.mark.slow
 def test_upload_preset_checks_the_files_before_any_network_call(preset, tmp_path,
                                                                 monkeypatch):
     from keras_hub.src.utils import preset_utils

@@ -18,6 +18,7 @@ def _data(n=8, size=65, classes=3, seed=0):
     return rng.random((n, size, size, 3)).astype("float32"), rng.integers(0, classes, n)
 
 
+@pytest.mark.slow
 def test_aux_model_reports_per_head_metrics_with_main_prefix():
     model = GoogLeNet(variant="v1_bn", include_aux=True, input_shape=(65, 65, 3), classes=3,
                       width_multiplier=0.25)
@@ -43,6 +44,7 @@ def test_total_loss_is_the_weighted_sum_of_head_losses(weights):
     assert logs["aux1_loss"] != pytest.approx(logs["main_loss"])  # heads really differ
 
 
+@pytest.mark.slow
 def test_single_output_model_also_reports_main_accuracy():
     model = GoogLeNet(input_shape=(64, 64, 3), classes=3, width_multiplier=0.25)
     compile_googlenet(model)

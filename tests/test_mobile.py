@@ -177,6 +177,7 @@ def test_int8_defaults_to_uint8_pixels_in_and_out(exported, digits):
     assert card["int8_io"] == "uint8" and card["preprocessing"]["in_model"]
 
 
+@pytest.mark.slow
 def test_int8_io_int8_stays_selectable(tmp_path, digits):
     (x_train, _), _ = digits
     model = GoogLeNet(variant="v1_bn", input_shape=(SIZE, SIZE, 3), classes=10,
@@ -202,6 +203,7 @@ def test_gpu_delegate_report_names_lrn_and_warns(exported):
     assert "gpu_delegate" not in report["onnx"].card
 
 
+@pytest.mark.slow
 def test_gpu_delegate_report_passes_the_batch_norm_variants(tmp_path):
     model = GoogLeNet(variant="torchvision", input_shape=(SIZE, SIZE, 3), classes=4,
                       width_multiplier=0.25)
@@ -262,6 +264,7 @@ def test_preprocess_in_model_matches_preprocess_input(mode, tmp_path):
     np.testing.assert_allclose(model(x), preprocess_input(x.copy(), mode=mode), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_every_format_of_a_model_with_preprocessing_inside(tmp_path, digits):
     (x_train, _), (x_val, y_val) = digits
     model = GoogLeNet(variant="torchvision", input_shape=(SIZE, SIZE, 3), classes=10,
@@ -324,6 +327,7 @@ def test_labels_that_do_not_match_the_classes_fail_before_conversion(tmp_path, c
     assert not (tmp_path / "cli").exists()
 
 
+@pytest.mark.slow
 def test_metadata_that_cannot_be_written_fails_that_format_only(tmp_path, monkeypatch, capsys):
     from keras_googlenet.export import core as export_core
 

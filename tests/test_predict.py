@@ -68,6 +68,7 @@ def run_json(capsys, argv):
     return code, json.loads(captured.out) if captured.out.strip() else None, captured.err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["keras", "savedmodel", "tflite-fp32", "onnx"])
 def test_predict_each_float_format_matches_keras(run, capsys, fmt):
     model, paths, files, _ = run
@@ -83,6 +84,7 @@ def test_predict_each_float_format_matches_keras(run, capsys, fmt):
                                    atol=1e-4)
 
 
+@pytest.mark.slow
 def test_predict_int8(run, capsys):
     model, paths, files, _ = run
     code, out, err = run_json(capsys, [*files, "--model", paths["tflite-int8"], "--json",
@@ -101,6 +103,7 @@ def test_predict_int8(run, capsys):
         assert np.max(np.abs(by_index - row)) < 0.25
 
 
+@pytest.mark.slow
 def test_text_output(run, capsys):
     model, paths, files, _ = run
     assert main([files[0], "--model", paths["onnx"], "--top-k", "2"]) == 0
@@ -111,6 +114,7 @@ def test_text_output(run, capsys):
     assert lines[2].split()[:2] == ["2.", LABELS[top[0][1]]]
 
 
+@pytest.mark.slow
 def test_unreadable_images_are_reported_and_the_rest_predicted(run, capsys):
     _, paths, files, images = run
     broken, missing = str(images / "broken.png"), str(images / "missing.png")
@@ -124,6 +128,7 @@ def test_unreadable_images_are_reported_and_the_rest_predicted(run, capsys):
     assert broken in err and missing in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make_model,match", [
     (lambda d: str(d / "nope.tflite"), "model not found"),
     (lambda d: str(d / "broken.png"), "cannot tell the format"),
@@ -135,12 +140,14 @@ def test_bad_model_paths_exit_2(run, capsys, make_model, match):
     assert match in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bad_top_k_exits_2(run, capsys):
     _, paths, files, _ = run
     assert main([files[0], "--model", paths["onnx"], "--top-k", "0"]) == 2
     assert "--top-k" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_runtime_reads_cards_and_detects_formats(run):
     _, paths, _, _ = run
     assert detect_format(paths["savedmodel"]) == "savedmodel"

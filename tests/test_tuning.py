@@ -132,6 +132,7 @@ def test_moved_tuner_names_say_where_they_went():
 # ------------------------------------------------------------------ the budget
 
 
+@pytest.mark.slow
 def test_latency_budget_measures_the_tflite_model():
     hypermodel = tuning.GoogLeNetHyperModel(
         (32, 32, 3), 10, include_aux=False, width_multiplier=0.25, stage_multipliers=(0.25,),
