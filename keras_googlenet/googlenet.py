@@ -7,7 +7,6 @@ Reference:
 from __future__ import annotations
 
 import os
-import warnings
 
 import keras
 import numpy as np
@@ -18,6 +17,7 @@ from keras_googlenet.layers import (
     FusedBatchNormalization,
     LocalResponseNormalization,
     load_weights,
+    load_weights_or_explain,
 )
 from keras_googlenet.preprocessing import preprocess_in_model
 
@@ -180,21 +180,12 @@ def GoogLeNet(
             width_multiplier=width_multiplier,
         )
     elif weights is not None:
-        try:
-            # Keras warns about the mismatch before it raises; our error says it better.
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                load_weights(model, weights)
-        except Exception as error:  # a mismatch deep in h5 loading: say what to check
-            raise ValueError(
-                f"Could not load `weights={weights!r}` into this GoogLeNet "
-                f"(variant={variant!r}, include_top={include_top}, include_aux={include_aux}, "
-                f"classes={classes}, input channels={input_shape[-1]}): the file must be "
-                f"saved from a model built with the same arguments. Cause: {error}"
-            ) from error
-        for warning in caught:  # a load that worked keeps its warnings
-            warnings.warn_explicit(warning.message, warning.category, warning.filename,
-                                   warning.lineno)
+        load_weights_or_explain(
+            lambda: load_weights(model, weights),
+            f"Could not load `weights={weights!r}` into this GoogLeNet "
+            f"(variant={variant!r}, include_top={include_top}, include_aux={include_aux}, "
+            f"classes={classes}, input channels={input_shape[-1]}): the file must be "
+            "saved from a model built with the same arguments.")
     return model
 
 

@@ -163,6 +163,25 @@ def legacy_weight_names(model):
             layer.__class__ = FusedBatchNormalization
 
 
+def load_weights_or_explain(load, mismatch):
+    """Run `load()` (a weights load); on failure raise `ValueError(mismatch + cause)`.
+
+    Keras warns about skipped layers before it raises, which would bury our error under
+    its own: the warnings are replayed only when the load worked.
+    """
+    import warnings
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            load()
+    except Exception as error:  # a shape or structure mismatch deep in h5 loading
+        raise ValueError(f"{mismatch} Cause: {error}") from error
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                               warning.lineno)
+
+
 def load_weights(model, path):
     """`model.load_weights(path)`, also for files written before the rename above."""
     import h5py

@@ -8,18 +8,11 @@ import sys
 import time
 
 import pytest
+from _processes import alive as _alive
 
 from keras_googlenet_training import launcher
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_a_reserved_port_cannot_be_taken_until_released():

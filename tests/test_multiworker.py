@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from _processes import alive as _alive
 
 from keras_googlenet_training import run_dir as run_dir_lib
 from keras_googlenet_training.multiworker import ClusterInfo, cluster_from_tf_config
@@ -41,14 +42,6 @@ def _descendants(pid):
             found.append(child)
             stack.append(child)
     return found
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _launch(*args, tmpdir=None):

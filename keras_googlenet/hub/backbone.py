@@ -10,6 +10,7 @@ from keras_hub.models import FeaturePyramidBackbone
 
 from keras_googlenet import spec as spec_lib
 from keras_googlenet.googlenet import GoogLeNet
+from keras_googlenet.layers import load_weights_or_explain
 
 # Pyramid level -> the layer whose output is the last feature map at stride 2**level.
 PYRAMID_LAYERS = {
@@ -127,20 +128,10 @@ class GoogLeNetBackbone(FeaturePyramidBackbone):
 
     def load_weights(self, filepath, *args, **kwargs):
         """`keras.Model.load_weights`, with an error naming the architecture on a mismatch."""
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                # Keras warns about skipped layers before it raises; the error says it better.
-                warnings.simplefilter("always")
-                super().load_weights(filepath, *args, **kwargs)
-        except Exception as error:  # a shape or structure mismatch deep in h5 loading
-            raise ValueError(
-                f"{filepath} does not hold the weights of this {type(self).__name__} "
-                f"({self.describe()}): it was saved from another architecture, variant or "
-                f"width. Cause: {error}"
-            ) from error
-        for warning in caught:  # a load that worked keeps its warnings
-            warnings.warn_explicit(warning.message, warning.category, warning.filename,
-                                   warning.lineno)
+        load_weights_or_explain(
+            lambda: super(GoogLeNetBackbone, self).load_weights(filepath, *args, **kwargs),
+            f"{filepath} does not hold the weights of this {type(self).__name__} "
+            f"({self.describe()}): it was saved from another architecture, variant or width.")
 
     def describe(self):
         """`variant=..., width_multiplier=..., widths=...` as text, for messages."""
