@@ -113,10 +113,12 @@ def test_loss_curve_matches_single_process_training_at_the_same_global_batch(
     multi = run_dir_lib.read_history(run / "history.csv")
     # One process, one replica of 16 against two workers of 8: same global batch, same
     # seeded data order and augmentation. Dropout masks and BatchNorm's batches (16 vs 2x8)
-    # differ. Stated tolerance: 5 % (2 replicas in one process gave the same figures within
-    # 2 %, at 4x the test time: MirroredStrategy traces each replica).
-    np.testing.assert_allclose(multi["loss"], single["loss"], rtol=0.05)
-    np.testing.assert_allclose(multi["val_main_loss"], single["val_main_loss"], rtol=0.05)
+    # differ. Stated tolerance: 8 %. Measured: within 2 % on an Intel Xeon (AMX); on an AMD
+    # EPYC the first epoch's loss differs by 5.5 % (4.10 vs 4.33, the code before #13 too)
+    # and the second by 1.5 %. A replica-scaling bug would be off by 2x. (2 replicas in one
+    # process gave the same figures at 4x the test time: MirroredStrategy traces each.)
+    np.testing.assert_allclose(multi["loss"], single["loss"], rtol=0.08)
+    np.testing.assert_allclose(multi["val_main_loss"], single["val_main_loss"], rtol=0.08)
 
 
 @pytest.mark.slow
