@@ -326,16 +326,26 @@ def _validate_arguments(
                 "With `weights`, `classifier_activation` must be None or 'softmax'; "
                 f"received classifier_activation={classifier_activation!r}."
             )
-        try:
-            keras.activations.get(classifier_activation)
-        except (ValueError, TypeError) as error:
-            raise ValueError(
-                "`classifier_activation` must be None, 'softmax' or another Keras "
-                f"activation; received classifier_activation={classifier_activation!r}."
-            ) from error
+        check_activation("classifier_activation", classifier_activation)
     for arg, rate in (("dropout", dropout), ("aux_dropout", aux_dropout)):
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-            raise ValueError(f"`{arg}` must be a rate in [0, 1); received {arg}={rate!r}.")
+        check_rate(arg, rate)
+
+
+def check_activation(arg, activation):
+    """`ValueError` naming `arg` unless `activation` is None or a Keras activation."""
+    try:
+        keras.activations.get(activation)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"`{arg}` must be None, 'softmax' or another Keras activation; received "
+            f"{arg}={activation!r}."
+        ) from error
+
+
+def check_rate(arg, rate):
+    """`ValueError` naming `arg` unless `rate` is a number in [0, 1)."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+        raise ValueError(f"`{arg}` must be a rate in [0, 1); received {arg}={rate!r}.")
 
 
 def _resolve_input_shape(input_tensor, input_shape, include_top, include_aux, variant_spec):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras_hub.models import ImageClassifier, Task
 
+from keras_googlenet.googlenet import check_activation, check_rate
 from keras_googlenet.hub.backbone import GoogLeNetBackbone
 from keras_googlenet.hub.preprocessor import GoogLeNetImageClassifierPreprocessor
 
@@ -65,16 +66,8 @@ class GoogLeNetImageClassifier(ImageClassifier):
             )
         if pooling not in ("avg", "max"):
             raise ValueError(f"`pooling` must be 'avg' or 'max'; received pooling={pooling!r}.")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
-                or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"`dropout` must be a rate in [0, 1); received dropout={dropout!r}.")
-        try:
-            keras.activations.get(activation)
-        except (ValueError, TypeError) as error:
-            raise ValueError(
-                "`activation` must be None or a Keras activation name; received "
-                f"activation={activation!r}."
-            ) from error
+        check_rate("dropout", dropout)
+        check_activation("activation", activation)
 
         # === Layers (GoogLeNet's head names) ===
         self.backbone = backbone
