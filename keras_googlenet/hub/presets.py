@@ -166,8 +166,38 @@ def write_preset(
     Returns:
         The preset directory's absolute path.
     """
-    from keras_googlenet._version import __version__
     from keras_googlenet.export.publish import publish, remove_path
+
+    model, card, classifier = _classifier_from_source(source, image_size, crop_fraction)
+    converter = classifier.preprocessor.image_converter
+    labels = list(labels) if labels is not None else card.get("labels")
+    if labels is not None and len(labels) != classifier.num_classes:
+        raise ValueError(f"`labels` has {len(labels)} names for {classifier.num_classes} "
+                         "classes.")
+
+    preset_dir = os.path.abspath(os.fspath(preset_dir))
+    parent = os.path.dirname(preset_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(preset_dir)}.tmp-")
+    try:
+        classifier.save_to_preset(tmp)
+        verification = _verify(tmp, model, converter) if verify else None
+        metadata_path = os.path.join(tmp, "metadata.json")
+        with open(metadata_path, encoding="utf-8") as f:
+            metadata = json.load(f)  # KerasHub's: versions, backbone parameter_count, tasks
+        metadata.update(_preset_metadata(classifier, card, labels, source_info, verification))
+        with open(metadata_path, "w", encoding="utf-8") as f:
+            json.dump(metadata, f, indent=4, default=_json_default)
+        check_preset(tmp)
+        publish(tmp, preset_dir)
+        tmp = None
+    finally:
+        remove_path(tmp)
+    return preset_dir
+
+
+def _classifier_from_source(source, image_size, crop_fraction):
+    """(float32 inference model, its card, the KerasHub classifier holding its weights)."""
     from keras_googlenet.heads import float32_inference_model
     from keras_googlenet.model_card import describe_source, resolve_source
 
@@ -192,56 +222,40 @@ def write_preset(
         width_multiplier=config_model.get("width_multiplier"),
         crop_fraction=crop_fraction,
     )
-    converter = classifier.preprocessor.image_converter
-    labels = list(labels) if labels is not None else card.get("labels")
-    if labels is not None and len(labels) != classifier.num_classes:
-        raise ValueError(f"`labels` has {len(labels)} names for {classifier.num_classes} "
-                         "classes.")
+    return model, card, classifier
 
-    preset_dir = os.path.abspath(os.fspath(preset_dir))
-    parent = os.path.dirname(preset_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(preset_dir)}.tmp-")
-    try:
-        classifier.save_to_preset(tmp)
-        verification = _verify(tmp, model, converter) if verify else None
-        backbone = classifier.backbone
-        metadata_path = os.path.join(tmp, "metadata.json")
-        with open(metadata_path, encoding="utf-8") as f:
-            metadata = json.load(f)  # KerasHub's: versions, backbone parameter_count, tasks
-        metadata.update({
-            "keras_googlenet_version": __version__,
-            "loading": LOADING_NOTE,
-            "variant": backbone.variant,
-            "width_multiplier": backbone.width_multiplier,
-            "widths": {k: list(v) for k, v in spec_lib.resolve_widths(
-                backbone.widths, backbone.width_multiplier).items()},
-            "backbone_parameter_count": int(backbone.count_params()),
-            "task_parameter_count": int(classifier.count_params()),
-            "num_classes": classifier.num_classes,
-            "activation": classifier.activation,
-            "image_size": list(converter.image_size),
-            "preprocessing": {
-                "central_crop": converter.crop_fraction,
-                "resize": f"{converter.interpolation}, antialias={converter.antialias}",
-                "scaling": spec_lib.get_variant(backbone.variant).preprocessing,
-                "pixel_range": [0, 255],
-            },
-            "labels": labels,
-            "source": source_info if source_info is not None else {
-                "kind": "training run" if card["source"]["run_dir"] else "keras model",
-                **card["source"],
-            },
-            "verification": verification,
-        })
-        with open(metadata_path, "w", encoding="utf-8") as f:
-            json.dump(metadata, f, indent=4, default=_json_default)
-        check_preset(tmp)
-        publish(tmp, preset_dir)
-        tmp = None
-    finally:
-        remove_path(tmp)
-    return preset_dir
+
+def _preset_metadata(classifier, card, labels, source_info, verification):
+    """Our fields of `metadata.json`, beside KerasHub's own."""
+    from keras_googlenet._version import __version__
+
+    backbone = classifier.backbone
+    converter = classifier.preprocessor.image_converter
+    return {
+        "keras_googlenet_version": __version__,
+        "loading": LOADING_NOTE,
+        "variant": backbone.variant,
+        "width_multiplier": backbone.width_multiplier,
+        "widths": {k: list(v) for k, v in spec_lib.resolve_widths(
+            backbone.widths, backbone.width_multiplier).items()},
+        "backbone_parameter_count": int(backbone.count_params()),
+        "task_parameter_count": int(classifier.count_params()),
+        "num_classes": classifier.num_classes,
+        "activation": classifier.activation,
+        "image_size": list(converter.image_size),
+        "preprocessing": {
+            "central_crop": converter.crop_fraction,
+            "resize": f"{converter.interpolation}, antialias={converter.antialias}",
+            "scaling": spec_lib.get_variant(backbone.variant).preprocessing,
+            "pixel_range": [0, 255],
+        },
+        "labels": labels,
+        "source": source_info if source_info is not None else {
+            "kind": "training run" if card["source"]["run_dir"] else "keras model",
+            **card["source"],
+        },
+        "verification": verification,
+    }
 
 
 def write_torchvision_preset(src, preset_dir, image_size=224, verify=True):
