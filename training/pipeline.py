@@ -21,6 +21,7 @@ from keras_googlenet_training.augment import (
     check_area_range,
     train_augment,
 )
+from keras_googlenet_training.checks import positive_int
 
 
 def make_pipeline(
@@ -73,9 +74,9 @@ def make_pipeline(
         input_size, 3) in [-1, 1] and int32 (batch,).
     """
     _check_dataset(dataset)
-    input_size = _check_positive_int(input_size, "input_size")
-    batch_size = _check_positive_int(batch_size, "batch_size")
-    shuffle_buffer = _check_positive_int(shuffle_buffer, "shuffle_buffer")
+    input_size = positive_int("input_size", input_size)
+    batch_size = positive_int("batch_size", batch_size)
+    shuffle_buffer = positive_int("shuffle_buffer", shuffle_buffer)
     seed = check_seed(seed)
     area_range = check_area_range(area_range)
     if variant not in keras_googlenet.VARIANTS:
@@ -83,20 +84,8 @@ def make_pipeline(
             f"`variant` must be one of {sorted(keras_googlenet.VARIANTS)}; "
             f"received variant={variant!r}."
         )
-    for name, value in (
-        ("training", training),
-        ("flip", flip),
-        ("distort", distort),
-        ("cache", cache),
-    ):
-        if not isinstance(value, (bool, np.bool_)):
-            raise ValueError(f"`{name}` must be True or False; received {name}={value!r}.")
-    if drop_remainder is None:
-        drop_remainder = bool(training)
-    elif not isinstance(drop_remainder, (bool, np.bool_)):
-        raise ValueError(
-            f"`drop_remainder` must be None, True or False; received {drop_remainder!r}."
-        )
+    drop_remainder = _check_flags(training=training, flip=flip, distort=distort, cache=cache,
+                                  drop_remainder=drop_remainder)
     cardinality = int(dataset.cardinality())
     if drop_remainder and 0 <= cardinality < batch_size:
         raise ValueError(
@@ -138,10 +127,19 @@ def make_pipeline(
     return ds.with_options(options)
 
 
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}.")
-    return int(value)
+def _check_flags(drop_remainder, **flags):
+    """Raise unless every flag is a bool; returns `drop_remainder` resolved (None: as
+    `training`)."""
+    for name, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"`{name}` must be True or False; received {name}={value!r}.")
+    if drop_remainder is None:
+        return bool(flags["training"])
+    if not isinstance(drop_remainder, (bool, np.bool_)):
+        raise ValueError(
+            f"`drop_remainder` must be None, True or False; received {drop_remainder!r}."
+        )
+    return drop_remainder
 
 
 def _check_dataset(dataset):

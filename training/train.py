@@ -11,12 +11,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
 import logging
 import math
 import os
 import shutil
-import sys
 import time
 import warnings
 
@@ -28,7 +26,7 @@ import keras_googlenet as kg
 from keras_googlenet.googlenet import set_batch_norm_momentum
 from keras_googlenet_training import callbacks as callbacks_lib
 from keras_googlenet_training import data as data_lib
-from keras_googlenet_training import multiworker
+from keras_googlenet_training import multiworker, resume
 from keras_googlenet_training import run_dir as run_dir_lib
 from keras_googlenet_training.data import DATASET_DEFAULTS, GENERIC_DEFAULTS  # noqa: F401
 from keras_googlenet_training.distribute import make_strategy
@@ -58,8 +56,6 @@ logger = logging.getLogger("keras_googlenet.training")
 
 # Fine-tuning after --unfreeze-after restarts the optimizer at this fraction of the LR.
 FINE_TUNE_LR_FACTOR = 0.1
-# Settings a rerun may change without starting the run over.
-RESUME_IGNORES = {"overwrite", "versions", "command"}
 
 
 @dataclasses.dataclass
@@ -102,13 +98,6 @@ def _quiet(*_args, **_kwargs):
     pass
 
 
-def _phases(config):
-    """(first_epoch, end_epoch, backbone_frozen) per fit call."""
-    if config.unfreeze_after:
-        return [(0, config.unfreeze_after, True), (config.unfreeze_after, config.epochs, False)]
-    return [(0, config.epochs, config.freeze_backbone)]
-
-
 def _weights_spread_across_workers(model, strategy):
     """Gather a fingerprint of every worker's trainable weights; 0.0 when all agree."""
     fingerprint = tf.constant(
@@ -131,79 +120,6 @@ def _build_model(config, num_classes):
         dropout=config.dropout,
     )
     return set_batch_norm_momentum(model, config.bn_momentum)
-
-
-def _config_record(config, data, policy, replicas):
-    """`config.json`: the settings, what they resolved to, and the software versions."""
-    record = dataclasses.asdict(config)
-    record.update({
-        "resolved_precision": policy,
-        "replicas_in_sync": replicas,
-        "global_batch": data.global_batch,
-        "steps_per_epoch_resolved": data.steps_per_epoch,
-        "class_names": data.splits.class_names,
-        "model": {
-            "variant": config.variant, "input_size": config.input_size,
-            "classes": len(data.splits.class_names), "widths": config.widths,
-            "width_multiplier": config.width_multiplier, "include_aux": config.aux,
-            "preprocessing": kg.VARIANTS[config.variant].preprocessing,
-        },
-        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
-                     "keras_googlenet": kg.__version__, "python": sys.version.split()[0]},
-        "command": sys.argv,
-    })
-    return record
-
-
-def _starts_over(run_dir, record, overwrite=False):
-    """True when the unfinished run in `run_dir` is to start over with new settings: it
-    diverged, completed no epoch, or `overwrite` was asked. Raises if it must be resumed."""
-    changed = run_dir_lib.changed_settings(os.path.join(run_dir, "config.json"), record,
-                                           ignore=RESUME_IGNORES)
-    if not changed:
-        return False
-    diverged = os.path.exists(os.path.join(run_dir, run_dir_lib.DIVERGED_MARKER))
-    if diverged or overwrite or not run_dir_lib.has_completed_epoch(run_dir):
-        return True
-    raise ValueError(
-        f"{run_dir} holds an unfinished run with different settings ({', '.join(changed)}); "
-        "re-run with the same arguments to resume it, pass --overwrite to start it over, or "
-        "choose another --run-name."
-    )
-
-
-def _diverged(config, run_dir, is_chief, policy, learning_rate, what):
-    """Mark the run diverged (a rerun may then change its settings) and raise, advising
-    only what applies."""
-    if is_chief:
-        run_dir_lib.write_json(os.path.join(run_dir, run_dir_lib.DIVERGED_MARKER),
-                               {"cause": what, "learning_rate": learning_rate})
-    advice = [f"a lower --learning-rate (now {learning_rate:g})"]
-    if not config.warmup_epochs:
-        advice.append("--warmup-epochs 1")
-    if policy != "float32":
-        advice.append("--precision float32")
-    raise callbacks_lib.TrainingDivergedError(
-        f"Training diverged: {what}. No backup, checkpoint or model holds the non-finite "
-        f"weights. Re-run with {', '.join(advice[:-1]) + ' or ' if len(advice) > 1 else ''}"
-        f"{advice[-1]} and the same --run-name: a diverged run starts over with new settings "
-        "(the same command resumes from the last good epoch)."
-    )
-
-
-def _epochs_backed_up(run_dir, config):
-    """Epochs an interrupted run would resume after (its backups and finished phases)."""
-    done = 0
-    for index, (_, end_epoch, _) in enumerate(_phases(config)):
-        if os.path.exists(os.path.join(run_dir, f"phase{index}.weights.h5")):
-            done = max(done, end_epoch)
-        try:
-            with open(os.path.join(run_dir, "backup", f"phase{index}", "latest.json"),
-                      encoding="utf-8") as f:
-                done = max(done, int(json.load(f)["epoch"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    return done
 
 
 @contextlib.contextmanager
@@ -231,7 +147,7 @@ def train(config: TrainConfig, log=print) -> TrainResult:
             return _train(config, log, cluster, run_dir, work_dir=run_dir)
         except KeyboardInterrupt:
             raise callbacks_lib.TrainingInterrupted(
-                _epochs_backed_up(run_dir, config), run_dir) from None
+                resume.epochs_backed_up(run_dir, config), run_dir) from None
     # Only the chief writes the run directory; other workers write to a scratch directory,
     # removed however training ends (the launcher's covers SIGKILL too).
     work_dir = multiworker.worker_scratch_dir(config.run_name, cluster.task_id)
@@ -269,7 +185,7 @@ def _train(config, log, cluster, run_dir, work_dir):
             best.best = max(previous)
     stop_on_nan = callbacks_lib.StopOnNaN()
     completed_steps, progress, custom_loop = 0, None, None
-    for index, phase in enumerate(_phases(config)):
+    for index, phase in enumerate(config.phases()):
         steps, phase_progress, custom_loop = _run_phase(run, data, model, index, phase, best,
                                                         stop_on_nan)
         completed_steps += steps
@@ -358,8 +274,8 @@ def _open_run_dir(run, data, new_heads):
     if run.is_chief:
         if run_dir_lib.prepare_run_dir(run.run_dir, overwrite=config.overwrite):
             state = " (resuming)"
-        record = _config_record(config, data, run.policy, replicas)
-        if _starts_over(run.run_dir, record, overwrite=config.overwrite):
+        record = resume.config_record(config, data, run.policy, replicas)
+        if resume.starts_over(run.run_dir, record, overwrite=config.overwrite):
             run_dir_lib.clear_training_state(run.run_dir)
             state = (" (starting over: the unfinished run there diverged, completed no epoch "
                      "or --overwrite was given)")
@@ -445,7 +361,7 @@ def _run_phase(run, data, model, index, phase, best, stop_on_nan):
             )
     if stop_on_nan.diverged_at is not None:
         epoch, batch = stop_on_nan.diverged_at
-        _diverged(config, run.run_dir, run.is_chief, run.policy, base_lr,
+        resume.mark_diverged(config, run.run_dir, run.is_chief, run.policy, base_lr,
                   f"the loss became NaN/inf at epoch {epoch + 1}, batch {batch + 1}")
     # A private Keras flag (no public way to ask): fit ran no epoch, everything was
     # restored, so the average must be put in place here.
@@ -467,7 +383,7 @@ def _finish_run_dir(run, data, model, final, **summary):
     # Nothing non-finite is ever published as a finished run, whatever got it there.
     bad = callbacks_lib.nonfinite_variables(model)
     if bad or not math.isfinite(float(final["loss"])):
-        _diverged(config, run_dir, run.is_chief, run.policy, config.learning_rate,
+        resume.mark_diverged(config, run_dir, run.is_chief, run.policy, config.learning_rate,
                   f"{len(bad)} weight tensors are NaN/inf" if bad
                   else f"the final validation loss is {float(final['loss'])}")
     run_dir_lib.save_keras(model, os.path.join(run_dir, "model.keras"))
@@ -481,7 +397,7 @@ def _finish_run_dir(run, data, model, final, **summary):
     run_dir_lib.write_json(os.path.join(run_dir, run_dir_lib.FINISHED_MARKER), metrics)
     shutil.rmtree(os.path.join(run_dir, "backup"), ignore_errors=True)
     leftovers = [run_dir_lib.DIVERGED_MARKER] + [
-        f"phase{index}.weights.h5" for index in range(len(_phases(config)))]
+        f"phase{index}.weights.h5" for index in range(len(config.phases()))]
     for name in leftovers:
         if os.path.exists(os.path.join(run_dir, name)):
             os.remove(os.path.join(run_dir, name))

@@ -8,6 +8,7 @@ import re
 
 from keras_googlenet import spec as spec_lib
 from keras_googlenet_training import run_dir as run_dir_lib
+from keras_googlenet_training.checks import fail, positive_int
 from keras_googlenet_training.data import dataset_defaults
 from keras_googlenet_training.precision import PRECISIONS
 
@@ -78,17 +79,24 @@ class TrainConfig:
             config.run_name = f"{slug}-{config.variant}-{config.input_size}px"
         return config
 
+    def phases(self):
+        """(first_epoch, end_epoch, backbone_frozen) per fit call: all epochs, or the
+        frozen part then the fine-tuning part."""
+        if self.unfreeze_after:
+            return [(0, self.unfreeze_after, True), (self.unfreeze_after, self.epochs, False)]
+        return [(0, self.epochs, self.freeze_backbone)]
+
     def validate(self):
-        def fail(arg, allowed, value):
-            raise ValueError(f"`{arg}` must be {allowed}; received {arg}={value!r}.")
-
-        def positive_int(arg, value, optional=False):
-            if optional and value is None:
-                return
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                fail(arg, "a positive int" + (" or None" if optional else ""), value)
-
+        """Raise a `ValueError` naming the argument for any setting that cannot run."""
         spec_lib.get_variant(self.variant)
+        self._check_counts_and_sizes()
+        self._check_choices()
+        self._check_rates()
+        self._check_transfer()
+        self._check_destination()
+        spec_lib.resolve_widths(self.widths, self.width_multiplier)  # raises on bad widths
+
+    def _check_counts_and_sizes(self):
         positive_int("epochs", self.epochs)
         positive_int("batch_size", self.batch_size)
         positive_int("steps_per_epoch", self.steps_per_epoch, optional=True)
@@ -100,6 +108,8 @@ class TrainConfig:
             if self.input_size < minimum:
                 fail("input_size", f">= {minimum} for variant {self.variant!r} "
                      f"{'with' if self.aux else 'without'} aux heads", self.input_size)
+
+    def _check_choices(self):
         if self.strategy not in STRATEGIES:
             fail("strategy", f"one of {STRATEGIES}", self.strategy)
         if self.loop is not None and self.loop not in LOOPS:
@@ -119,6 +129,8 @@ class TrainConfig:
             fail("optimizer", f"one of {OPTIMIZERS}", self.optimizer)
         if self.schedule not in SCHEDULES:
             fail("schedule", f"one of {SCHEDULES}", self.schedule)
+
+    def _check_rates(self):
         if self.learning_rate is not None and not self.learning_rate > 0:
             fail("learning_rate", "a positive number", self.learning_rate)
         for arg in ("weight_decay", "warmup_epochs"):
@@ -134,6 +146,8 @@ class TrainConfig:
             fail("val_fraction", "in (0, 1)", self.val_fraction)
         if self.min_crop_area is not None and not 0 < self.min_crop_area <= 1:
             fail("min_crop_area", "in (0, 1]", self.min_crop_area)
+
+    def _check_transfer(self):
         if self.freeze_backbone and not self.init_weights:
             raise ValueError(
                 "`freeze_backbone` needs `init_weights` (a .keras model or run directory to "
@@ -146,6 +160,8 @@ class TrainConfig:
                 fail("unfreeze_after", f"less than epochs={self.epochs}", self.unfreeze_after)
         if self.init_weights is not None and not os.path.exists(self.init_weights):
             raise ValueError(f"`init_weights` not found: {self.init_weights!r}.")
+
+    def _check_destination(self):
         separators = [sep for sep in ("/", os.sep, os.altsep) if sep]
         # '..' or '.' would put the run in (or, with --overwrite, empty) a parent directory.
         if not isinstance(self.run_name, (str, type(None))) or (
@@ -166,4 +182,4 @@ class TrainConfig:
         if problem:  # before loading any data, not after the first epoch
             raise ValueError(f"`output_dir` {os.fspath(self.output_dir)!r}: cannot write "
                              f"{existing}: {problem}; pick another --output-dir.")
-        spec_lib.resolve_widths(self.widths, self.width_multiplier)  # raises on bad widths
+

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from keras_googlenet_training.checks import fail, positive_int
+
 RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
 PARETO_PNG = "pareto.png"
@@ -60,24 +62,14 @@ class TuneConfig:
         from keras_googlenet.tuning import TUNERS
         from keras_googlenet_training.precision import PRECISIONS
 
-        def fail(arg, allowed, value):
-            raise ValueError(f"`{arg}` must be {allowed}; received {arg}={value!r}.")
-
-        def positive_int(arg, optional=False):
-            value = getattr(self, arg)
-            if optional and value is None:
-                return
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                fail(arg, "a positive int" + (" or None" if optional else ""), value)
-
         if self.tuner not in TUNERS:
             fail("tuner", f"one of {TUNERS}", self.tuner)
         if self.precision not in PRECISIONS:
             fail("precision", f"one of {PRECISIONS}", self.precision)
         for arg in ("max_trials", "epochs", "batch_size", "latency_threads"):
-            positive_int(arg)
+            positive_int(arg, getattr(self, arg))
         for arg in ("steps_per_epoch", "validation_steps", "input_size", "replicas"):
-            positive_int(arg, optional=True)
+            positive_int(arg, getattr(self, arg), optional=True)
         if not 0 < self.val_fraction < 1:
             fail("val_fraction", "in (0, 1)", self.val_fraction)
         if not self.project_name or "/" in self.project_name:

@@ -66,13 +66,23 @@ def optimize_for_inference(model, fold_batch_norm=True, merge_1x1=True):
     The result shares the other layers (and their variables) with `model`; it is meant
     for export, not training. Outputs agree with `model` to float32 rounding.
     """
-    from keras import layers as keras_layers
-
     if not hasattr(model, "_nodes_by_depth") or len(model.inputs) != 1:
         raise ValueError("`model` must be a single-input functional Keras model.")
-
     nodes = [n for depth in sorted(model._nodes_by_depth, reverse=True)
              for n in model._nodes_by_depth[depth]]
+    units = _conv_units(nodes, fold_batch_norm)
+    groups = _merge_groups(units) if merge_1x1 else {}
+    return _rebuild(model, nodes, units, groups)
+
+
+def _is_linear(conv):
+    return keras.activations.serialize(conv.activation) in ("linear", {"class_name": "linear"}) \
+        or getattr(conv.activation, "__name__", "") == "linear"
+
+
+def _conv_units(nodes, fold_batch_norm):
+    """Per plain Conv2D (keyed by id): the conv, the BatchNorm and ReLU that alone read
+    its output, its input tensor, the tensor before the ReLU and the unit's output."""
     consumers = {}
     for node in nodes:
         for tensor in node.input_tensors:
@@ -84,22 +94,19 @@ def optimize_for_inference(model, fold_batch_norm=True, merge_1x1=True):
             return users[0]
         return None
 
-    units = {}  # id(conv layer) -> dict(conv, bn, relu, input, pre_relu, out)
+    units = {}
     for node in nodes:
         conv = node.operation
-        if type(conv) is not keras_layers.Conv2D or len(node.input_tensors) != 1:
-            continue
-        if keras.activations.serialize(conv.activation) not in ("linear", {"class_name":
-                                                                         "linear"}) \
-                and getattr(conv.activation, "__name__", "") != "linear":
+        if type(conv) is not keras.layers.Conv2D or len(node.input_tensors) != 1 \
+                or not _is_linear(conv):
             continue
         out = node.outputs[0]
-        bn_node = only_consumer(out, keras_layers.BatchNormalization) if fold_batch_norm \
+        bn_node = only_consumer(out, keras.layers.BatchNormalization) if fold_batch_norm \
             else None
         if bn_node is not None and bn_node.operation.axis not in (-1, 3):
             bn_node = None
         pre_relu = bn_node.outputs[0] if bn_node is not None else out
-        relu_node = only_consumer(pre_relu, keras_layers.ReLU)
+        relu_node = only_consumer(pre_relu, keras.layers.ReLU)
         if relu_node is not None and not _plain_relu(relu_node.operation):
             relu_node = None
         units[id(conv)] = {
@@ -108,26 +115,48 @@ def optimize_for_inference(model, fold_batch_norm=True, merge_1x1=True):
             "input": node.input_tensors[0], "pre_relu": pre_relu,
             "out": relu_node.outputs[0] if relu_node else None,
         }
+    return units
 
+
+def _merge_groups(units):
+    """id(conv) -> the 1x1 conv + ReLU units that read the same tensor, two or more."""
+    by_input = {}
+    for unit in units.values():
+        conv = unit["conv"]
+        if unit["out"] is not None and tuple(conv.kernel_size) == (1, 1) \
+                and tuple(conv.strides) == (1, 1) and tuple(conv.dilation_rate) == (1, 1) \
+                and conv.groups == 1:
+            by_input.setdefault(id(unit["input"]), []).append(unit)
     groups = {}
-    if merge_1x1:
-        by_input = {}
-        for unit in units.values():
-            conv = unit["conv"]
-            if unit["out"] is not None and tuple(conv.kernel_size) == (1, 1) \
-                    and tuple(conv.strides) == (1, 1) and tuple(conv.dilation_rate) == (1, 1) \
-                    and conv.groups == 1:
-                by_input.setdefault(id(unit["input"]), []).append(unit)
-        for members in by_input.values():
-            if len(members) > 1:
-                for unit in members:
-                    groups[id(unit["conv"])] = members
+    for members in by_input.values():
+        if len(members) > 1:
+            for unit in members:
+                groups[id(unit["conv"])] = members
+    return groups
 
+
+def _merged_conv(members, tensors, pending_weights):
+    """One conv + ReLU for a merge group, split back per member into `tensors`."""
+    sizes = [u["conv"].filters for u in members]
+    stem = os.path.commonprefix([u["conv"].name for u in members]).rstrip("_") or "merged"
+    merged = keras.layers.Conv2D(sum(sizes), 1, use_bias=True, name=f"{stem}_merged_1x1")
+    y = keras.layers.ReLU(name=f"{stem}_merged_1x1_relu")(
+        merged(tensors[id(members[0]["input"])]))
+    pieces = ChannelSplit(sizes, name=f"{stem}_split")(y)
+    for unit, piece in zip(members, pieces, strict=True):
+        tensors[id(unit["out"])] = piece
+    folded = [_folded_conv_weights(u["conv"], u["bn"]) for u in members]
+    pending_weights.append((merged, [np.concatenate([k for k, _ in folded], axis=-1),
+                                     np.concatenate([b for _, b in folded])]))
+
+
+def _rebuild(model, nodes, units, groups):
+    """Call every layer again on new tensors, with folded and merged convs in place."""
     new_input = keras.Input(shape=model.inputs[0].shape[1:], name=model.inputs[0].name
                             if model.inputs[0].name else INPUT_NAME)
     tensors = {id(model.inputs[0]): new_input}
     built = set()
-    pending_weights = []
+    pending_weights = []  # set once every new layer is built
     replaced = set()  # BN nodes folded away, ReLU nodes merged away
     for unit in units.values():
         if unit["bn_node"] is not None:
@@ -138,27 +167,14 @@ def optimize_for_inference(model, fold_batch_norm=True, merge_1x1=True):
         if node.is_input or not node.operation or id(node) in replaced:
             continue
         layer = node.operation
-        if id(layer) in groups and id(layer) not in built:
-            members = groups[id(layer)]
-            built.update(id(u["conv"]) for u in members)
-            sizes = [u["conv"].filters for u in members]
-            stem = os.path.commonprefix([u["conv"].name for u in members]).rstrip("_")
-            merged = keras_layers.Conv2D(sum(sizes), 1, use_bias=True,
-                                         name=f"{stem or 'merged'}_merged_1x1")
-            y = keras_layers.ReLU(name=f"{stem or 'merged'}_merged_1x1_relu")(
-                merged(tensors[id(members[0]["input"])]))
-            pieces = ChannelSplit(sizes, name=f"{stem or 'merged'}_split")(y)
-            for unit, piece in zip(members, pieces, strict=True):
-                tensors[id(unit["out"])] = piece
-            folded = [_folded_conv_weights(u["conv"], u["bn"]) for u in members]
-            pending_weights.append((merged, [np.concatenate([k for k, _ in folded], axis=-1),
-                                             np.concatenate([b for _, b in folded])]))
+        if id(layer) in groups:
+            if id(layer) not in built:
+                built.update(id(u["conv"]) for u in groups[id(layer)])
+                _merged_conv(groups[id(layer)], tensors, pending_weights)
             continue
         if id(layer) in units and units[id(layer)]["bn"] is not None:
             unit = units[id(layer)]
-            config = layer.get_config()
-            config["use_bias"] = True
-            conv = keras_layers.Conv2D.from_config(config)
+            conv = keras.layers.Conv2D.from_config({**layer.get_config(), "use_bias": True})
             tensors[id(unit["pre_relu"])] = conv(tensors[id(unit["input"])])
             pending_weights.append((conv, list(_folded_conv_weights(layer, unit["bn"]))))
             continue
