@@ -1,23 +1,39 @@
 import os
 
+import pytest
+
+from keras_googlenet_training.cli import START_NOISE, _stderr_without
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# TensorFlow's start-up lines bypass pytest's capture in the pytest-xdist controller.
+with _stderr_without(START_NOISE):
+    import keras
+    from _digits import SIZE, digits_arrays, scale, write_run_dir
 
-import keras  # noqa: E402
-import pytest  # noqa: E402
-from _digits import SIZE, digits_arrays, scale, write_run_dir  # noqa: E402
-
-from keras_googlenet import GoogLeNet  # noqa: E402
-from keras_googlenet.export import FORMATS, export_model  # noqa: E402
+    from keras_googlenet import GoogLeNet
+    from keras_googlenet.export import FORMATS, export_model
 
 # The fast tier (`-m "not slow"`) leaves these out: training the shared run and exporting it
 # to every format take minutes on a 2-core CPU, so every test that needs them is slow.
 SLOW_FIXTURES = ("trained_run", "exported")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
     for item in items:
         if any(name in getattr(item, "fixturenames", ()) for name in SLOW_FIXTURES):
             item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.xdist_group("trained_run"))
+        elif _uses_a_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
+def _uses_a_module_fixture(item):
+    """Under `pytest -n 2 --dist loadgroup` (README), the tests that share a module- or
+    session-scoped fixture run in one worker, so the fixture is built once."""
+    definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    return any(defs and defs[-1].scope in ("module", "session") and name != "digits"
+               for name, defs in definitions.items())
 
 
 @pytest.fixture(autouse=True)

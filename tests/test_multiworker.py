@@ -67,24 +67,71 @@ def _wait_collecting_workers(process, timeout=400):
     return process.returncode, output, seen
 
 
+EPOCHS = 4  # a worker is killed once 2 are backed up; the same command runs the rest
+
+
 @pytest.fixture(scope="module")
 def two_worker_run(tmp_path_factory):
+    """Two workers on loopback. One is SIGKILLed once 2 epochs are backed up; the launcher
+    must stop the job. Then the same command resumes the run to the end."""
     out = tmp_path_factory.mktemp("mw")
     tmpdir = tmp_path_factory.mktemp("mw-tmp")
-    process = _launch(*SMALL, "--epochs", "2", "--workers", "2", "--output-dir", str(out),
-                      "--run-name", "mw", tmpdir=tmpdir)
-    code, output, workers = _wait_collecting_workers(process)
+    args = [*SMALL, "--epochs", str(EPOCHS), "--workers", "2", "--output-dir", str(out),
+            "--run-name", "mw"]
+    run = out / "mw"
+    pointer = run / "backup" / "phase0" / "latest.json"
+    process = _launch(*args, tmpdir=tmpdir)
+    workers = set()
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            workers.update(_descendants(process.pid))
+            if pointer.exists() and json.loads(pointer.read_text())["epoch"] >= 2:
+                break
+            assert process.poll() is None, process.communicate()[0][-3000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail("no backup of epoch 2 appeared")
+        victim = max(workers)  # a worker process (the launcher's newest child)
+        os.kill(victim, signal.SIGKILL)
+        code, _, seen = _wait_collecting_workers(process, timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    killed = {
+        "code": code,
+        "orphans": [pid for pid in workers | seen if _alive(pid)],
+        "completed": json.loads(pointer.read_text())["epoch"],
+        "finished": (run / "metrics.json").exists(),
+        "temp_files": _our_temp_files(tmpdir),
+    }
+    killed["backup_exists"] = (pointer.parent / f"epoch-{killed['completed']}.weights.h5").exists()
+
+    code, output, resumed_workers = _wait_collecting_workers(_launch(*args, tmpdir=tmpdir))
     assert code == 0, output[-4000:]
-    return out / "mw", output, workers, tmpdir
+    return run, output, resumed_workers, tmpdir, killed
 
 
 @pytest.mark.slow
-def test_two_workers_finish_in_sync_and_only_the_chief_writes(two_worker_run):
-    run, output, workers, tmpdir = two_worker_run
+def test_a_killed_worker_stops_the_job_and_leaves_its_backup(two_worker_run):
+    killed = two_worker_run[-1]
+    assert killed["code"] != 0  # the launcher noticed and stopped the job
+    assert killed["orphans"] == []  # no process left behind after the failure
+    assert killed["completed"] >= 2 and killed["backup_exists"]
+    assert not killed["finished"]
+    # The killed worker could not clean up; the launcher removed its scratch directory.
+    assert killed["temp_files"] == []
+
+
+@pytest.mark.slow
+def test_the_same_command_resumes_in_sync_with_the_uninterrupted_step_count(two_worker_run):
+    run, output, workers, tmpdir, _ = two_worker_run
+    assert "(resuming)" in output
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["strategy"] == "multi-worker" and metrics["workers"] == 2
     assert metrics["replicas"] == 2 and metrics["global_batch"] == 16
-    assert metrics["total_steps"] == 2 * 4
+    assert metrics["total_steps"] == EPOCHS * 4 and metrics["epochs_completed"] == EPOCHS
+    assert run_dir_lib.read_history(run / "history.csv")["epoch"] == list(range(EPOCHS))
     assert metrics["worker_weights_max_abs_diff"] == 0.0  # identical trainable weights
     assert {"model.keras", "inference.keras", "history.csv", "curves.png"} <= set(os.listdir(run))
     assert "global batch 16" in output  # the chief's progress is streamed
@@ -94,14 +141,14 @@ def test_two_workers_finish_in_sync_and_only_the_chief_writes(two_worker_run):
 
 @pytest.mark.slow
 def test_launcher_leaves_no_process_behind_after_success(two_worker_run):
-    _, _, workers, _ = two_worker_run
+    _, _, workers, _, _ = two_worker_run
     assert workers and not [pid for pid in workers if _alive(pid)]
 
 
 @pytest.mark.slow
 def test_loss_curve_matches_single_process_training_at_the_same_global_batch(
         two_worker_run, tmp_path):
-    run, _, _, _ = two_worker_run
+    run, _, _, _, _ = two_worker_run
     result = subprocess.run(
         [sys.executable, "-m", "keras_googlenet_training.cli.train", *SMALL, "--epochs", "2",
          "--batch-size", "16",
@@ -110,7 +157,9 @@ def test_loss_curve_matches_single_process_training_at_the_same_global_batch(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     single = run_dir_lib.read_history(tmp_path / "one" / "history.csv")
-    multi = run_dir_lib.read_history(run / "history.csv")
+    # The first two epochs, trained before the kill (the resumed ones restart the data).
+    multi = {key: values[:2] for key, values in
+             run_dir_lib.read_history(run / "history.csv").items()}
     # One process, one replica of 16 against two workers of 8: same global batch, same
     # seeded data order and augmentation. Dropout masks and BatchNorm's batches (16 vs 2x8)
     # differ. Stated tolerance: 8 %. Measured: within 2 % on an Intel Xeon (AMX); on an AMD
@@ -119,50 +168,6 @@ def test_loss_curve_matches_single_process_training_at_the_same_global_batch(
     # process gave the same figures at 4x the test time: MirroredStrategy traces each.)
     np.testing.assert_allclose(multi["loss"], single["loss"], rtol=0.08)
     np.testing.assert_allclose(multi["val_main_loss"], single["val_main_loss"], rtol=0.08)
-
-
-@pytest.mark.slow
-def test_killed_worker_then_restart_resumes_with_the_uninterrupted_step_count(tmp_path):
-    args = [*SMALL, "--epochs", "3", "--workers", "2", "--output-dir", str(tmp_path),
-            "--run-name", "ft"]
-    run = tmp_path / "ft"
-    pointer = run / "backup" / "phase0" / "latest.json"
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
-    process = _launch(*args, tmpdir=tmpdir)
-    workers = set()
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline:
-            workers.update(_descendants(process.pid))
-            if pointer.exists() and json.loads(pointer.read_text())["epoch"] >= 1:
-                break
-            assert process.poll() is None, process.communicate()[0][-3000:]
-            time.sleep(0.2)
-        else:
-            pytest.fail("no backup of epoch 1 appeared")
-        victim = max(workers)  # a worker process (the launcher's newest child)
-        os.kill(victim, signal.SIGKILL)
-        code, _, seen = _wait_collecting_workers(process, timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert code != 0  # the launcher noticed and stopped the job
-    assert not [pid for pid in workers | seen if _alive(pid)]  # no orphans after failure
-    completed = json.loads(pointer.read_text())["epoch"]
-    assert completed >= 1
-    assert (pointer.parent / f"epoch-{completed}.weights.h5").exists()
-    assert not (run / "metrics.json").exists()
-    # The killed worker could not clean up; the launcher removed its scratch directory.
-    assert _our_temp_files(tmpdir) == []
-
-    code, output, _ = _wait_collecting_workers(_launch(*args, tmpdir=tmpdir))
-    assert code == 0, output[-4000:]
-    assert "(resuming)" in output
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["total_steps"] == 3 * 4 and metrics["epochs_completed"] == 3
-    assert run_dir_lib.read_history(run / "history.csv")["epoch"] == [0, 1, 2]
-    assert metrics["worker_weights_max_abs_diff"] == 0.0
 
 
 def test_tf_config_is_parsed_and_explained():
