@@ -65,6 +65,31 @@ def publish(tmp_path, target):
     remove_path(backup)
 
 
+def staging_path(target):
+    """The sibling a replacement of `target` is built in (`--overwrite`): a stable name, so
+    rerunning an interrupted replacement resumes it, and the finished `target` stays as it
+    was until `replace_owned` swaps the new one in."""
+    target = os.path.abspath(target)
+    return os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.replacement")
+
+
+def replace_owned(staging, target, owned):
+    """Swap the finished directory `staging` in for `target` in one rename.
+
+    Entries of the old `target` for which `owned(name)` is false (the user's own files)
+    are moved into the new directory first, so only what the project wrote is removed.
+    A symlinked `target` is never followed.
+    """
+    if os.path.islink(target):
+        raise ValueError(f"{target} is a symbolic link; the project never replaces a "
+                         "directory through a link.")
+    if os.path.isdir(target):
+        for name in os.listdir(target):
+            if not owned(name) and not os.path.lexists(os.path.join(staging, name)):
+                os.rename(os.path.join(target, name), os.path.join(staging, name))
+    publish(staging, target)
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix=""):
     """Yield a free temporary path beside `path`; publish it onto `path` only if the block

@@ -1,0 +1,36 @@
+"""User-given names and paths that the project writes to or deletes: the one containment
+check every command uses before it joins a name to a directory or replaces a path."""
+
+from __future__ import annotations
+
+import os
+
+
+def child_path(parent, name, arg):
+    """`parent/name`, or a `ValueError` naming `arg` if `name` would leave `parent`.
+
+    A name is one path component: not empty, not `.` or `..`, not absolute, without a
+    separator, and it must not resolve (through symlinks) outside `parent`. Everything a
+    command later replaces or deletes lives under such a path, so a name such as `..`
+    can never make it touch the user's other files.
+    """
+    text = os.fspath(name) if isinstance(name, os.PathLike) else name
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"`{arg}` must be a non-empty name; received {arg}={name!r}.")
+    separators = {os.sep} | ({os.altsep} if os.altsep else set())
+    if text in (".", "..") or os.path.isabs(text) or any(s in text for s in separators) \
+            or "\0" in text:
+        raise ValueError(
+            f"`{arg}` must be a plain name inside {parent} (not '.', '..', an absolute path "
+            f"or a name with '/'); received {arg}={name!r}.")
+    return refuse_symlink(os.path.join(parent, text), arg)
+
+
+def refuse_symlink(path, arg):
+    """A `ValueError` naming `arg` if `path` is a symlink: a command that replaces or
+    deletes `path` must never follow a link into the folder it points to."""
+    if os.path.islink(path):
+        raise ValueError(
+            f"`{arg}`: {path} is a symbolic link (to {os.readlink(path)}); the project never "
+            "writes or deletes through a link: pass the real directory, or remove the link.")
+    return path

@@ -1,0 +1,56 @@
+"""One process per run or search directory: a lock file beside it holding the PID.
+
+The lock is an `flock` on `.<name>.lock` in the parent directory, so it covers the
+directory and the sibling its `--overwrite` replacement is built in. The kernel drops it
+when its holder dies, however it dies: a stale lock file from a dead process is taken
+over without asking.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+
+
+class LockedError(ValueError):
+    """Another live process holds the run or search directory."""
+
+
+def lock_path(directory):
+    directory = os.path.abspath(directory)
+    return os.path.join(os.path.dirname(directory), f".{os.path.basename(directory)}.lock")
+
+
+@contextlib.contextmanager
+def exclusive(directory, what="run"):
+    """Hold `directory` for this process; `LockedError` at once, naming the holder's PID,
+    if another process holds it. Creates the parent directory and the lock file only."""
+    path = lock_path(directory)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise LockedError(
+                f"{directory} is in use by another {what} (process {holder}, lock "
+                f"{path}); wait for it to finish or stop it first.") from None
+        # The holder we waited on may have removed the file: lock the one at `path`.
+        with contextlib.suppress(FileNotFoundError):
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        try:
+            yield path
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
