@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import keras
 
 from keras_googlenet.heads import MAIN_CLASSIFIER
@@ -47,17 +45,6 @@ class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
         config = super().get_config()
         config.update(from_logits=self.from_logits, label_smoothing=self.label_smoothing)
         return config
-
-
-@keras.saving.register_keras_serializable(package="keras_googlenet")
-class SparseCategoricalCrossentropy(SmoothedSparseCategoricalCrossentropy):
-    """Deprecated name of `SmoothedSparseCategoricalCrossentropy` (it shadowed Keras'
-    class); kept registered so that models compiled with it still load. Goes in 0.3."""
-
-    def __init__(self, *args, **kwargs):
-        warnings.warn("keras_googlenet.losses.SparseCategoricalCrossentropy is deprecated: use "
-                      "SmoothedSparseCategoricalCrossentropy.", DeprecationWarning, stacklevel=2)
-        super().__init__(*args, **kwargs)
 
 
 def _outputs_from_logits(model):

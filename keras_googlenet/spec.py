@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 
 # Table 1 of Szegedy et al. 2014, the six width columns of each Inception block.
 WIDTH_COLUMNS = (
@@ -69,21 +68,6 @@ AUX_POOLS = (
     "avg_5x5_stride_3",  # the paper; the pooled size depends on the input size
     "adaptive_4x4",  # torchvision; 4x4 whatever the input size
 )
-# The names before 0.2, accepted for one release.
-_OLD_VALUES = {
-    "five_by_five_branch": {"3x3x2": "two_3x3"},
-    "aux_pool": {"avg5s3": "avg_5x5_stride_3", "adaptive4": "adaptive_4x4"},
-}
-
-
-def _current_value(field, value, allowed):
-    new = _OLD_VALUES[field].get(value, value)
-    if new != value:
-        warnings.warn(f"VariantSpec {field}={value!r} is now {new!r}", DeprecationWarning,
-                      stacklevel=3)
-    if new not in allowed:
-        raise ValueError(f"`{field}` must be one of {allowed}; received {field}={value!r}.")
-    return new
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,38 +78,19 @@ class VariantSpec:
     description: str
     batch_norm: bool  # conv without bias + BatchNormalization(eps 1e-3)
     lrn: bool  # LocalResponseNormalization after pool1 and after conv2
-    five_by_five_branch: str  # one of FIVE_BY_FIVE_BRANCHES
-    last_pool_size: int  # pool4 window: 3 in the paper, 2 in torchvision
-    aux_pool: str  # one of AUX_POOLS
-    preprocessing: str  # mode of `preprocess_input`
+    five_by_five_branch: str = "5x5"  # one of FIVE_BY_FIVE_BRANCHES
+    last_pool_size: int = 3  # pool4 window: 3 in the paper, 2 in torchvision
+    aux_pool: str = "avg_5x5_stride_3"  # one of AUX_POOLS
+    preprocessing: str = "tf"  # mode of `preprocess_input`
     batch_norm_epsilon: float = 1e-3
 
-    # Written out (the dataclass keeps it) only to take the pre-0.2 names for one release.
-    def __init__(self, name, description, batch_norm, lrn, five_by_five_branch=None,
-                 last_pool_size=3, aux_pool=None, preprocessing="tf", batch_norm_epsilon=1e-3,
-                 *, fifth_branch=None):
-        if fifth_branch is not None:
-            warnings.warn("VariantSpec(fifth_branch=...) is now five_by_five_branch=...",
-                          DeprecationWarning, stacklevel=2)
-        fields = dict(
-            name=name, description=description, batch_norm=batch_norm, lrn=lrn,
-            five_by_five_branch=_current_value(
-                "five_by_five_branch", five_by_five_branch or fifth_branch or "5x5",
-                FIVE_BY_FIVE_BRANCHES),
-            last_pool_size=last_pool_size,
-            aux_pool=_current_value("aux_pool", aux_pool or "avg_5x5_stride_3", AUX_POOLS),
-            preprocessing=preprocessing, batch_norm_epsilon=batch_norm_epsilon,
-        )
-        for field, value in fields.items():
-            object.__setattr__(self, field, value)
-
-    @property
-    def fifth_branch(self):
-        """Deprecated: `five_by_five_branch` in the old spelling ("3x3x2" for "two_3x3")."""
-        warnings.warn("VariantSpec.fifth_branch is now VariantSpec.five_by_five_branch",
-                      DeprecationWarning, stacklevel=2)
-        old = {new: old for old, new in _OLD_VALUES["five_by_five_branch"].items()}
-        return old.get(self.five_by_five_branch, self.five_by_five_branch)
+    def __post_init__(self):
+        for field, allowed in (("five_by_five_branch", FIVE_BY_FIVE_BRANCHES),
+                               ("aux_pool", AUX_POOLS)):
+            value = getattr(self, field)
+            if value not in allowed:
+                raise ValueError(
+                    f"`{field}` must be one of {allowed}; received {field}={value!r}.")
 
     @property
     def has_fixed_size_aux_pool(self):

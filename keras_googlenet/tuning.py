@@ -378,29 +378,3 @@ def pareto_front(records, cost="macs"):
             front.append(record["trial"])
             best = record[OBJECTIVE.name]
     return front
-
-
-# Moved to the training side of the tuning boundary (#13); named here so that old imports
-# fail with directions instead of a bare AttributeError.
-_MOVED = {
-    "make_tuner": "keras_googlenet_training.tuner",
-    "GoogLeNetTuner": "keras_googlenet_training.tuner",
-    "GoogLeNetHyperband": "keras_googlenet_training.tuner",
-    "RandomSearchOracle": "keras_googlenet_training.tuner",
-    "BayesianOptimizationOracle": "keras_googlenet_training.tuner",
-    "HyperbandOracle": "keras_googlenet_training.tuner",
-    "trial_records": "keras_googlenet_training.tuner",
-    "trial_status": "keras_googlenet_training.tuner",
-    "serve_oracle": "keras_googlenet_training.oracle_server",
-    "EXECUTIONS_DIR": "keras_googlenet_training.trial_log",
-}
-
-
-def __getattr__(name):
-    if name in _MOVED:
-        raise AttributeError(
-            f"`keras_googlenet.tuning.{name}` moved to `{_MOVED[name]}.{name}`: the library "
-            "keeps the search space and the budget, the KerasTuner machinery is in the "
-            "training package."
-        )
-    raise AttributeError(f"module 'keras_googlenet.tuning' has no attribute {name!r}")

@@ -9,7 +9,6 @@ from keras_googlenet import (
 )
 from keras_googlenet.losses import (
     SmoothedSparseCategoricalCrossentropy,
-    SparseCategoricalCrossentropy,
 )
 
 
@@ -86,9 +85,3 @@ def test_label_smoothing_matches_dense_cross_entropy():
     assert float(plain) < float(ours)
     with pytest.raises(ValueError, match="label_smoothing"):
         SmoothedSparseCategoricalCrossentropy(label_smoothing=1.0)
-
-
-def test_the_old_loss_name_still_works_and_warns():
-    with pytest.warns(DeprecationWarning, match="SmoothedSparseCategoricalCrossentropy"):
-        old = SparseCategoricalCrossentropy(label_smoothing=0.1)
-    assert isinstance(old, SmoothedSparseCategoricalCrossentropy)

@@ -74,15 +74,8 @@ def test_variant_options_have_self_explaining_names():
     assert not spec.VARIANTS["torchvision"].has_fixed_size_aux_pool
 
 
-def test_the_old_variant_option_names_still_work_for_one_release():
-    with pytest.warns(DeprecationWarning, match="five_by_five_branch"):
-        assert spec.VARIANTS["factorized"].fifth_branch == "3x3x2"
-    with pytest.warns(DeprecationWarning):
-        old = spec.VariantSpec(name="old", description="", batch_norm=True, lrn=False,
-                               fifth_branch="3x3x2", last_pool_size=3, aux_pool="avg5s3",
-                               preprocessing="tf")
-    assert old == dataclasses.replace(spec.VARIANTS["factorized"], name="old", description="")
-    with pytest.warns(DeprecationWarning, match="'adaptive_4x4'"):
-        assert dataclasses.replace(old, aux_pool="adaptive4").aux_pool == "adaptive_4x4"
+def test_an_unknown_block_option_is_refused_naming_it():
     with pytest.raises(ValueError, match="aux_pool"):
-        dataclasses.replace(old, aux_pool="avg")
+        dataclasses.replace(spec.VARIANTS["factorized"], aux_pool="avg")
+    with pytest.raises(ValueError, match="five_by_five_branch"):
+        dataclasses.replace(spec.VARIANTS["factorized"], five_by_five_branch="3x3x2")
