@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from keras_googlenet import errors
 from keras_googlenet.spec import VARIANTS
 
 
@@ -74,6 +75,8 @@ def _add_convert_torchvision(commands):
     )
     convert.add_argument("--input-size", type=int, default=224,
                          help="input side of a .keras output (a multiple of 32 keeps parity)")
+    convert.add_argument("--debug", action="store_true",
+                         help="print the full traceback of an unexpected error")
     convert.add_argument(
         "--preset", metavar="DIR", default=None,
         help="write a KerasHub preset directory instead (or as well, with OUT): load it with "
@@ -87,21 +90,26 @@ def _convert_torchvision(args):
     from keras_googlenet import weights as weights_lib
 
     out = args.out
+    # Every destination is checked before anything is read or written.
+    if out is not None:
+        weights_lib.check_output(out, args.aux)
+    elif args.preset is None:
+        if args.aux:
+            raise ValueError("the weights='imagenet' cache holds the main head only: give "
+                             "an OUT.weights.h5 path with --aux.")
+        out = weights_lib.cache_file(weights_lib.IMAGENET_WEIGHTS_FILE)
     if args.preset is not None:
         if args.aux:
             raise ValueError("a KerasHub preset holds the main classifier only: drop --aux.")
-        from keras_googlenet.hub import write_torchvision_preset
+        from keras_googlenet.hub import check_preset_destination, write_torchvision_preset
+
+        check_preset_destination(args.preset)
 
         path = write_torchvision_preset(args.src, args.preset, image_size=args.input_size)
         print(f"wrote KerasHub preset {path}; load it with keras_hub.models.ImageClassifier"
               f".from_preset({path!r}) after `import keras_googlenet`")
         if out is None:
             return
-    if out is None:
-        if args.aux:
-            raise ValueError("the weights='imagenet' cache holds the main head only: give an "
-                             "OUT.weights.h5 path with --aux.")
-        out = weights_lib.imagenet_weights_path()
     path, report = weights_lib.convert_torchvision(
         args.src, out, include_aux=args.aux, input_size=args.input_size
     )
@@ -113,23 +121,29 @@ def _convert_torchvision(args):
             print(f"model card: {path}.json; expects preprocess_input(x, variant='torchvision')")
 
 
+PROG = "python -m keras_googlenet"
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if args.command == "summary":
-        try:
-            text = summary_text(args.variant, args.input_size, args.classes, args.aux,
-                                args.width_multiplier)
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        print(text)
-    elif args.command == "convert-torchvision":
-        try:
+    try:
+        if args.command == "summary":
+            print(summary_text(args.variant, args.input_size, args.classes, args.aux,
+                               args.width_multiplier))
+        elif args.command == "convert-torchvision":
             _convert_torchvision(args)
-        except (ValueError, FileNotFoundError, ImportError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; nothing half-written was published", file=sys.stderr)
+        return 130
+    except ImportError as error:  # PyTorch or the hub extra missing: our own message
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return errors.EXIT_BAD_INPUT
+    except Exception as error:  # noqa: BLE001 - sorted into refusals and internal errors
+        if isinstance(error, OSError) and not errors.is_refusal(error):
+            print(f"{PROG}: error: {errors.describe_os_error(error)}", file=sys.stderr)
+            return errors.EXIT_BAD_INPUT
+        return errors.refuse_or_report(PROG, error, debug=getattr(args, "debug", False))
     return 0
 
 

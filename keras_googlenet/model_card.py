@@ -84,8 +84,9 @@ def read_run_dir(run_dir):
                 raise ValueError(f"{config_path!r} is corrupt (not JSON: {error}).") from None
     labels_path = os.path.join(run_dir, "labels.txt")
     if os.path.isfile(labels_path):
-        with open(labels_path, encoding="utf-8") as f:
-            info["labels"] = [line.rstrip("\n") for line in f if line.strip()]
+        from keras_googlenet.input_files import read_lines
+
+        info["labels"] = read_lines(labels_path, "the run's labels.txt")
     metrics_path = os.path.join(run_dir, "metrics.json")
     if os.path.isfile(metrics_path):
         try:

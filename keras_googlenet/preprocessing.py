@@ -11,6 +11,7 @@ from keras import layers
 from keras.applications import imagenet_utils
 
 from keras_googlenet import spec as spec_lib
+from keras_googlenet.scores import top_indices
 
 PREPROCESSING_MODES = ("tf", "torch", "caffe")
 # Evaluation crop of the Inception recipe: the central 87.5 % of each side, then resize.
@@ -124,7 +125,8 @@ def imagenet_class_index():
 def decode_predictions(preds, top=5):
     """Decode ImageNet predictions: per image a list of `(wordnet_id, class_name, score)`.
 
-    Works offline: the class index ships with the package.
+    Works offline: the class index ships with the package. Ranked as `Predictor.top_k`
+    and `googlenet-predict` rank (`scores.top_indices`): ties to the lower class index.
     """
     preds = np.asarray(preds)
     if preds.ndim != 2 or preds.shape[1] != 1000:
@@ -136,7 +138,6 @@ def decode_predictions(preds, top=5):
         raise ValueError(f"`top` must be an int in [1, 1000]; received top={top!r}.")
     index = imagenet_class_index()
     results = []
-    for row in preds:
-        best = np.argsort(row)[::-1][:top]
+    for row, best in zip(preds, top_indices(preds, top), strict=True):
         results.append([(*index[int(i)], float(row[i])) for i in best])
     return results

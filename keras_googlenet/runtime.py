@@ -16,7 +16,8 @@ source itself:
 
 `predict` takes float32 images already preprocessed (RGB, `x / 127.5 - 1`, the model's
 input size) and always returns float32 probabilities: quantized outputs are dequantized
-and a model exported with logits gets a softmax.
+and a model exported with logits gets a softmax; without a card, logits are told from
+probabilities by their rows (`scores.as_probabilities`). Ranking is `scores.top_indices`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ from keras_googlenet.model_card import (  # noqa: F401
     read_model_card,
 )
 from keras_googlenet.preprocessing import EVAL_CROP_FRACTION, resize_pixels  # noqa: F401
+from keras_googlenet.scores import (
+    PROBABILITY_TOLERANCE,
+    SOFTMAX,
+    UNKNOWN_ACTIVATIONS,
+    as_probabilities,
+    top_indices,
+)
 
 FORMAT_KERAS = "keras"
 FORMAT_SAVEDMODEL = "savedmodel"
@@ -82,10 +90,10 @@ def detect_format(path):
     )
 
 
-def _softmax(x):
-    x = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(x)
-    return e / e.sum(axis=-1, keepdims=True)
+def _first_line(error, limit=300):
+    """A runtime's error as one short line (some span pages)."""
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:limit]
 
 
 def _check_threads(num_threads):
@@ -115,8 +123,19 @@ class Predictor:
         size = model.get("input_size")
         self.input_size = tuple(size) if size else None
         self.labels = self.card.get("labels")
-        self.output_is_probability = self.card.get("output", {}).get("activation", "softmax") \
-            == "softmax"
+        # None without a card: `predict` then tells probabilities from logits by their rows.
+        self.output_activation = (self.card.get("output") or {}).get("activation")
+
+    @property
+    def output_is_probability(self):
+        """True/False as the card says; None when unknown (decided per batch by `predict`)."""
+        if self.output_activation in UNKNOWN_ACTIVATIONS:
+            return None
+        return self.output_activation == SOFTMAX
+
+    def _probability_tolerance(self):
+        """How far a probability row of this artefact's outputs may sum from 1."""
+        return PROBABILITY_TOLERANCE
 
     # -- subclasses implement _run(x: float32 batch) -> raw float32 output
     def _run(self, x):
@@ -143,13 +162,16 @@ class Predictor:
             raise ValueError("`x` is an empty batch: pass at least one image.")
         outputs = [self._run(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
         y = np.concatenate(outputs, axis=0).astype("float32")
+        if y.ndim != 2:  # e.g. include_top=False: feature maps, not class scores
+            raise ValueError(f"{self.path!r} is not a classifier: its output has shape "
+                             f"{tuple(y.shape[1:])} per image, expected (classes,).")
         if not np.all(np.isfinite(y)):
             bad = int(np.sum(~np.all(np.isfinite(y.reshape(len(y), -1)), axis=1)))
             # NaN probabilities would still sort into a confident-looking top-k.
             raise ValueError(
                 f"{self.path!r} produced non-finite outputs (NaN/inf) for {bad} of {len(y)} "
                 "image(s): its weights are corrupt (a diverged training run?).")
-        return y if self.output_is_probability else _softmax(y)
+        return as_probabilities(y, self.output_activation, self._probability_tolerance())
 
     def preprocess_images(self, images):
         """Decode/resize/scale images (paths, PIL images or uint8 arrays) for this model."""
@@ -170,9 +192,10 @@ class Predictor:
         return [self.top_k(row, top_k) for row in probs]
 
     def top_k(self, probs, k=5):
-        k = min(int(k), len(probs))
-        # Ties (common with uint8 scores) go to the lower class index, as in MediaPipe.
-        best = np.argsort(-np.asarray(probs), kind="stable")[:k]
+        """The `k` best `(label, probability)` of one row; ties to the lower index."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"`top_k` must be an int >= 1; received {k!r}.")
+        best = top_indices(probs, k)
         return [(self.label(i), float(probs[i])) for i in best]
 
     def label(self, index):
@@ -192,7 +215,11 @@ class KerasPredictor(Predictor):
 
         if model is None:
             model = load_keras_model(path)
-        if isinstance(model.output, (dict, list, tuple)):
+        try:
+            structured = model.output
+        except AttributeError:  # a loaded Sequential has no symbolic output until called
+            structured = None
+        if isinstance(structured, (dict, list, tuple)):
             model = inference_model(model)
         self.model = model
         if card is None:
@@ -213,7 +240,11 @@ class SavedModelPredictor(Predictor):
         import tensorflow as tf
 
         super().__init__(path, card if card is not None else read_model_card(path))
-        self.loaded = tf.saved_model.load(self.path)
+        try:
+            self.loaded = tf.saved_model.load(self.path)
+        except (OSError, ValueError, tf.errors.OpError) as error:  # e.g. a corrupt .pb
+            raise ValueError(f"{self.path!r} is not a valid SavedModel directory: "
+                             f"{_first_line(error)}") from None
         if signature not in self.loaded.signatures:
             raise ValueError(
                 f"SavedModel {self.path!r} has no signature {signature!r}; it has "
@@ -241,8 +272,12 @@ class TFLitePredictor(Predictor):
         from ai_edge_litert.interpreter import Interpreter
 
         super().__init__(path, card if card is not None else read_model_card(path))
-        self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads)
-        self.interpreter.allocate_tensors()
+        try:
+            self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as error:  # LiteRT's words never name the file
+            raise ValueError(f"{self.path!r} is not a valid TFLite model: "
+                             f"{_first_line(error)}") from None
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         if self.input_size is None:
@@ -266,6 +301,13 @@ class TFLitePredictor(Predictor):
             return y.astype("float32")
         scale, zero_point = self.output["quantization"]
         return (y.astype("float32") - zero_point) * scale
+
+    def _probability_tolerance(self):
+        # Each quantized score is off by up to half a step, so the row sum by `classes` halves.
+        if not np.issubdtype(np.dtype(self.output["dtype"]), np.integer):
+            return PROBABILITY_TOLERANCE
+        scale, _ = self.output["quantization"]
+        return PROBABILITY_TOLERANCE + 0.5 * float(scale) * int(self.output["shape"][-1])
 
     def _resize(self, batch):
         if batch != self._batch:
@@ -299,7 +341,7 @@ class ONNXPredictor(Predictor):
             )
         except Exception as error:  # onnxruntime raises its own types (InvalidProtobuf, ...)
             raise ValueError(f"{self.path!r} is not a valid ONNX model: "
-                             f"{str(error).strip()[:300]}") from None
+                             f"{_first_line(error)}") from None
         self.input_name = self.session.get_inputs()[0].name
         shape = self.session.get_inputs()[0].shape
         if self.input_size is None and all(isinstance(v, int) for v in shape[1:3]):
@@ -342,15 +384,19 @@ def load_image(image, size, central_crop=EVAL_CROP_FRACTION, scale=True):
 
     Decoded with PIL and converted to RGB, then `resize_pixels`: the same central crop,
     bilinear resize and `x / 127.5 - 1` as the training pipeline's evaluation and the
-    SavedModel's `serving_uint8` signature.
+    SavedModel's `serving_uint8` signature. An image over the pixel budget
+    (`keras_googlenet.input_files.MAX_IMAGE_PIXELS`) is refused before it is decoded.
     """
     from PIL import Image
 
+    from keras_googlenet.input_files import check_pixel_budget, open_image
+
     if isinstance(image, (str, os.PathLike)):
-        with Image.open(image) as opened:
+        with open_image(image) as opened:  # refuses a decompression bomb before decoding
             opened.load()
             pixels = pil_to_rgb8(opened, name=os.fspath(image))
     elif isinstance(image, Image.Image):
+        check_pixel_budget(image)  # a lazily opened image is decoded only now
         pixels = pil_to_rgb8(image)
     else:
         pixels = np.asarray(image)

@@ -19,13 +19,16 @@ import pytest
 from PIL import Image
 
 import keras_googlenet as kg
+from keras_googlenet.__main__ import main as package_main
 from keras_googlenet.export import export_model
 from keras_googlenet.runtime import load_image, load_predictor
 from keras_googlenet_training.cli import export as export_cli
 from keras_googlenet_training.cli import predict as predict_cli
 from keras_googlenet_training.cli import train as train_cli
+from keras_googlenet_training.cli import tune as tune_cli
 
-CLIS = {"train": train_cli.main, "predict": predict_cli.main, "export": export_cli.main}
+CLIS = {"train": train_cli.main, "predict": predict_cli.main, "export": export_cli.main,
+        "tune": tune_cli.main, "convert": package_main}  # convert: python -m keras_googlenet
 SIZE = 32
 
 
@@ -86,6 +89,11 @@ def _setup(tmp, assets, setup):
         (tmp / "cut.keras").write_bytes(data[: len(data) // 2])
     elif setup == "junk_onnx":
         (tmp / "bad.onnx").write_bytes(b"\x08\x07garbage" * 100)
+    elif setup == "junk_tflite":
+        (tmp / "bad.tflite").write_bytes(np.random.default_rng(2).bytes(4096))
+    elif setup == "junk_savedmodel":
+        (tmp / "sm").mkdir()
+        (tmp / "sm" / "saved_model.pb").write_bytes(np.random.default_rng(3).bytes(2048))
     elif setup == "corrupt_card":
         (tmp / "m").mkdir()
         (tmp / "m" / "model.keras").write_bytes((assets / "run" / "model.keras").read_bytes())
@@ -96,9 +104,41 @@ def _setup(tmp, assets, setup):
         (tmp / "run" / "config.json").write_text('{"model": ')
     elif setup == "folder":
         (tmp / "empty_dataset").mkdir()
+    elif setup == "bomb":  # 7 KB on disk, 60 megapixels: over the pixel budget
+        Image.new("1", (10_000, 6_000)).save(tmp / "bomb.png", optimize=True)
+    elif setup == "junk_state":
+        (tmp / "junk.npz").write_bytes(np.random.default_rng(5).bytes(4096))
+        (tmp / "junk.pth").write_bytes(np.random.default_rng(6).bytes(4096))
+    elif setup == "symlink_out":
+        (tmp / "real").mkdir()
+        (tmp / "real" / "data.txt").write_text("keep me")
+        (tmp / "link").symlink_to(tmp / "real", target_is_directory=True)
+    elif setup == "search":  # a finished search (its files, as far as the checks look)
+        _fake_search(tmp / "tuning")
+    elif setup == "linked_project":
+        (tmp / "elsewhere").mkdir()
+        (tmp / "elsewhere" / "data.txt").write_text("keep me")
+        (tmp / "tuning").mkdir()
+        (tmp / "tuning" / "googlenet").symlink_to(tmp / "elsewhere")
     return values
 
 
+def _fake_search(directory):
+    import dataclasses
+
+    from keras_googlenet_training.tune import TuneConfig
+
+    project = directory / "googlenet"
+    (project / "trial_0").mkdir(parents=True)
+    (project / "trial_0" / "trial.json").write_text('{"status": "COMPLETED"}')
+    (project / "results.md").write_text("| trial |\n")
+    record = dataclasses.asdict(TuneConfig(directory=str(directory)).resolved())
+    (project / "search.json").write_text(json.dumps(record))
+
+
+TINY_TUNE = ("--max-trials 1 --epochs 1 --steps-per-epoch 1 --validation-steps 1 --no-aux "
+             "--input-size 32 --variants v1 --width-multiplier 0.25 --stage-multipliers 0.25 "
+             "--reduce-ratios 0.5")
 # (id, cli, argv, setup, exit status, words the message must contain)
 ROWS = [
     # -- googlenet-train: all fail before any training
@@ -111,6 +151,12 @@ ROWS = [
      ["run_name"]),
     ("train-run-name-slash", "train", "--output-dir {tmp} --run-name ../x", None, 2,
      ["run_name"]),
+    ("train-run-name-a-b", "train", "--output-dir {tmp} --run-name a/b", None, 2,
+     ["run_name"]),
+    ("train-run-name-absolute", "train", "--output-dir {tmp}/out --run-name {tmp}/abs", None,
+     2, ["run_name"]),
+    ("train-run-dir-is-a-symlink", "train", "--output-dir {tmp} --run-name link --overwrite",
+     "symlink_out", 2, ["run_name", "symbolic link"]),
     ("train-output-dir-is-a-file", "train", "--output-dir {tmp}/a_file", "file", 2,
      ["output_dir", "is a file"]),
     ("train-output-dir-under-a-file", "train", "--output-dir {tmp}/a_file/runs", "file", 2,
@@ -139,6 +185,8 @@ ROWS = [
      ["learning_rate"]),
     ("train-val-fraction", "train", "--val-fraction 1.5 --output-dir {tmp}", None, 2,
      ["val_fraction"]),
+    ("train-tfds-unknown-version", "train", "--dataset tfds:mnist:9.9.9 --output-dir {tmp}",
+     None, 2, ["dataset", "'9.9.9'", "versions available: 3.0.1"]),
     ("train-freeze-without-init", "train", "--freeze-backbone --output-dir {tmp}", None, 2,
      ["freeze_backbone"]),
     ("train-workers-0", "train", "--workers 0 --output-dir {tmp}", None, 2, ["--workers"]),
@@ -154,9 +202,13 @@ ROWS = [
     ("predict-dir-without-savedmodel", "predict", "{img} --model {tmp}", None, 2,
      ["saved_model.pb"]),
     ("predict-junk-onnx", "predict", "{img} --model {tmp}/bad.onnx", "junk_onnx", 2,
-     ["not a valid ONNX model"]),
+     ["bad.onnx", "not a valid ONNX model"]),
+    ("predict-junk-tflite", "predict", "{img} --model {tmp}/bad.tflite", "junk_tflite", 2,
+     ["bad.tflite", "not a valid TFLite model"]),
+    ("predict-junk-savedmodel", "predict", "{img} --model {tmp}/sm", "junk_savedmodel", 2,
+     ["/sm", "not a valid SavedModel"]),
     ("predict-junk-keras", "predict", "{img} --model {tmp}/bad.keras", "junk_keras", 2,
-     ["not a valid .keras archive"]),
+     ["bad.keras", "not a valid .keras archive"]),
     ("predict-truncated-keras", "predict", "{img} --model {tmp}/cut.keras", "truncated_keras",
      2, ["not a valid .keras archive"]),
     ("predict-corrupt-card", "predict", "{img} --model {tmp}/m/model.keras", "corrupt_card", 2,
@@ -166,6 +218,12 @@ ROWS = [
     ("predict-top-k-0", "predict", "{img} --model {model} --top-k 0", None, 2, ["--top-k"]),
     ("predict-batch-size-0", "predict", "{img} --model {model} --batch-size 0", None, 2,
      ["--batch-size"]),
+    ("predict-top-k-negative", "predict", "{img} --model {model} --top-k -3", None, 2,
+     ["--top-k", ">= 1"]),
+    ("predict-threads-0", "predict", "{img} --model {model} --threads 0", None, 2,
+     ["--threads", ">= 1"]),
+    ("predict-image-over-pixel-budget", "predict", "{tmp}/bomb.png --model {model}", "bomb", 1,
+     ["bomb.png", "10000x6000", "megapixel budget"]),
     ("predict-unreadable-image", "predict", "{junk} --model {model}", None, 1,
      ["cannot read image"]),
     # -- googlenet-export
@@ -189,6 +247,64 @@ ROWS = [
      None, 2, ["calibration"]),
     ("export-opset-too-low", "export", "{model} --out {tmp}/out --opset 5", None, 2,
      ["opset"]),
+    ("export-out-is-a-symlink", "export", "{model} --out {tmp}/link --formats onnx",
+     "symlink_out", 2, ["out_dir", "symbolic link"]),
+    ("export-tflite-source", "export", "{tmp}/bad.tflite --out {tmp}/out --formats onnx",
+     "junk_tflite", 2, ["bad.tflite", ".keras"]),
+    # -- python -m keras_googlenet convert-torchvision
+    ("convert-junk-npz", "convert", "convert-torchvision {tmp}/junk.npz {tmp}/o.weights.h5",
+     "junk_state", 2, ["junk.npz", "not a NumPy '.npz'"]),
+    ("convert-junk-pth", "convert", "convert-torchvision {tmp}/junk.pth {tmp}/o.weights.h5",
+     "junk_state", 2, ["junk.pth"]),
+    ("convert-out-dotdot", "convert", "convert-torchvision {tmp}/junk.npz {tmp}/sub/..",
+     "junk_state", 2, ["`out`", "plain name"]),
+    ("convert-preset-dotdot", "convert",
+     "convert-torchvision {tmp}/junk.npz --preset {tmp}/sub/..", "junk_state", 2,
+     ["`preset_dir`", "plain name"]),
+    ("convert-out-under-a-file", "convert", "convert-torchvision {tmp}/sd.npz {tmp}/a_file/o.npz",
+     "file", 2, ["a_file", "is a file"]),
+    # -- googlenet-tune: nothing written, the saved search untouched (a tiny search where
+    # all is well: code that accepts the row searches for seconds, then fails the asserts)
+    *[(f"tune-project-name-{tag}{'-overwrite' if overwrite else ''}", "tune",
+       f"{TINY_TUNE} --directory {{tmp}}/danger/sub --project-name {name}"
+       f"{' --overwrite' * overwrite}", "danger", 2, ["project_name"])
+      for tag, name in (("dotdot", ".."), ("dot", "."), ("slash", "a/b"),
+                        ("absolute", "{tmp}/danger/precious"))
+      for overwrite in (False, True)],
+    ("tune-directory-is-a-file", "tune", TINY_TUNE + " --directory {tmp}/a_file", "file", 2,
+     ["--directory", "is a file"]),
+    ("tune-directory-under-a-file", "tune", TINY_TUNE + " --directory {tmp}/a_file/sub --overwrite",
+     "file",
+     2, ["--directory", "is a file"]),
+    ("tune-project-is-a-file", "tune",
+     TINY_TUNE + " --directory {tmp} --project-name a_file --overwrite", "file", 2,
+     ["project_name", "is a file"]),
+    ("tune-symlinked-project", "tune", TINY_TUNE + " --directory {tmp}/tuning --overwrite",
+     "linked_project", 2, ["project_name", "symbolic link"]),
+    ("tune-other-settings", "tune", "--directory {tmp}/tuning --epochs 5", "search", 2,
+     ["other settings", "epochs", "--overwrite"]),
+    *[(f"tune-{flag.strip('-')}{'-overwrite' if overwrite else ''}", "tune",
+       f"{TINY_TUNE} --directory {{tmp}}/tuning {flag} {value}{' --overwrite' * overwrite}",
+       "search", 2,
+       [words])
+      for flag, value, words in (
+          ("--max-trials", "0", "max_trials"), ("--epochs", "0", "epochs"),
+          ("--val-fraction", "1.5", "val_fraction"), ("--replicas", "0", "replicas"),
+          ("--latency-threads", "0", "latency_threads"), ("--workers", "-1", "--workers"),
+          ("--width-multiplier", "0", "width_multiplier"),
+          ("--stage-multipliers", "0,1", "stage_multipliers"), ("--dropout", "1.5", "dropout"),
+          ("--learning-rate", "0", "learning_rate"), ("--max-macs", "-5", "max_macs"),
+          ("--input-size", "16", ">= 32"), ("--dataset", "csv:data.csv", "dataset"),
+          ("--tuner", "grid", "--tuner"), ("--max-trials", "x", "--max-trials"),
+          ("--batch-size", "100000", "batch_size"))
+      for overwrite in (False, True)],
+    # a new project: a refused value used to leave a search.json that then refused the
+    # corrected command as "other settings"
+    *[(f"tune-new-project-{flag.strip('-')}", "tune",
+       f"{TINY_TUNE} --directory {{tmp}}/tuning {flag} {value}", None, 2, [words])
+      for flag, value, words in (
+          ("--dropout", "1.5", "dropout"), ("--max-macs", "-5", "max_macs"),
+          ("--dataset", "csv:data.csv", "dataset"), ("--batch-size", "100000", "batch_size"))],
 ]
 
 
@@ -209,6 +325,8 @@ def test_bad_invocation(tmp_path, assets, capsys, request, cli, argv, setup, sta
     for word in words:
         assert word in err, err
     assert "Traceback" not in err
+    # No refusal suggests loading a file unsafely (NumPy's and torch's own messages do).
+    assert not any(word in err for word in ("allow_pickle", "weights_only", "unsafe")), err
     message = [line for line in err.splitlines() if "error" in line or "cannot" in line]
     assert message and all(len(line) < 600 for line in message), err
     # Nothing written or deleted anywhere: these fail before any output.
@@ -235,6 +353,34 @@ def test_bad_api_arguments_raise_a_value_error_naming_them(no_variables, make, w
     for word in words:
         assert word in str(caught.value)
     assert time.perf_counter() - started < 5  # refused before any variable was created
+
+
+def test_only_our_own_refusals_are_bad_arguments(tmp_path, capsys):
+    """A ValueError from inside another library is an internal error: one line with its
+    type, the traceback in a log file in the given directory, exit 1 (not 2)."""
+    from keras_googlenet import errors
+
+    with pytest.raises(ValueError) as ours:
+        kg.GoogLeNet(include_top="no")
+    with pytest.raises(ValueError) as foreign:
+        np.zeros(-1)
+    assert errors.is_refusal(ours.value) and not errors.is_refusal(foreign.value)
+    assert errors.refuse_or_report("googlenet-export", foreign.value, log_dir=str(tmp_path)) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "internal error: ValueError" in err, err
+    logs = list(tmp_path.glob("googlenet-export-error-*.log"))
+    assert len(logs) == 1 and "Traceback" in logs[0].read_text() and str(logs[0]) in err
+
+
+def test_convert_torchvision_refuses_a_cache_directory_that_is_a_file(tmp_path, monkeypatch,
+                                                                     capsys):
+    (tmp_path / "home").write_text("not a directory")
+    monkeypatch.setenv("KERAS_GOOGLENET_HOME", str(tmp_path / "home"))
+    before = _tree(tmp_path)
+    assert package_main(["convert-torchvision", str(tmp_path / "sd.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "$KERAS_GOOGLENET_HOME" in err and "is a file" in err and "Traceback" not in err
+    assert _tree(tmp_path) == before
 
 
 def test_run_name_dotdot_leaves_the_parent_and_its_files_alone(tmp_path, capsys):

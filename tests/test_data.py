@@ -522,16 +522,18 @@ def test_tfds_prepared_dataset_loads_offline(tmp_path):
         splits = data.load_dataset("tfds:cifar10", data_dir=str(tmp_path), seed=0)
         assert splits.class_names == names
         assert splits.source == "tfds:cifar10" and splits.skipped == []
-        assert splits.num_train == 12
+        # No validation split: 20 % of train held out; test stays the test split.
+        assert (splits.num_train, splits.num_val) == (10, 2)
+        assert splits.test_split == "test" and splits.num_test == 12
         train = _images_by_label(splits.train)
-        assert len(train) == 12
+        assert len(train) == 10
         assert all(img.shape == (32, 32, 3) and img.dtype == np.uint8 for img, _ in train)
         assert all(0 <= lab < 10 for _, lab in train)
         assert splits.val.element_spec[1].dtype == tf.int32
         batches = _batches(
             data.make_pipeline(splits.train, input_size=INPUT_SIZE, batch_size=4, training=True)
         )
-        assert len(batches) == 3 and batches[0][0].shape == (4, INPUT_SIZE, INPUT_SIZE, 3)
+        assert len(batches) == 2 and batches[0][0].shape == (4, INPUT_SIZE, INPUT_SIZE, 3)
     assert time.monotonic() - start < 20
 
 
@@ -584,3 +586,257 @@ def test_folder_files_are_reshuffled_every_epoch_before_decoding(tmp_path):
     again = data.load_dataset(f"folder:{root}", seed=3, val_fraction=0.2)
     assert label_order(again.train) == first  # reproducible under the seed
     assert label_order(splits.val) == label_order(splits.val)  # validation is not shuffled
+
+
+# ---------------------------------------------------------------------------------
+# #18: what a folder walk counts, the test split kept apart, the pixel budget, names
+
+
+def _unique_images(root, name, count, first_width):
+    """`count` images of class `name`, told apart by their width."""
+    for i in range(count):
+        _save(os.path.join(root, name, f"{i}.png"), COLORS[name], "RGB", "PNG",
+              size=(first_width + i, 10))
+
+
+def _widths_by_label(dataset):
+    return [(int(label), image.shape[1]) for image, label in dataset.as_numpy_iterator()]
+
+
+def test_folder_symlink_loop_and_linked_files_are_counted_once(tmp_path, caplog):
+    root = tmp_path / "ds"
+    _unique_images(root, "blue", 5, 10)
+    _unique_images(root, "red", 5, 20)
+    os.symlink("..", root / "blue" / "loop")  # back up to the dataset: once walked ~40 times
+    os.symlink("../red", root / "blue" / "reds")  # into another class: not a second label
+    os.symlink("0.png", root / "red" / "again.png")  # the same file by a second name
+    os.link(root / "red" / "1.png", root / "red" / "hard.png")  # and by a hard link
+    os.makedirs(root / "red" / "nested")
+    os.symlink("../../blue", root / "red" / "nested" / "blues")
+
+    with caplog.at_level(logging.WARNING, logger="keras_googlenet.data"):
+        splits = data.load_dataset(f"folder:{root}", seed=0, val_fraction=0.4)
+    assert splits.class_names == ["blue", "red"]
+    assert (splits.num_train, splits.num_val) == (6, 4)  # 10 files, each once
+    assert any("Counted once: 2 paths" in r.getMessage() for r in caplog.records)
+    train, val = _widths_by_label(splits.train), _widths_by_label(splits.val)
+    assert sorted(train + val) == [(0, w) for w in range(10, 15)] + [(1, w) for w in range(20, 25)]
+    assert not set(train) & set(val)  # no file in both splits
+
+
+def test_folder_file_linked_from_val_tree_is_in_one_split_only(tmp_path):
+    root = tmp_path / "ds"
+    _unique_images(root / "train", "blue", 3, 10)
+    _unique_images(root / "train", "red", 3, 20)
+    _unique_images(root / "val", "red", 1, 30)
+    os.symlink("../../train/red/0.png", root / "val" / "red" / "leak.png")
+    os.symlink("../../train", root / "val" / "red" / "everything")
+    splits = data.load_dataset(f"folder:{root}", seed=0)
+    assert (splits.num_train, splits.num_val) == (6, 1)
+    assert _widths_by_label(splits.val) == [(1, 30)]
+    assert splits.val_split == "val/ folder" and splits.test is None
+
+
+def test_folder_class_name_with_a_line_break_is_refused(tmp_path):
+    root = tmp_path / "ds"
+    _write_class(root, "red", 2)
+    os.makedirs(root / "two\nlines")
+    with pytest.raises(ValueError, match="not a UTF-8 name on one line"):
+        data.load_dataset(f"folder:{root}")
+
+
+def _huge_png(path, size=(10_000, 6_000)):
+    """A real 1-bit PNG of 60 megapixels: 7 KB on disk, 180 MB decoded as RGB."""
+    Image.new("1", size).save(path, optimize=True)
+    return path
+
+
+def test_folder_image_over_the_pixel_budget_is_refused_naming_it(tmp_path):
+    root = tmp_path / "ds"
+    _write_class(root, "red", 3)
+    _write_class(root, "blue", 3)
+    big = _huge_png(root / "blue" / "panorama.png")
+    assert os.path.getsize(big) < 20_000
+    with pytest.raises(ValueError) as refused:
+        data.load_dataset(f"folder:{root}", seed=0)
+    message = str(refused.value)
+    assert str(big) in message and "10000x6000" in message and "50-megapixel" in message
+    assert "\n" not in message and message.startswith("`dataset`:")
+
+
+def test_tfds_unknown_version_names_the_versions_available():
+    pytest.importorskip("tensorflow_datasets")
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=r"no version '9\.9\.9'.*versions available: 3\.0\.1"):
+        data.load_dataset("tfds:mnist:9.9.9")
+    with pytest.raises(ValueError, match="'abc' .* is not a TFDS version"):
+        data.load_dataset("tfds:mnist:abc")
+    assert time.monotonic() - start < 20  # nothing looked up on the network
+
+
+def _train_and_test_only_tfds(data_dir, name=None):
+    """A real prepared TFDS dataset (files on disk, no mock) with `train` and `test` splits
+    only; every image's pixels tell its split and index (train 0.., test 100..)."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    name = name or _TRAIN_AND_TEST_ONLY
+    tfds.builder(name, data_dir=str(data_dir)).download_and_prepare()  # nothing downloaded
+    return f"tfds:{name}"
+
+
+_TRAIN_AND_TEST_ONLY = "googlenet_test_train_and_test_only"
+try:
+    import tensorflow_datasets as _tfds
+
+    class GooglenetTestTrainAndTestOnly(_tfds.core.GeneratorBasedBuilder):
+        VERSION = _tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return _tfds.core.DatasetInfo(builder=self, features=_tfds.features.FeaturesDict({
+                "image": _tfds.features.Image(shape=(8, 8, 3)),
+                "label": _tfds.features.ClassLabel(names=["café", "日本"])}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(0, 20),
+                    "test": self._generate_examples(100, 6, self.TEST_LABELLED)}
+
+        TEST_LABELLED = True
+
+        def _generate_examples(self, first, count, labelled=True):
+            for i in range(count):
+                yield i, {"image": np.full((8, 8, 3), first + i, np.uint8),
+                          "label": i % 2 if labelled else -1}
+
+    class GooglenetTestUnlabelledTest(GooglenetTestTrainAndTestOnly):
+        """As ImageNet's: a `test` split whose labels are all -1."""
+
+        TEST_LABELLED = False
+except ImportError:
+    pass
+
+
+def _ids(dataset):
+    return sorted(int(image[0, 0, 0]) for image, _ in dataset.as_numpy_iterator())
+
+
+def test_tfds_without_validation_split_holds_out_train_and_keeps_test_apart(tmp_path):
+    spec = _train_and_test_only_tfds(tmp_path)
+    splits = data.load_dataset(spec, data_dir=str(tmp_path), val_fraction=0.25, seed=1)
+    assert (splits.num_train, splits.num_val, splits.num_test) == (15, 5, 6)
+    assert splits.val_split == "train (a seeded 25% hold-out, seed 1)"
+    assert splits.test_split == "test" and splits.class_names == ["café", "日本"]
+    train, val, test = _ids(splits.train), _ids(splits.val), _ids(splits.test)
+    assert sorted(train + val) == list(range(20)) and not set(train) & set(val)
+    assert test == list(range(100, 106))  # the test split, and only there
+    again = data.load_dataset(spec, data_dir=str(tmp_path), val_fraction=0.25, seed=1)
+    other = data.load_dataset(spec, data_dir=str(tmp_path), val_fraction=0.25, seed=2)
+    assert _ids(again.val) == val and _ids(other.val) != val  # seeded
+
+
+def test_tfds_unlabelled_test_split_is_not_a_test_set(tmp_path):
+    spec = _train_and_test_only_tfds(tmp_path, "googlenet_test_unlabelled_test")
+    splits = data.load_dataset(spec, data_dir=str(tmp_path))
+    assert splits.test is None and splits.num_test == 0 and splits.test_split is None
+    assert (splits.num_train, splits.num_val) == (16, 4)
+
+
+@pytest.mark.slow
+def test_training_selects_on_validation_and_reports_test_apart(tmp_path):
+    import json
+
+    from keras_googlenet_training.train import TrainConfig, train
+
+    spec = _train_and_test_only_tfds(tmp_path / "tfds")
+    result = train(TrainConfig(
+        dataset=spec, data_dir=str(tmp_path / "tfds"), input_size=65, width_multiplier=0.25,
+        batch_size=8, epochs=1, aux=False, output_dir=str(tmp_path), run_name="run",
+    ), log=lambda *_: None)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics == result.metrics
+    assert metrics["validation_split"] == "train (a seeded 20% hold-out, seed 0)"
+    assert (metrics["num_train"], metrics["num_val"]) == (16, 4)
+    assert metrics["test_split"] == "test" and metrics["num_test"] == 6
+    assert 0.0 <= metrics["test_main_accuracy"] <= 1.0 and np.isfinite(metrics["test_loss"])
+    labels = (tmp_path / "run" / "labels.txt").read_bytes()
+    assert labels == "café\n日本\n".encode()  # the names exactly, as UTF-8
+
+
+def test_load_image_refuses_an_image_over_the_pixel_budget_before_decoding(tmp_path):
+    from keras_googlenet.runtime import load_image
+
+    big = _huge_png(tmp_path / "bomb.png")
+    with pytest.raises(ValueError, match=r"bomb\.png.*10000x6000 \(60\.0 megapixels\)"):
+        load_image(big, (32, 32))
+    with Image.open(big) as lazy, pytest.raises(ValueError, match="10000x6000"):
+        load_image(lazy, (32, 32))  # a lazily opened PIL image is checked too
+    small = tmp_path / "small.png"
+    _save(small, COLORS["red"], "RGB", "PNG", size=(40, 30))
+    assert load_image(small, (32, 32)).shape == (32, 32, 3)  # a normal image still loads
+
+
+@pytest.mark.slow
+def test_a_small_file_claiming_a_huge_image_never_takes_much_memory(tmp_path):
+    import subprocess
+    import sys
+
+    big = _huge_png(tmp_path / "bomb.png", size=(12_000, 12_000))  # 144 MP: 430 MB as RGB
+    script = (
+        "import resource, sys\n"
+        "from keras_googlenet.runtime import load_image\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        "    load_image(sys.argv[1], (32, 32))\n"
+        "except ValueError as error:\n"
+        "    print('refused:', error)\n"
+        "print('grew_mb', (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(big)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"refused: image {str(big)!r} is 12000x12000" in done.stdout
+    grew = int(done.stdout.split("grew_mb")[1])
+    assert grew < 100, done.stdout  # decoding it would take over 400 MB
+
+
+def test_labels_files_are_read_as_utf8_with_bom_and_crlf(tmp_path):
+    from keras_googlenet.export.cards import read_labels
+    from keras_googlenet.model_card import read_run_dir
+
+    names = ["café", "日本", "two words"]
+    (tmp_path / "labels.txt").write_bytes(
+        b"\xef\xbb\xbf" + "\r\n".join(names).encode() + b"\r\n\r\n")
+    assert read_run_dir(tmp_path)["labels"] == names  # a run's labels.txt
+    assert read_labels(str(tmp_path / "labels.txt")) == names  # export --labels
+
+    from keras_googlenet.input_files import read_lines
+
+    assert read_lines(tmp_path / "labels.txt") == names
+    (tmp_path / "utf16.txt").write_bytes("\n".join(names).encode("utf-16"))
+    assert read_lines(tmp_path / "utf16.txt") == names
+    (tmp_path / "old_mac.txt").write_bytes("\r".join(names).encode())
+    assert read_lines(tmp_path / "old_mac.txt") == names
+    (tmp_path / "latin1.txt").write_bytes("café\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1\.txt' is not UTF-8 text.*0xe9"):
+        read_labels(str(tmp_path / "latin1.txt"))
+
+
+def test_predict_names_classes_exactly_from_a_bom_crlf_labels_file(tmp_path, capsys):
+    import json
+
+    import keras
+
+    import keras_googlenet as kg
+    from keras_googlenet_training.cli import predict as predict_cli
+
+    keras.utils.set_random_seed(0)
+    model = kg.GoogLeNet(variant="v1_bn", input_shape=(32, 32, 3), classes=2,
+                         width_multiplier=0.25, include_aux=False)
+    model.save(tmp_path / "model.keras")
+    (tmp_path / "labels.txt").write_bytes("\ufeffcafé\r\n日本\r\n".encode())
+    image = tmp_path / "x.png"
+    _save(image, COLORS["red"], "RGB", "PNG", size=(40, 40))
+    assert predict_cli.main([str(image), "--model", str(tmp_path / "model.keras"),
+                             "--json"]) in (0, None)
+    out = capsys.readouterr().out
+    rows = json.loads(out)["results"][0]["predictions"]
+    assert sorted(p["label"] for p in rows) == ["café", "日本"]
+    assert "café" in out and "日本" in out  # the names themselves, not \u escapes

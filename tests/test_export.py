@@ -2,6 +2,10 @@
 
 import json
 import os
+import shutil
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
@@ -145,6 +149,90 @@ def test_failed_reexport_keeps_the_good_artefact(exported, trained_run):
     assert open(report["savedmodel"].card_path).read() == sm_card
     assert tf.saved_model.load(report["savedmodel"].path).signatures["serving_default"]
     assert not [name for name in os.listdir(out) if name.startswith(".")]
+
+
+def _files(directory):
+    """{relative path: bytes} of every file under `directory`, and its hidden entries."""
+    files, hidden = {}, []
+    for root, dirs, names in os.walk(directory):
+        hidden += [n for n in dirs + names if n.startswith(".")]
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, directory)] = f.read()
+    return files, hidden
+
+
+def _kill_an_export_while_it_converts(source, out):
+    """SIGKILL a `googlenet-export` process as soon as it has written its first byte."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keras_googlenet_training.cli.export", str(source), "--out",
+         str(out), "--formats", "onnx"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    try:
+        deadline = time.monotonic() + 240
+        while process.poll() is None and time.monotonic() < deadline:
+            if [n for n in os.listdir(out) + os.listdir(out.parent) if n.startswith(".")]:
+                break
+            time.sleep(0.02)
+        assert process.poll() is None, "the export ended before it could be killed"
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _save_small_model(path, seed):
+    keras.utils.set_random_seed(seed)
+    GoogLeNet(variant="v1_bn", input_shape=(SIZE, SIZE, 3), classes=3,
+              width_multiplier=0.25).save(path)
+
+
+@pytest.mark.slow
+def test_reexport_swaps_in_verified_artefacts_and_cards_and_keeps_the_users_files(
+        tmp_path, monkeypatch):
+    """Re-exporting replaces the artefact and its card together, only once verified; a
+    failed replacement leaves the old ones byte-identical; the user's files stay; no
+    temporary file is left, in the export directory or beside it."""
+    out = tmp_path / "out"
+    _save_small_model(tmp_path / "a.keras", seed=0)
+    assert export_model(tmp_path / "a.keras", out, ["onnx"], verbose=False).ok
+    (out / "notes.txt").write_text("keep me")
+    (out / "mine").mkdir()
+    (out / "mine" / "data.bin").write_bytes(b"\x00\x01")
+    before, _ = _files(out)
+
+    _save_small_model(tmp_path / "b.keras", seed=1)
+    with pytest.raises(ExportError, match="max_abs_diff"):  # a real failure: a missed bound
+        export_model(tmp_path / "b.keras", out, ["onnx"], verbose=False,
+                     bounds={"onnx": {"max_abs_diff": -1.0}})
+    assert _files(out) == (before, [])
+    assert sorted(os.listdir(tmp_path)) == ["a.keras", "b.keras", "out"]
+    _kill_an_export_while_it_converts(tmp_path / "b.keras", out)
+    assert _files(out) == (before, [])  # no temporary inside: at most a stage beside it
+    for name in os.listdir(tmp_path):
+        if name.startswith(".out.export-"):
+            shutil.rmtree(tmp_path / name)
+
+    report = export_model(tmp_path / "b.keras", out, ["onnx"], verbose=False)
+    after, hidden = _files(out)
+    assert report.ok and not hidden
+    assert sorted(os.listdir(tmp_path)) == ["a.keras", "b.keras", "out"]
+    assert after["googlenet.onnx"] != before["googlenet.onnx"]  # model b's weights
+    card = json.loads(after["googlenet.onnx.json"])
+    assert card["file_size_bytes"] == len(after["googlenet.onnx"])  # the card of model b
+    assert card["source"]["path"].endswith("b.keras")
+    assert {k: after[k] for k in ("notes.txt", os.path.join("mine", "data.bin"))} == \
+        {k: before[k] for k in ("notes.txt", os.path.join("mine", "data.bin"))}
+
+    # Where the directory cannot be swapped (here: it is the working directory), each
+    # artefact and its card are published in place; the directory itself stays.
+    monkeypatch.chdir(out)
+    inode = os.stat(out).st_ino
+    assert export_model(tmp_path / "a.keras", ".", ["onnx"], name="again", verbose=False).ok
+    again, hidden = _files(out)
+    assert os.stat(out).st_ino == inode and not hidden
+    assert json.loads(again["again.onnx.json"])["source"]["path"].endswith("a.keras")
+    assert again["googlenet.onnx"] == after["googlenet.onnx"] and again["notes.txt"] == b"keep me"
 
 
 @pytest.mark.slow

@@ -327,6 +327,30 @@ def test_missing_files_are_named(preset, tmp_path):
         check_preset(tmp_path / "nowhere")
 
 
+def _snapshot(directory):
+    return {name: (directory / name).read_bytes() for name in sorted(os.listdir(directory))}
+
+
+@pytest.mark.slow
+def test_rewriting_a_preset_swaps_it_on_success_and_keeps_the_users_files(
+        preset, source_model, tmp_path, monkeypatch):
+    from keras_googlenet.hub import presets as presets_lib
+
+    target = _copy(preset, tmp_path)
+    (target / "notes.txt").write_text("keep me")
+    before = _snapshot(target)
+    # A real failure after the new preset is written: its verification misses the bound.
+    monkeypatch.setattr(presets_lib, "VERIFY_MAX_ABS_DIFF", -1.0)
+    with pytest.raises(ValueError, match="nothing was written"):
+        presets_lib.write_preset(source_model, target)
+    assert _snapshot(target) == before and sorted(os.listdir(tmp_path)) == ["copy"]
+    monkeypatch.undo()
+    presets_lib.write_preset(source_model, target, labels=list("abcdefghij"), verify=False)
+    assert check_preset(target)["labels"] == list("abcdefghij")
+    assert (target / "notes.txt").read_text() == "keep me"
+    assert sorted(os.listdir(tmp_path)) == ["copy"]  # no stage or backup left
+
+
 @pytest.fixture(scope="module")
 def resnet_preset(tmp_path_factory):
     path = tmp_path_factory.mktemp("resnet") / "resnet"

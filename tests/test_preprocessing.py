@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from keras_googlenet import decode_predictions, preprocess_input
+from keras_googlenet.preprocessing import imagenet_class_index
 
 
 @pytest.mark.parametrize("variant", ["v1", "v1_bn", "torchvision", "factorized"])
@@ -37,3 +38,15 @@ def test_decode_predictions_rejects_wrong_shapes():
         decode_predictions(np.zeros((1, 10)))
     with pytest.raises(ValueError, match="`top`"):
         decode_predictions(np.zeros((1, 1000)), top=0)
+
+
+def test_decode_predictions_ranks_ties_to_the_lower_index():
+    preds = np.zeros((1, 1000), "float32")
+    preds[0, [999, 500, 2]] = 0.25  # three-way tie, then 997 zeros
+    decoded = decode_predictions(preds, top=4)[0]
+    index = imagenet_class_index()
+    assert [d[0] for d in decoded] == [index[i][0] for i in (2, 500, 999, 0)]
+    # Integer scores rank as numbers: negating uint8 must not wrap around.
+    counts = np.zeros((1, 1000), "uint8")
+    counts[0, 7], counts[0, 3] = 200, 1
+    assert [d[0] for d in decode_predictions(counts, top=2)[0]] == [index[7][0], index[3][0]]

@@ -56,3 +56,94 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
             raise RuntimeError("the writer failed")
     assert target.read_text(encoding="utf-8") == "old"
     assert os.listdir(tmp_path) == ["weights.weights.h5"]
+
+
+def _stage_replacement(tmp_path):
+    """An old export dir (one artefact of ours, the user's note and folder) and the
+    finished replacement staged beside it."""
+    target, staging = tmp_path / "exports", tmp_path / ".exports.export-x"
+    (target / "mine").mkdir(parents=True)
+    (target / "mine" / "data.txt").write_text("keep me")
+    (target / "notes.txt").write_text("mine too")
+    (target / "m_fp32.tflite").write_text("old model")
+    staging.mkdir()
+    (staging / "m_fp32.tflite").write_text("new model")
+    return target, staging
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes")
+def test_replace_owned_swaps_in_the_new_files_and_keeps_the_users(tmp_path):
+    target, staging = _stage_replacement(tmp_path)
+    os.chmod(target, 0o750)
+    publish_lib.replace_owned(str(staging), str(target), owned={"m_fp32.tflite"}.__contains__)
+    assert (target / "m_fp32.tflite").read_text() == "new model"
+    assert (target / "notes.txt").read_text() == "mine too"
+    assert (target / "mine" / "data.txt").read_text() == "keep me"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o750  # the user's permissions stay
+    assert sorted(os.listdir(tmp_path)) == ["exports"]  # no staging, no backup left
+
+
+def test_a_failed_swap_gives_the_users_files_back(tmp_path):
+    """A real failure: a mount point cannot be renamed (EBUSY), after the user's files were
+    moved into the replacement. They go back; the old artefact stays; the stage holds only
+    ours, and `discard_stage` removes it."""
+    target, staging = _stage_replacement(tmp_path)
+    old = {name: os.stat(target / name).st_ino for name in os.listdir(target)}
+    if os.geteuid() != 0:
+        pytest.skip("mounting a file system needs root")
+    import subprocess
+
+    if subprocess.run(["mount", "--bind", str(target), str(target)]).returncode:
+        pytest.skip("cannot bind-mount here")
+    try:
+        with pytest.raises(OSError):
+            publish_lib.replace_owned(str(staging), str(target),
+                                      owned={"m_fp32.tflite"}.__contains__)
+        assert {name: os.stat(target / name).st_ino for name in os.listdir(target)} == old
+        assert (target / "m_fp32.tflite").read_text() == "old model"
+        assert os.listdir(staging) == ["m_fp32.tflite"]
+        assert publish_lib.discard_stage(str(staging), {"m_fp32.tflite"})
+        assert not staging.exists()
+    finally:
+        subprocess.run(["umount", str(target)], check=False)
+
+
+def test_discard_stage_never_deletes_what_it_did_not_create(tmp_path):
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / "ours.onnx").write_text("x")
+    (stage / "users.txt").write_text("keep me")
+    assert not publish_lib.discard_stage(str(stage), {"ours.onnx"})
+    assert os.listdir(stage) == ["users.txt"]
+
+
+def test_concurrent_swaps_of_one_directory_keep_everything(tmp_path):
+    """Two exports of different names into one directory at once: each swap moves the
+    other's files along (they are not its own), and the lock keeps the swaps apart."""
+    import threading
+
+    target = tmp_path / "exports"
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me")
+    errors = []
+
+    def export(name, rounds=40):
+        try:
+            for i in range(rounds):
+                stage = tmp_path / f".exports.export-{name}-{i}"
+                stage.mkdir()
+                (stage / f"{name}.onnx").write_text(str(i))
+                publish_lib.replace_owned(str(stage), str(target),
+                                          owned={f"{name}.onnx"}.__contains__)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=export, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert sorted(os.listdir(target)) == ["a.onnx", "b.onnx", "notes.txt"]
+    assert (target / "a.onnx").read_text() == (target / "b.onnx").read_text() == "39"
+    assert sorted(os.listdir(tmp_path)) == ["exports"]

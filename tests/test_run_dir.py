@@ -35,3 +35,24 @@ def test_every_text_file_opened_by_the_training_package_names_its_encoding():
             if not binary and not any(k.arg == "encoding" for k in node.keywords):
                 unnamed.append(f"{path.relative_to(TRAINING.parent)}:{node.lineno}")
     assert not unnamed, unnamed
+
+
+def test_overwrite_replaces_only_what_the_project_wrote():
+    for name in ("model.keras", "inference.keras", "metrics.json", "curves.png", "history.csv",
+                 "config.json", "labels.txt", "logs", "backup", "best.weights.h5",
+                 "phase0.weights.h5", "diverged.json", ".tmp-model.keras.abc.keras",
+                 "googlenet-train-error-20260101-000000-x.log"):
+        assert run_dir_lib.is_owned(name), name
+    for name in ("notes.txt", "model.keras.bak", "my_logs", "predictions.csv", "phase.txt"):
+        assert not run_dir_lib.is_owned(name), name
+
+
+def test_an_overwrite_of_a_finished_run_trains_beside_it(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    assert run_dir_lib.training_dir(str(run), overwrite=True) == str(run)  # unfinished
+    (run / "metrics.json").write_text("{}")
+    staging = run_dir_lib.training_dir(str(run), overwrite=True)
+    assert staging == str(tmp_path / ".r.replacement")
+    assert run_dir_lib.training_dir(str(run), overwrite=False) == str(run)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]  # chose, wrote nothing

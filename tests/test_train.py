@@ -1,4 +1,5 @@
-"""The trainer end to end: run directory, Ctrl-C and SIGKILL resumes, replicas, transfer, errors.
+"""The trainer end to end: run directory, Ctrl-C, SIGTERM and SIGKILL resumes (exact),
+`--overwrite` swaps, one trainer per run directory, replicas, transfer, errors.
 
 Runs use small inputs, a quarter-width network and a few steps; anything that needs a
 fresh TensorFlow (logical CPU devices, SIGKILL) runs `googlenet-train` in a subprocess.
@@ -199,6 +200,7 @@ def test_a_diverged_run_never_finishes_and_restarts_with_new_settings(tmp_path, 
         ({"run_name": "a/b"}, "`run_name` must be"),
         ({"run_name": ".."}, "`run_name` must be"),
         ({"run_name": "."}, "`run_name` must be"),
+        ({"run_name": "/abs"}, "`run_name` must be"),
         ({"widths": {"3a": (1,)}}, "six positive ints"),
         ({"replicas": 0}, "`replicas` must be a positive int"),
     ],
@@ -399,3 +401,185 @@ def test_ctrl_c_then_sigkill_then_the_same_command_ends_with_the_uninterrupted_s
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs_completed"] == epochs and metrics["total_steps"] == epochs * steps
     assert run_dir_lib.read_history(run / "history.csv")["epoch"] == list(range(epochs))
+
+
+def test_a_resumed_training_stream_is_the_uninterrupted_one_from_that_epoch():
+    """#18: a resumed run restarted its data stream, so its later epochs saw the first
+    epochs' images again. Each epoch's batches are now a function of (seed, epoch)."""
+    import tensorflow as tf
+
+    from keras_googlenet_training.pipeline import training_stream
+
+    images = np.arange(40 * 8 * 8 * 3, dtype="uint8").reshape(40, 8, 8, 3)
+    dataset = tf.data.Dataset.from_tensor_slices((images, np.arange(40, dtype="int32")))
+    args = dict(input_size=8, batch_size=4, steps_per_epoch=3, flip=True, seed=5)
+
+    def batches(first_epoch):
+        stream = training_stream(dataset, first_epoch=first_epoch, end_epoch=3, **args)
+        return [(x.numpy(), y.numpy()) for x, y in stream]
+
+    whole, resumed = batches(0), batches(1)
+    assert len(whole) == 9 and len(resumed) == 6
+    for (x, y), (x2, y2) in zip(whole[3:], resumed, strict=True):
+        np.testing.assert_array_equal(y, y2)
+        np.testing.assert_array_equal(x, x2)  # the augmentation too
+    assert not np.array_equal(whole[0][1], whole[3][1])  # each epoch its own order
+
+
+def test_a_symlinked_run_directory_is_refused_before_anything_is_written(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "metrics.json").write_text("{}")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "r").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(ValueError, match="`run_name`.*symbolic link"):
+        TrainConfig(output_dir=str(tmp_path / "runs"), run_name="r", overwrite=True).resolved()
+    assert sorted(os.listdir(tmp_path / "runs")) == ["r"]
+    assert os.listdir(elsewhere) == ["metrics.json"]
+
+
+TINY = ["--input-size", "33", "--no-aux", "--width-multiplier", "0.25", "--batch-size", "16",
+        "--no-ema", "--precision", "float32"]
+OLD_RUN = ("model.keras", "inference.keras", "metrics.json", "history.csv", "config.json")
+
+
+@pytest.mark.slow
+def test_overwrite_keeps_the_finished_run_until_its_replacement_has_finished(tmp_path, capsys):
+    """#18: --overwrite deleted model.keras, inference.keras and metrics.json before the
+    replacement had trained; a diverged or Ctrl-C'd replacement left neither model."""
+    args = [*TINY, "--epochs", "1", "--steps-per-epoch", "2", "--output-dir", str(tmp_path),
+            "--run-name", "r"]
+    run = tmp_path / "r"
+    assert main(args) == 0
+    (run / "notes.txt").write_text("mine")  # the user's own file in the run directory
+    old = {name: (run / name).read_bytes() for name in OLD_RUN}
+
+    def old_run_is_intact():
+        assert {name: (run / name).read_bytes() for name in OLD_RUN} == old
+        keras.models.load_model(run / "model.keras")
+        keras.models.load_model(run / "inference.keras")
+        assert (run / "notes.txt").read_text() == "mine"
+
+    # A replacement that diverges.
+    assert main([*args, "--overwrite", "--optimizer", "sgd", "--learning-rate", "1e30"]) == 3
+    assert "Training diverged" in capsys.readouterr().err
+    old_run_is_intact()
+
+    # A replacement interrupted by Ctrl-C in its first epoch.
+    staging = tmp_path / ".r.replacement"
+    started = time.time()
+    process = _start([*args, "--overwrite", "--epochs", "3"])
+    try:
+        deadline = started + 600
+        # config.json is rewritten just before training (the diverged attempt left one)
+        while not ((staging / "config.json").exists()
+                   and (staging / "config.json").stat().st_mtime > started):
+            assert process.poll() is None and time.time() < deadline, "no replacement began"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err[-3000:]
+    assert "The finished run it was to replace is unchanged" in err and "Traceback" not in err
+    old_run_is_intact()
+
+    # The replacement, finished, is swapped in whole; the user's file moves with it.
+    assert main([*args, "--overwrite", "--epochs", "2"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
+    assert (run / "notes.txt").read_text() == "mine"
+    assert not staging.exists() and sorted(os.listdir(tmp_path)) == ["r"]
+    assert RUN_FILES - {"best.weights.h5"} <= set(os.listdir(run))
+
+
+@pytest.mark.slow
+def test_sigterm_stops_like_ctrl_c_and_a_second_trainer_is_refused_at_once(tmp_path, capsys):
+    """#18: SIGTERM (what schedulers and Kubernetes send) killed the run without a word;
+    two trainers on one run directory wrote over each other's backups."""
+    epochs = 4
+    args = [*TINY, "--epochs", str(epochs), "--steps-per-epoch", "3", "--output-dir",
+            str(tmp_path), "--run-name", "held"]
+    run = tmp_path / "held"
+    first = _start(args)
+    try:
+        deadline = time.time() + 600
+        while not (run / "labels.txt").exists():  # written under the lock, before training
+            assert first.poll() is None and time.time() < deadline, "the first did not start"
+            time.sleep(0.05)
+        second = _cli(*args, timeout=300)
+        assert second.returncode == 2, second.stderr[-3000:]
+        lines = [line for line in second.stderr.splitlines() if "error" in line]
+        assert len(lines) == 1 and f"process {first.pid}" in lines[0], second.stderr[-3000:]
+        assert "in use by another googlenet-train" in lines[0]
+        assert first.poll() is None, "the first trainer ended before the second was refused"
+        _wait_for_backup(first, run / "backup" / "phase0" / "latest.json", epoch=1,
+                         timeout=600)
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 143, err[-3000:]
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "interrupted" in line]
+    match = re.fullmatch(rf"interrupted after epoch (\d) of {epochs}; run the same command "
+                         r"to resume\.", lines[0]) if len(lines) == 1 else None
+    assert match, err[-3000:]
+    assert int(match[1]) == json.loads(
+        (run / "backup" / "phase0" / "latest.json").read_text())["epoch"]
+    assert not (run / "metrics.json").exists()
+    assert not (tmp_path / ".held.lock").exists()  # released with the process
+
+    assert main(args) == 0  # the same command resumes and finishes
+    assert "(resuming)" in capsys.readouterr().out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_completed"] == epochs and metrics["total_steps"] == epochs * 3
+
+
+DETERMINISTIC_TRAIN = (
+    "import sys, tensorflow as tf; tf.config.experimental.enable_op_determinism(); "
+    "from keras_googlenet_training.cli.train import main; sys.exit(main(sys.argv[1:]))")
+
+
+def _deterministic(args):
+    return [sys.executable, "-c", DETERMINISTIC_TRAIN, *args]
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_epoch_1_and_resumed_ends_with_the_uninterrupted_history(tmp_path):
+    """#18: the resumed epochs saw the images (and dropout masks) of the first epochs
+    again, so the curve differed from an uninterrupted run's."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+    def args(name):  # dropout on: its random state must resume too
+        return [*TINY, "--epochs", "3", "--steps-per-epoch", "3", "--output-dir",
+                str(tmp_path), "--run-name", name]
+
+    # Both at once: the test takes the time of one run, not two.
+    whole_log = open(tmp_path / "whole.log", "w+", encoding="utf-8")  # noqa: SIM115
+    whole = subprocess.Popen(_deterministic(args("whole")), env=env, stdout=whole_log,
+                             stderr=subprocess.STDOUT, text=True)
+    killed = subprocess.Popen(_deterministic(args("killed")), env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    try:
+        _wait_for_backup(killed, tmp_path / "killed" / "backup" / "phase0" / "latest.json", 1,
+                         timeout=600)
+        killed.kill()
+        killed.wait(timeout=60)
+        assert whole.wait(timeout=900) == 0, (tmp_path / "whole.log").read_text()[-3000:]
+    finally:
+        whole_log.close()
+        for process in (whole, killed):
+            if process.poll() is None:
+                process.kill()
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+    resumed = subprocess.run(_deterministic(args("killed")), env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "(resuming)" in resumed.stdout
+    expected = run_dir_lib.read_history(tmp_path / "whole" / "history.csv")
+    got = run_dir_lib.read_history(tmp_path / "killed" / "history.csv")
+    assert got.keys() == expected.keys() and len(got["epoch"]) == 3
+    for column in expected:
+        np.testing.assert_allclose(got[column], expected[column], rtol=1e-5, err_msg=column)

@@ -8,6 +8,7 @@ a subprocess with a time limit and kills its whole process group whatever happen
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import keras_googlenet as kg
 from keras_googlenet import spec as spec_lib
 from keras_googlenet import tuning
 from keras_googlenet.complexity import model_profile
+from keras_googlenet_training import run_lock
 from keras_googlenet_training.cli.tune import EXIT_BAD_ARGUMENTS, EXIT_SEARCH_FAILED, main
 from keras_googlenet_training.oracle_server import distributed_role
 from keras_googlenet_training.trial_log import EXECUTIONS_DIR
@@ -122,11 +124,6 @@ def test_the_chief_is_the_tuner_id_chief_exactly():
         distributed_role({**env, "KERASTUNER_TUNER_ID": "mischief0"})
     with pytest.raises(ValueError, match="KERASTUNER_TUNER_ID"):
         distributed_role(env)
-
-
-def test_moved_tuner_names_say_where_they_went():
-    with pytest.raises(AttributeError, match="keras_googlenet_training.tuner.make_tuner"):
-        tuning.make_tuner  # noqa: B018
 
 
 # ------------------------------------------------------------------ the budget
@@ -264,6 +261,111 @@ def test_results_table_pareto_plot_and_best_model(resumed_search):
     assert kg.count_params(rebuilt) == kg.count_params(model) == result.best["params"]
     assert config["trial"] == result.best["trial"]
     assert result.best["trial"] in tuning.pareto_front(result.records)
+
+
+# ------------------------------------------------------------------ --overwrite and the lock
+
+
+def _contents(root):
+    """Every path under `root` (links not followed) with its bytes; None for a directory."""
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            state[os.path.relpath(os.path.join(dirpath, name), root)] = None
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                state[os.path.relpath(path, root)] = f.read()
+    return state
+
+
+def _json_tail(out):
+    return json.loads(out[out.rindex("\n{\n") + 1:])
+
+
+class InterruptFirstTrial(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        raise KeyboardInterrupt
+
+
+@pytest.mark.slow
+def test_overwrite_replaces_a_finished_search_only_once_the_new_one_finished(
+        resumed_search, tmp_path, capsys):
+    """`--overwrite` used to delete the project first: a replacement that failed or was
+    interrupted left neither search. Now the old one stays, byte for byte, until the new
+    one has finished; then the new one is swapped in, with the user's own files kept."""
+    project = tmp_path / "googlenet"
+    shutil.copytree(resumed_search["project"], project)
+    (project / "notes.txt").write_text("mine")
+    old = _contents(project)
+    common = [*TINY_ARGS, "--max-trials", "1", "--directory", str(tmp_path), "--overwrite"]
+
+    # a replacement that produces no score (every candidate over budget)
+    assert main([*common, "--stage-multipliers", "0.25", "--max-macs", "1000"]) \
+        == EXIT_SEARCH_FAILED
+    assert _contents(project) == old
+    # one interrupted in its first trial (it has other settings: the unfinished
+    # replacement above is discarded, not resumed)
+    keras.config.set_dtype_policy("float32")
+    with pytest.raises(KeyboardInterrupt):
+        run_search(TuneConfig(**TINY, seed=1, max_trials=1, overwrite=True,
+                              directory=str(tmp_path)), callbacks=[InterruptFirstTrial()])
+    assert _contents(project) == old
+    keras.saving.load_model(project / "best" / "inference.keras", compile=False)
+    assert not os.path.exists(run_lock.lock_path(project))
+    capsys.readouterr()
+
+    # the same command again continues the replacement, finishes it and swaps it in
+    keras.config.set_dtype_policy("float32")
+    assert main([*common, "--seed", "1"]) == 0
+    paths = _json_tail(capsys.readouterr().out)["paths"]
+    assert (project / "notes.txt").read_text() == "mine"
+    assert json.loads((project / "search.json").read_text())["seed"] == 1
+    assert sorted(os.listdir(tmp_path)) == ["googlenet"]  # no staging, no lock left
+    rows = (project / "results.csv").read_text().splitlines()[1:]
+    trials = {row.split(",")[0] for row in rows}
+    assert {n[len("trial_"):] for n in os.listdir(project) if n.startswith("trial_")} == trials
+    assert (project / "results.csv").read_bytes() != old["results.csv"]
+    for name in ("csv", "markdown", "pareto", "best_model"):
+        assert paths[name].startswith(str(project) + os.sep) and os.path.exists(paths[name])
+    keras.saving.load_model(paths["best_model"], compile=False)
+
+
+def test_a_second_search_on_the_same_project_is_refused_at_once(tmp_path, capsys):
+    project = tmp_path / "googlenet"
+    with run_lock.exclusive(project, "googlenet-tune"):  # as a running search holds it
+        before = _contents(tmp_path)
+        code = main([*TINY_ARGS, "--max-trials", "1", "--directory", str(tmp_path)])
+        assert _contents(tmp_path) == before  # nothing written: no search.json
+    err = capsys.readouterr().err
+    assert code == EXIT_BAD_ARGUMENTS, err
+    assert f"process {os.getpid()}" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_search_like_ctrl_c(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keras_googlenet_training.cli.tune", *TINY_ARGS,
+         "--max-trials", "2", "--directory", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "googlenet" / "trial_0").exists():  # the first trial started
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 143, err[-3000:]
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("interrupted: re-run the same command")
+    assert not os.path.exists(run_lock.lock_path(tmp_path / "googlenet"))
 
 
 # ------------------------------------------------------------------ no score, no success

@@ -117,12 +117,16 @@ class TrainingDivergedError(RuntimeError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training; `epochs_completed` epochs are backed up for a resume."""
+    """Ctrl-C (or SIGTERM: `terminated`) during training; `epochs_completed` epochs are
+    backed up in `run_dir` for a resume. `replacing`: it was an `--overwrite` replacement,
+    so the finished run it was to replace is as it was."""
 
-    def __init__(self, epochs_completed, run_dir):
+    def __init__(self, epochs_completed, run_dir, terminated=False, replacing=False):
         super().__init__(epochs_completed, run_dir)
         self.epochs_completed = epochs_completed
         self.run_dir = run_dir
+        self.terminated = terminated
+        self.replacing = replacing
 
 
 class StopOnNaN(keras.callbacks.Callback):

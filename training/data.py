@@ -24,6 +24,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from keras_googlenet.input_files import ImageTooLargeError
 from keras_googlenet_training.augment import central_crop, inception_crop, inception_crop_box
 from keras_googlenet_training.image_files import decoding_dataset, scan_images
 from keras_googlenet_training.pipeline import check_seed, make_pipeline
@@ -57,7 +58,10 @@ class DatasetUnavailableError(ValueError):
 
 @dataclasses.dataclass
 class DatasetSplits:
-    """Train and validation data of one dataset.
+    """Train, validation and (where the dataset has one) test data of one dataset.
+
+    Validation is what checkpoints, EMA, early stopping and the tuner select on; it is
+    never the test split. `test` is only for one evaluation at the end of a run.
 
     Attributes:
         train: unbatched `tf.data.Dataset` of `(image, label)`: uint8 images of shape
@@ -67,6 +71,11 @@ class DatasetSplits:
         num_train: number of training examples.
         num_val: number of validation examples.
         source: the spec string the data came from, e.g. `"tfds:cifar10"`.
+        val_split: where `val` comes from, e.g. `"validation"` or
+            `"train (a seeded 20% hold-out, seed 0)"`.
+        test: the held-out test split (TFDS `test`), or None.
+        num_test: number of test examples (0 without `test`).
+        test_split: the test split's name, or None.
         skipped: files skipped as unreadable (folder datasets); empty otherwise.
         shuffle_buffer: the decoded-image shuffle buffer `make_pipeline` should use for
             `train`, or None for its default. Folder datasets reshuffle their file list
@@ -82,6 +91,10 @@ class DatasetSplits:
     source: str
     skipped: list[str] = dataclasses.field(default_factory=list)
     shuffle_buffer: int | None = None
+    val_split: str = "validation"
+    test: tf.data.Dataset | None = None
+    num_test: int = 0
+    test_split: str | None = None
 
     @property
     def num_classes(self):
@@ -176,6 +189,7 @@ def _load_digits(seed, val_fraction):
         num_val=len(val_idx),
         source="digits",
         skipped=[],
+        val_split=_hold_out_description(val_fraction, seed, of="digits, per class"),
     )
 
 
@@ -207,6 +221,7 @@ def _load_tfds(spec, name, data_dir, seed, val_fraction, download):
     import tensorflow_datasets as tfds
 
     with _tfds_offline():
+        _check_tfds_version(tfds, name, spec)
         try:
             builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
         except tfds.core.registered.DatasetNotFoundError:
@@ -242,30 +257,29 @@ def _load_tfds(spec, name, data_dir, seed, val_fraction, download):
             raise ValueError(
                 f"`dataset`: TFDS dataset {name!r} has no `train` split (splits: {split_names})."
             )
-        val_split = next((s for s in ("validation", "test") if s in split_names), None)
         to_pair = _tfds_to_pair(image_feature, spec)
-        if val_split is not None:
+        if "validation" in split_names:
             train = builder.as_dataset(
                 split="train",
                 shuffle_files=True,
                 read_config=tfds.ReadConfig(shuffle_seed=seed),
             )
-            val = builder.as_dataset(split=val_split, shuffle_files=False)
+            val = builder.as_dataset(split="validation", shuffle_files=False)
             num_train = _count(train, builder, "train")
-            num_val = _count(val, builder, val_split)
+            num_val = _count(val, builder, "validation")
+            val_split = "validation"
         else:
-            # No held-out split: hold out a seeded random subset of train, by index.
-            full = builder.as_dataset(split="train", shuffle_files=False)
-            total = _count(full, builder, "train")
-            rng = np.random.default_rng(seed)
-            num_val = min(max(round(total * val_fraction), 1), total - 1)
-            is_val = np.zeros(total, dtype=bool)
-            is_val[rng.permutation(total)[:num_val]] = True
-            is_val = tf.constant(is_val)
-            indexed = full.enumerate()
-            train = indexed.filter(lambda i, _: tf.logical_not(is_val[i])).map(lambda _, ex: ex)
-            val = indexed.filter(lambda i, _: is_val[i]).map(lambda _, ex: ex)
-            num_train = total - num_val
+            # Never the test split: validation is what checkpoints and the tuner select on.
+            train, val, num_train, num_val = _hold_out(
+                builder, image_feature, val_fraction, seed, spec)
+            val_split = _hold_out_description(val_fraction, seed)
+        test = test_split = None
+        num_test = 0
+        if "test" in split_names and _has_labels(builder, "test"):
+            test_split = "test"
+            test = builder.as_dataset(split="test", shuffle_files=False).map(
+                to_pair, num_parallel_calls=tf.data.AUTOTUNE)
+            num_test = _count(test, builder, "test")
 
     return DatasetSplits(
         train=train.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE),
@@ -275,7 +289,85 @@ def _load_tfds(spec, name, data_dir, seed, val_fraction, download):
         num_val=int(num_val),
         source=spec,
         skipped=[],
+        val_split=val_split,
+        test=test,
+        num_test=int(num_test),
+        test_split=test_split,
     )
+
+
+def _has_labels(builder, split):
+    """Whether `split` is labelled: some test splits (ImageNet's) hold label -1 throughout."""
+    import tensorflow_datasets as tfds
+
+    first = builder.as_dataset(split=split, shuffle_files=False,
+                               decoders={"image": tfds.decode.SkipDecoding()}).take(1)
+    labels = [int(example["label"]) for example in first]
+    if labels and labels[0] < 0:
+        logger.info("%s: the %r split is unlabelled; no test evaluation", builder.name, split)
+        return False
+    return True
+
+
+def _hold_out_description(val_fraction, seed, of="train"):
+    """Where a validation set held out of `of` comes from, for logs and metrics.json."""
+    return f"{of} (a seeded {val_fraction * 100:g}% hold-out, seed {seed})"
+
+
+def _hold_out(builder, image_feature, val_fraction, seed, spec):
+    """A seeded random `val_fraction` of TFDS `train` as validation, by example index.
+
+    Images are decoded after the split, so each pass decodes only the examples it keeps.
+    Returns `(train, val, num_train, num_val)` (examples with the image decoded).
+    """
+    import tensorflow_datasets as tfds
+
+    full = builder.as_dataset(split="train", shuffle_files=False,
+                              decoders={"image": tfds.decode.SkipDecoding()})
+    total = _count(full, builder, "train")
+    if total < 2:
+        raise ValueError(f"`dataset`: {spec!r} has {total} training example(s); holding out "
+                         "a validation set needs at least two.")
+    num_val = min(max(round(total * val_fraction), 1), total - 1)
+    is_val = np.zeros(total, dtype=bool)
+    is_val[np.random.default_rng(seed).permutation(total)[:num_val]] = True
+    is_val = tf.constant(is_val)
+
+    def decode(_, example):
+        return {**example, "image": image_feature.decode_example(example["image"])}
+
+    indexed = full.enumerate()
+    train = indexed.filter(lambda i, _: tf.logical_not(is_val[i])).map(decode)
+    val = indexed.filter(lambda i, _: is_val[i]).map(decode)
+    return train, val, total - num_val, num_val
+
+
+def _check_tfds_version(tfds, name, spec):
+    """`NAME:VERSION` (or `NAME/CONFIG:VERSION`) names a version the builder has.
+
+    Checked against the versions the installed TFDS registers for the dataset, offline;
+    an unknown base name is left to `tfds.builder`, which names it.
+    """
+    base, _, version = name.partition(":")
+    base = base.split("/")[0]
+    try:
+        builder_cls = tfds.builder_cls(base)
+    except Exception:  # not a registered name (or a namespace): tfds.builder says which
+        return
+    if not version:
+        return
+    versions = [str(v) for v in (builder_cls.VERSION, *builder_cls.SUPPORTED_VERSIONS)]
+    try:
+        matched = any(tfds.core.Version(v).match(version) for v in versions)
+    except ValueError:  # not x.y.z (digits or *)
+        raise ValueError(
+            f"`dataset`: {version!r} in {spec!r} is not a TFDS version (MAJOR.MINOR.PATCH, "
+            f"e.g. {versions[0]}); versions of {base!r}: {', '.join(versions)}.") from None
+    if not matched:
+        raise ValueError(
+            f"`dataset`: TFDS dataset {base!r} has no version {version!r} (received "
+            f"{spec!r}); versions available: {', '.join(versions)} (tfds:{base} is "
+            f"{versions[0]}).")
 
 
 def _count(dataset, builder, split):
@@ -369,9 +461,23 @@ def _load_folder(spec, path, seed, val_fraction):
                 "Train and val must use the same class sub-folders."
             )
 
-    train_files, train_labels = _list_files(train_root, class_names)
-    val_files, val_labels = _list_files(val_root, class_names) if has_subtrees else ([], [])
-    readable, use_pil = scan_images(train_files + val_files)
+    # The dataset's own folders are never walked into again through a link.
+    seen = _real_dirs([root, train_root, val_root] + [
+        os.path.join(tree, name) for tree in (train_root, val_root) if tree
+        for name in class_names])
+    train_files, train_labels, duplicates = _list_files(train_root, class_names, seen)
+    val_files, val_labels, val_duplicates = (
+        _list_files(val_root, class_names, seen) if has_subtrees else ([], [], []))
+    duplicates += val_duplicates
+    if duplicates:
+        logger.warning(
+            "Counted once: %d paths in %s lead to a file already listed (symlinks or hard "
+            "links), e.g. %s", len(duplicates), root, duplicates[:5])
+    try:
+        readable, use_pil = scan_images(train_files + val_files)
+    except ImageTooLargeError as error:
+        raise ImageTooLargeError(
+            f"`dataset`: {str(error).rstrip('.')} or move it out of {root}.") from None
     skipped = [f for f, ok in zip(train_files + val_files, readable, strict=True) if not ok]
     if skipped:
         logger.warning(
@@ -417,27 +523,102 @@ def _load_folder(spec, path, seed, val_fraction):
         source=spec,
         skipped=skipped,
         shuffle_buffer=FOLDER_SHUFFLE_BUFFER,
+        val_split=(f"{os.path.basename(val_root)}/ folder" if has_subtrees
+                   else _hold_out_description(val_fraction, seed, of="folder, per class")),
     )
 
 
 def _class_folders(root):
-    return sorted(
+    """The class sub-folders of `root`, sorted; their names become the labels as they are."""
+    names = sorted(
         entry.name
         for entry in os.scandir(root)
         if entry.is_dir() and not entry.name.startswith(".")
     )
+    for name in names:
+        if not _is_utf8(name) or "\n" in name or "\r" in name:
+            # labels.txt, the model card and TFLite metadata hold one UTF-8 name a line
+            raise ValueError(
+                f"`dataset`: class folder {os.fsencode(name)!r} in {root} is not a UTF-8 "
+                "name on one line; rename it (its name becomes the class label).")
+    return names
 
 
-def _list_files(root, class_names):
-    files, labels = [], []
+def _is_utf8(name):
+    try:
+        name.encode("utf-8")  # undecodable bytes arrive as lone surrogates
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _list_files(root, class_names, seen):
+    """Image paths and labels under `root/<class>/`, each real file once.
+
+    Directory symlinks are followed (a class folder may live elsewhere), but each real
+    directory is walked once, so a link back up (`class/loop -> ..`) is no loop; a file
+    reachable by several paths (symlinks, hard links) is listed at its first path only.
+    `seen` (real directories and files; it starts with the dataset's own folders, which a
+    link never re-enters) is shared by the train and val trees, so no file is in both.
+    Returns `(files, labels, duplicates)`: `duplicates` are the paths dropped.
+    """
+    files, labels, duplicates = [], [], []
     for label, name in enumerate(class_names):
         class_dir = os.path.join(root, name)
         if not os.path.isdir(class_dir):
             continue  # a val/ tree may lack some classes
-        for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for filename in sorted(filenames):
-                if not filename.startswith("."):  # .DS_Store and friends
-                    files.append(os.path.join(dirpath, filename))
+        pending = [class_dir]
+        while pending:  # depth-first, in sorted order: the order os.walk gave before
+            directory = pending.pop()
+            if directory != class_dir and not _first_visit(directory, seen):
+                continue
+            subdirs, entries = [], []
+            try:
+                with os.scandir(directory) as scan:
+                    entries = sorted(scan, key=lambda entry: entry.name)
+            except OSError as error:
+                logger.warning("Skipped folder %s: %s", directory, error)
+            for entry in entries:
+                if entry.name.startswith("."):  # .DS_Store and friends
+                    continue
+                if _is_dir(entry):
+                    subdirs.append(entry.path)
+                elif _first_visit(entry.path, seen):
+                    files.append(entry.path)
                     labels.append(label)
-    return files, labels
+                else:
+                    duplicates.append(entry.path)
+            pending.extend(reversed(subdirs))
+    return files, labels, duplicates
+
+
+def _real_dirs(paths):
+    """The `(device, inode)` keys of the existing directories among `paths`."""
+    keys = set()
+    for path in paths:
+        if path and os.path.isdir(path):
+            info = os.stat(path)
+            keys.add((info.st_dev, info.st_ino))
+    return keys
+
+
+def _is_dir(entry):
+    try:
+        return entry.is_dir()  # follows a symlink
+    except OSError:
+        return False
+
+
+def _first_visit(path, seen):
+    """Whether the real file or directory at `path` is seen for the first time (and mark
+    it). A path that cannot be resolved (a broken link) counts as new: the image check
+    then reports it as unreadable."""
+    try:
+        info = os.stat(path)
+        key = (info.st_dev, info.st_ino)
+    except OSError:
+        key = ("unresolved", os.path.abspath(path))
+    if key in seen:
+        return False
+    seen.add(key)
+    return True

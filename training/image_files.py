@@ -3,7 +3,9 @@
 Every file is decoded once before training, so corrupt, truncated and non-image files
 are skipped and reported rather than ending an epoch; training then decodes them again
 in the `tf.data` pipeline, with TensorFlow where it reads the format exactly like PIL
-and with PIL otherwise (BMP, TIFF, WebP, 16-bit and float images).
+and with PIL otherwise (BMP, TIFF, WebP, 16-bit and float images). An image whose header
+claims more than the pixel budget (`keras_googlenet.input_files.MAX_IMAGE_PIXELS`) is
+refused before anything is decoded: the check fails at once, naming the file.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from keras_googlenet.input_files import ImageTooLargeError, open_image
 from keras_googlenet.runtime import HIGH_BIT_DEPTH_MODES, pil_to_rgb8
 
 logger = logging.getLogger("keras_googlenet.data")
@@ -36,6 +39,10 @@ def scan_images(files):
     Returns:
         `(readable, use_pil)`: boolean arrays; `use_pil` marks formats that
         `tf.io.decode_image` does not read.
+
+    Raises:
+        ImageTooLargeError: (a `ValueError`) naming the first file over the pixel budget;
+            the files not yet checked are not opened.
     """
     if not files:
         return np.zeros(0, bool), np.zeros(0, bool)
@@ -46,6 +53,9 @@ def scan_images(files):
     results = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as executor:
         for done, result in enumerate(executor.map(_scan_image, files), 1):
+            if isinstance(result, ImageTooLargeError):
+                executor.shutdown(wait=True, cancel_futures=True)
+                raise result
             results.append(result)
             now = time.monotonic()
             if now - last_report >= SCAN_PROGRESS_SECONDS and done < total:
@@ -69,10 +79,9 @@ def _duration(seconds):
 
 
 def _scan_image(path):
-    from PIL import Image
-
+    """`(readable, use_pil)`, or the `ImageTooLargeError` of a file over the pixel budget."""
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             image_format = image.format
             image.load()  # raises on truncated or corrupt data (LOAD_TRUNCATED_IMAGES is off)
             high_bit_depth = image.mode in HIGH_BIT_DEPTH_MODES
@@ -80,14 +89,15 @@ def _scan_image(path):
                 pil_to_rgb8(image)  # raises for a range it cannot scale: skipped, reported
         # 16-bit and float images go through pil_to_rgb8, which scales them like predict.
         return True, high_bit_depth or image_format not in TF_DECODABLE_FORMATS
+    except ImageTooLargeError as error:
+        return error
     except Exception:  # PIL raises many types for bad files; any of them means "skip"
         return False, False
 
 
 def _pil_decode(path):
-    from PIL import Image
-
-    with Image.open(path.decode() if isinstance(path, bytes) else path) as image:
+    # The budget again: the file may have changed since the scan (the error drops it).
+    with open_image(path) as image:
         # Not convert("RGB"): it clips 16-bit images to white instead of scaling them.
         return np.asarray(pil_to_rgb8(image), dtype=np.uint8)
 

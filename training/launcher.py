@@ -70,13 +70,21 @@ def reserve_ports(count, host="127.0.0.1"):
     return PortReservation(count, host)
 
 
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, the shell's status for a SIGTERM'd process
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: stopped like Ctrl-C, but exits 143."""
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt while launching, so a killed launcher still
-    stops its children (`kill PID`, a job scheduler's timeout)."""
+    """Turn SIGTERM into `Terminated` (a KeyboardInterrupt) in the main thread, so that
+    `kill PID`, a job scheduler's timeout or Kubernetes stops a process the way Ctrl-C
+    does: the launcher still stops its children, the trainer keeps its backup."""
 
     def interrupted(signum, frame):
-        raise KeyboardInterrupt
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, interrupted)
     try:

@@ -141,7 +141,24 @@ class EpochBackup(keras.callbacks.Callback):
             if not optimizer.built:
                 optimizer.build(self.model.trainable_variables)
             load_weights(self.model, os.path.join(self.backup_dir, f"epoch-{epoch}.weights.h5"))
+            self._restore_seed_states()
         return epoch
+
+    def _seed_states(self):
+        # Dropout's random state: not in `.weights.h5`, yet a resume that restarted it would
+        # draw other masks than the uninterrupted run.
+        return [v for v in self.model.variables if v.path.endswith("seed_generator_state")]
+
+    def _restore_seed_states(self):
+        try:
+            with open(self._pointer(), encoding="utf-8") as f:
+                saved = json.load(f).get("seed_states")
+        except (OSError, ValueError, AttributeError):
+            saved = None
+        states = self._seed_states()
+        if saved is not None and len(saved) == len(states):  # backups of older versions: none
+            for variable, value in zip(states, saved, strict=True):
+                variable.assign(value)
 
     def on_epoch_end(self, epoch, logs=None):
         from keras_googlenet_training.callbacks import nonfinite_variables
@@ -161,7 +178,8 @@ class EpochBackup(keras.callbacks.Callback):
             return
         path = os.path.join(self.backup_dir, f"epoch-{completed}.weights.h5")
         run_dir_lib.save_weights(self.model, path)
-        run_dir_lib.write_json(self._pointer(), {"epoch": completed})
+        seeds = [[int(x) for x in v.numpy()] for v in self._seed_states()]
+        run_dir_lib.write_json(self._pointer(), {"epoch": completed, "seed_states": seeds})
         for old in range(1, completed - self.keep + 1):
             stale = os.path.join(self.backup_dir, f"epoch-{old}.weights.h5")
             if os.path.exists(stale):
@@ -311,6 +329,8 @@ def launch_local_workers(argv, workers, stream=None, env=None, timeout=None):
                         return code
                 stream.write("a worker's port was taken before it could bind it; starting "
                              "the workers again on new ports\n")
+    except launcher.Terminated:
+        return launcher.EXIT_TERMINATED
     except KeyboardInterrupt:
         return 130
     finally:

@@ -3,11 +3,14 @@
 
 `make_pipeline` is deterministic under its `seed`: every random op is stateless and fed
 per-element seeds drawn from a seeded stream that is redrawn, reproducibly, at every
-iteration.
+iteration. `training_stream` is what the trainer feeds `fit`: epoch after epoch of
+batches whose order and augmentation are a function of `(seed, epoch)` alone, so a
+resumed run sees exactly the batches an uninterrupted one would have.
 """
 
 from __future__ import annotations
 
+import functools
 import numbers
 
 import numpy as np
@@ -38,6 +41,7 @@ def make_pipeline(
     shuffle_buffer=10_000,
     drop_remainder=None,
     area_range=AREA_RANGE,
+    epoch=None,
 ):
     """Batch a `DatasetSplits.train`/`.val` dataset for a GoogLeNet model.
 
@@ -68,6 +72,9 @@ def make_pipeline(
             (static batch shapes for tf.distribute), False for evaluation.
         area_range: bounds of the training crop's share of the image area; the
             paper's (0.08, 1.0) by default (tiny images like digits may want more).
+        epoch: training only. None: every iteration draws a new shuffle and new
+            augmentation (above). An int: the order and the augmentation are a function
+            of `(seed, epoch)`, the same at every iteration and in every process.
 
     Returns:
         A `tf.data.Dataset` of `(images, labels)`: float32 (batch, input_size,
@@ -86,6 +93,11 @@ def make_pipeline(
         )
     drop_remainder = _check_flags(training=training, flip=flip, distort=distort, cache=cache,
                                   drop_remainder=drop_remainder)
+    if epoch is not None:
+        if not training:
+            raise ValueError("`epoch` keys the training shuffle; pass it with training=True.")
+        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
+            raise ValueError(f"`epoch` must be an int >= 0; received epoch={epoch!r}.")
     cardinality = int(dataset.cardinality())
     if drop_remainder and 0 <= cardinality < batch_size:
         raise ValueError(
@@ -93,30 +105,14 @@ def make_pipeline(
             "with drop_remainder=True there would be no batch; lower `batch_size`."
         )
 
-    def finish(image, label):
-        image = keras_googlenet.preprocess_input(image, variant=variant)
-        return image, tf.cast(label, tf.int32)
-
     ds = dataset.cache() if cache else dataset
     if training:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        # A seeded stream of per-element seed pairs for the stateless augmentation ops;
-        # `rerandomize_each_iteration` draws a fresh (but reproducible) stream per epoch.
-        element_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        ds = tf.data.Dataset.zip(ds, element_seeds.batch(2, drop_remainder=True))
-
-        def augment(example, element_seed):
-            image, label = example
-            image = train_augment(
-                image, input_size, element_seed, flip=flip, distort=distort, area_range=area_range
-            )
-            return finish(image, label)
-
-        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        augment = _augmenter(input_size, flip, distort, tuple(area_range), variant)
+        ds = _shuffled_and_augmented(ds, shuffle_buffer, seed, epoch, augment)
     else:
 
         def evaluate(image, label):
-            return finish(central_crop(image, input_size, EVAL_CROP_FRACTION), label)
+            return _finish(central_crop(image, input_size, EVAL_CROP_FRACTION), label, variant)
 
         ds = ds.map(evaluate, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -125,6 +121,69 @@ def make_pipeline(
     options = tf.data.Options()
     options.deterministic = True
     return ds.with_options(options)
+
+
+def _finish(image, label, variant):
+    return keras_googlenet.preprocess_input(image, variant=variant), tf.cast(label, tf.int32)
+
+
+@functools.lru_cache(maxsize=8)
+def _augmenter(input_size, flip, distort, area_range, variant):
+    """The augmentation, traced once per settings: `training_stream` maps it in a pipeline
+    per epoch, and tracing it anew for each of them would cost seconds an epoch."""
+
+    @tf.function
+    def augment(example, element_seed):
+        image, label = example
+        image = train_augment(image, input_size, element_seed, flip=flip, distort=distort,
+                              area_range=area_range)
+        return _finish(image, label, variant)
+
+    return augment
+
+
+def epoch_seed(seed, epoch):
+    """The seed of one epoch's shuffle and augmentation: distinct for every (seed, epoch)."""
+    return (int(seed) * 1_000_003 + int(epoch) + 1) % 2**31
+
+
+def _shuffled_and_augmented(ds, shuffle_buffer, seed, epoch, augment):
+    if epoch is None:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        # A seeded stream of per-element seed pairs for the stateless augmentation ops;
+        # `rerandomize_each_iteration` draws a fresh (but reproducible) stream per epoch.
+        element_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip(ds, element_seeds.batch(2, drop_remainder=True))
+    else:
+        # Keyed on the epoch, not on how many iterations this process has made: the
+        # shuffle is the same at every iteration, each element's seed is (epoch, index).
+        key = epoch_seed(seed, epoch)
+        ds = ds.shuffle(shuffle_buffer, seed=key, reshuffle_each_iteration=False).enumerate()
+        ds = ds.map(lambda index, example: (example, tf.stack([tf.constant(key, tf.int64),
+                                                               index])))
+    return ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def training_stream(dataset, *, first_epoch, end_epoch, steps_per_epoch, **pipeline_args):
+    """The batches of epochs `first_epoch` .. `end_epoch - 1`, `steps_per_epoch` each, for
+    `fit(steps_per_epoch=...)`: epoch e is `make_pipeline(..., training=True, epoch=e)`,
+    so a run resumed at epoch e sees exactly what an uninterrupted one would have.
+
+    An epoch that comes up short (files that turned unreadable are dropped) repeats its
+    own batches rather than end training early.
+    """
+    steps_per_epoch = positive_int("steps_per_epoch", steps_per_epoch)
+    if pipeline_args.get("cache"):
+        # Cache once, before the per-epoch pipelines, so every epoch reads the same cache.
+        dataset = dataset.cache()
+        pipeline_args = {**pipeline_args, "cache": False}
+    epochs = range(first_epoch, max(end_epoch, first_epoch + 1))  # never empty: fit needs one
+    stream = None
+    for epoch in epochs:
+        batches = make_pipeline(dataset, training=True, epoch=epoch, **pipeline_args)
+        batches = batches.repeat().take(steps_per_epoch)
+        stream = batches if stream is None else stream.concatenate(batches)
+    return stream.prefetch(tf.data.AUTOTUNE)
 
 
 def _check_flags(drop_remainder, **flags):

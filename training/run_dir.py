@@ -5,20 +5,59 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import fnmatch
 import json
 import os
 import shutil
 
 import numpy as np
 
+from keras_googlenet import paths
 from keras_googlenet.export.publish import atomic_path as _atomic_publish
-from keras_googlenet.export.publish import is_disk_full, unwritable  # noqa: F401 (re-exported)
+from keras_googlenet.export.publish import is_disk_full, replace_owned, staging_path, unwritable  # noqa: F401 (re-exported)
 
 FINISHED_MARKER = "metrics.json"  # written last: its presence means the run finished
 DIVERGED_MARKER = "diverged.json"  # the last attempt stopped on NaN/inf: may restart anew
 # What a run directory holds while training; removed when a run is restarted anew.
 TRAINING_STATE = ("backup", "history.csv", "best.weights.h5", "logs", DIVERGED_MARKER,
                   "config.json", "labels.txt")
+# Everything a run directory holds that the project wrote: what an `--overwrite` replaces.
+# Any other entry is the user's and moves into the replacement.
+OWNED_NAMES = (*TRAINING_STATE, FINISHED_MARKER, "model.keras", "inference.keras",
+               "curves.png")
+OWNED_PATTERNS = ("phase*.weights.h5", ".tmp-*", "googlenet-train-error-*.log")
+
+
+def is_owned(name):
+    """Whether the run-directory entry `name` is one the project writes."""
+    return name in OWNED_NAMES or any(fnmatch.fnmatchcase(name, p) for p in OWNED_PATTERNS)
+
+
+def is_finished(run_dir):
+    return os.path.isfile(os.path.join(run_dir, FINISHED_MARKER))
+
+
+def run_dir_of(output_dir, run_name):
+    """`output_dir/run_name`: refused (naming `run_name`) unless it is a plain name inside
+    `output_dir` and not a symbolic link."""
+    return paths.child_path(output_dir, run_name, "run_name")
+
+
+def training_dir(run_dir, overwrite=False):
+    """Where a run is trained: `run_dir` itself, or, for `--overwrite` of a finished run,
+    its stable staging sibling (`staging_path`), swapped in by `publish_replacement`
+    once the new run has finished. The finished run stays untouched until then, and
+    rerunning the same command resumes an interrupted replacement. Writes nothing."""
+    staging = staging_path(run_dir)
+    if overwrite and (is_finished(run_dir) or is_finished(staging)):
+        return paths.refuse_symlink(staging, "run_name")
+    return run_dir
+
+
+def publish_replacement(staging, run_dir):
+    """Swap the finished replacement `staging` in for `run_dir` in one rename; the old
+    run's entries that the project did not write move into the new run first."""
+    replace_owned(staging, run_dir, owned=is_owned)
 
 
 class RunExistsError(ValueError):
@@ -145,24 +184,16 @@ def clear_training_state(run_dir):
                 os.remove(path)
 
 
-def prepare_run_dir(run_dir, overwrite=False):
-    """Create `run_dir`; refuse a finished run unless `overwrite`. Returns True when resuming.
-
-    Call it only once the inputs have been checked: it creates the directory and, with
-    `overwrite`, deletes a finished run.
+def prepare_run_dir(run_dir):
+    """Create `run_dir`, which must not hold a finished run (`training_dir` chose a staging
+    directory for an `--overwrite`): nothing is ever deleted here. Returns True when
+    resuming (a backup is there).
     """
-    finished = check_run_dir(run_dir, overwrite)
-    if finished:
-        for name in os.listdir(run_dir):
-            path = os.path.join(run_dir, name)
-            if os.path.isfile(path):
-                os.remove(path)
-            else:
-                shutil.rmtree(path)
+    if check_run_dir(run_dir, overwrite=True):
+        raise RunExistsError(f"{run_dir} holds a finished run; it is only ever replaced "
+                             "whole, once its replacement has finished.")
     backup = os.path.join(run_dir, "backup")
-    resuming = not finished and os.path.isdir(backup) and any(
-        files for _, _, files in os.walk(backup)
-    )
+    resuming = os.path.isdir(backup) and any(files for _, _, files in os.walk(backup))
     os.makedirs(run_dir, exist_ok=True)
     return resuming
 

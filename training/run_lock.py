@@ -22,6 +22,32 @@ def lock_path(directory):
     return os.path.join(os.path.dirname(directory), f".{os.path.basename(directory)}.lock")
 
 
+def _held_error(directory, what, path, fd):
+    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+    return LockedError(
+        f"{directory} is in use by another {what} (process {holder}, lock "
+        f"{path}); wait for it to finish or stop it first.")
+
+
+def check_free(directory, what="run"):
+    """`LockedError` at once if a live process holds `directory`; creates and writes
+    nothing, so a command can refuse before it loads its inputs (it takes the lock with
+    `exclusive` just before its first write)."""
+    path = lock_path(directory)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # no lock file: nobody holds it
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _held_error(directory, what, path, fd) from None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def exclusive(directory, what="run"):
     """Hold `directory` for this process; `LockedError` at once, naming the holder's PID,
@@ -33,11 +59,9 @@ def exclusive(directory, what="run"):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            error = _held_error(directory, what, path, fd)
             os.close(fd)
-            raise LockedError(
-                f"{directory} is in use by another {what} (process {holder}, lock "
-                f"{path}); wait for it to finish or stop it first.") from None
+            raise error from None
         # The holder we waited on may have removed the file: lock the one at `path`.
         with contextlib.suppress(FileNotFoundError):
             if os.fstat(fd).st_ino == os.stat(path).st_ino:

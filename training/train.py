@@ -4,6 +4,10 @@
 `init_weights`) and open the run directory, run each training phase (resuming from its
 backups), and finish the run directory. Under the multi-worker strategy every worker runs
 them; only the chief writes the run directory.
+
+Nothing is written before every input is checked. The chief then holds the run's lock
+(`run_lock`) to the end. `overwrite` of a finished run trains the new run in a staging
+sibling and swaps it in only once it has finished: until then the old run is untouched.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ import keras_googlenet as kg
 from keras_googlenet.googlenet import set_batch_norm_momentum
 from keras_googlenet_training import callbacks as callbacks_lib
 from keras_googlenet_training import data as data_lib
-from keras_googlenet_training import multiworker, resume
+from keras_googlenet_training import launcher, multiworker, resume, run_lock
+from keras_googlenet_training import pipeline as pipeline_lib
 from keras_googlenet_training import run_dir as run_dir_lib
 from keras_googlenet_training.data import DATASET_DEFAULTS, GENERIC_DEFAULTS  # noqa: F401
 from keras_googlenet_training.distribute import make_strategy
@@ -72,8 +77,8 @@ class _Data:
     splits: data_lib.DatasetSplits
     global_batch: int
     steps_per_epoch: int
-    train: tf.data.Dataset | None = None  # set by `_build_pipelines`
-    val: tf.data.Dataset | None = None
+    val: tf.data.Dataset | None = None  # set by `_build_pipelines`
+    train_args: dict | None = None  # `pipeline.training_stream`'s, but the epochs
 
 
 @dataclasses.dataclass
@@ -83,15 +88,20 @@ class _Run:
     config: TrainConfig
     log: object
     cluster: multiworker.ClusterInfo | None
-    run_dir: str
+    run_dir: str  # where the chief trains: the run directory, or its --overwrite staging
     work_dir: str  # the chief's run_dir; a scratch directory on the other workers
     strategy: tf.distribute.Strategy
     policy: str
     started: float
+    target: str  # the run directory the finished run ends up in
 
     @property
     def is_chief(self):
         return self.cluster is None or self.cluster.is_chief
+
+    @property
+    def replacing(self):
+        return self.run_dir != self.target
 
 
 def _quiet(*_args, **_kwargs):
@@ -141,38 +151,51 @@ def train(config: TrainConfig, log=print) -> TrainResult:
     config = config.resolved()
     cluster = multiworker.cluster_from_tf_config() if config.strategy == "multi-worker" else None
     is_chief = cluster is None or cluster.is_chief
-    run_dir = os.path.join(config.output_dir, config.run_name)
+    target = run_dir_lib.run_dir_of(config.output_dir, config.run_name)
+    # Refuse a run another process holds, or a finished one, now; the directory is
+    # created once the inputs are checked.
+    if is_chief:
+        run_lock.check_free(target, "googlenet-train")
+    run_dir_lib.check_run_dir(target, overwrite=config.overwrite)
+    # Every worker derives the same directory from what is on disk before anything runs.
+    run_dir = run_dir_lib.training_dir(target, overwrite=config.overwrite)
     if is_chief:
         try:
-            return _train(config, log, cluster, run_dir, work_dir=run_dir)
-        except KeyboardInterrupt:
+            return _train(config, log, cluster, run_dir, run_dir, target)
+        except KeyboardInterrupt as error:
             raise callbacks_lib.TrainingInterrupted(
-                resume.epochs_backed_up(run_dir, config), run_dir) from None
+                resume.epochs_backed_up(run_dir, config), run_dir,
+                terminated=isinstance(error, launcher.Terminated),
+                replacing=run_dir != target) from None
     # Only the chief writes the run directory; other workers write to a scratch directory,
     # removed however training ends (the launcher's covers SIGKILL too).
     work_dir = multiworker.worker_scratch_dir(config.run_name, cluster.task_id)
     try:
-        return _train(config, _quiet, cluster, run_dir, work_dir)
+        return _train(config, _quiet, cluster, run_dir, work_dir, target)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _train(config, log, cluster, run_dir, work_dir):
+def _train(config, log, cluster, run_dir, work_dir, target):
     """`train` for one process: the chief writes `run_dir`, other workers `work_dir`."""
-    if cluster is None or cluster.is_chief:
-        # Refuse a finished run now; the directory is created once the inputs are checked.
-        run_dir_lib.check_run_dir(run_dir, overwrite=config.overwrite)
+    with contextlib.ExitStack() as lock:
+        return _train_locked(config, log, cluster, run_dir, work_dir, target, lock)
+
+
+def _train_locked(config, log, cluster, run_dir, work_dir, target, lock):
     started = time.perf_counter()
     # Devices must be configured before anything runs a TF op.
     strategy = (multiworker.make_multi_worker_strategy() if cluster is not None
                 else make_strategy(config.replicas))
     policy = apply_precision(select_precision(config.precision))
     keras.utils.set_random_seed(config.seed)
-    run = _Run(config, log, cluster, run_dir, work_dir, strategy, policy, started)
+    run = _Run(config, log, cluster, run_dir, work_dir, strategy, policy, started, target)
 
     data = _load_data(run)
     model, new_heads = _build_or_restore(run, data)
     _build_pipelines(run, data)
+    if run.is_chief:  # the first write: the lock file, beside the run directory
+        lock.enter_context(run_lock.exclusive(target, "googlenet-train"))
     _open_run_dir(run, data, new_heads)
 
     best = callbacks_lib.BestWeights(os.path.join(work_dir, "best.weights.h5"))
@@ -197,6 +220,8 @@ def _train(config, log, cluster, run_dir, work_dir):
             final = model.evaluate(data.val, verbose=0, return_dict=True)
     else:
         final = custom_loop.evaluate(strategy.experimental_distribute_dataset(data.val))
+    # The test split once, now: no checkpoint, EMA or early stop ever saw it (all workers).
+    test = _evaluate_test(run, data, model, custom_loop)
     # A collective: every worker takes part, before the non-chiefs return.
     weights_spread = _weights_spread_across_workers(model, strategy) if cluster else None
     if not run.is_chief:
@@ -204,8 +229,8 @@ def _train(config, log, cluster, run_dir, work_dir):
                                                   final["main_accuracy"]}, model=model)
     metrics = _finish_run_dir(run, data, model, final, wall_time=wall_time,
                               completed_steps=completed_steps, progress=progress,
-                              weights_spread=weights_spread)
-    return TrainResult(run_dir=run_dir, metrics=metrics, model=model)
+                              weights_spread=weights_spread, test=test)
+    return TrainResult(run_dir=target, metrics=metrics, model=model)
 
 
 def _load_data(run):
@@ -228,29 +253,39 @@ def _load_data(run):
 
 
 def _build_pipelines(run, data):
-    """The batched, per-head train and validation pipelines."""
+    """The validation pipeline, and what the per-phase training streams are built from."""
     config, splits, global_batch = run.config, data.splits, data.global_batch
     common = dict(input_size=config.input_size, variant=config.variant, seed=config.seed,
-                  cache=config.cache)
-    train_ds = data_lib.make_pipeline(
-        splits.train, batch_size=global_batch, training=True, flip=config.flip,
-        distort=config.distort, area_range=(config.min_crop_area, 1.0),
+                  cache=config.cache, batch_size=global_batch)
+    data.train_args = dict(
+        flip=config.flip, distort=config.distort, area_range=(config.min_crop_area, 1.0),
         **({"shuffle_buffer": splits.shuffle_buffer} if splits.shuffle_buffer else {}),
-        **common,
-    ).repeat()
-    val_ds = data_lib.make_pipeline(splits.val, batch_size=global_batch, training=False,
-                                    **common)
-    if config.aux:
+        **common)
+    data.val = _for_the_heads(run, data_lib.make_pipeline(splits.val, training=False,
+                                                          **common))
+    _training_stream(run, data, 0, 1)  # check the training arguments before any write
+
+
+def _training_stream(run, data, first_epoch, end_epoch):
+    """The batches of epochs `first_epoch`.. `end_epoch - 1`, each a function of (seed,
+    epoch): a resumed run sees exactly what an uninterrupted one would have."""
+    stream = pipeline_lib.training_stream(
+        data.splits.train, first_epoch=first_epoch, end_epoch=end_epoch,
+        steps_per_epoch=data.steps_per_epoch, **data.train_args)
+    return _for_the_heads(run, stream)
+
+
+def _for_the_heads(run, dataset):
+    if run.config.aux:
         heads = ("main", "aux1", "aux2")
-        train_ds = train_ds.map(lambda x, y: (x, {h: y for h in heads}))
-        val_ds = val_ds.map(lambda x, y: (x, {h: y for h in heads}))
+        dataset = dataset.map(lambda x, y: (x, {h: y for h in heads}))
     if run.cluster is not None:
         # Each worker builds the same seeded pipeline and keeps its share of every batch.
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA)
-        train_ds, val_ds = train_ds.with_options(options), val_ds.with_options(options)
-    data.train, data.val = train_ds, val_ds
+        dataset = dataset.with_options(options)
+    return dataset
 
 
 def _build_or_restore(run, data):
@@ -272,7 +307,10 @@ def _open_run_dir(run, data, new_heads):
     replicas = run.strategy.num_replicas_in_sync
     state = ""
     if run.is_chief:
-        if run_dir_lib.prepare_run_dir(run.run_dir, overwrite=config.overwrite):
+        if run.replacing and run_dir_lib.is_finished(run.run_dir):
+            # Killed between finishing a replacement and swapping it in: swap it in now.
+            run_dir_lib.publish_replacement(run.run_dir, run.target)
+        if run_dir_lib.prepare_run_dir(run.run_dir):
             state = " (resuming)"
         record = resume.config_record(config, data, run.policy, replicas)
         if resume.starts_over(run.run_dir, record, overwrite=config.overwrite):
@@ -282,6 +320,9 @@ def _open_run_dir(run, data, new_heads):
         run_dir_lib.write_json(os.path.join(run.run_dir, "config.json"), record)
         run_dir_lib.write_text(os.path.join(run.run_dir, "labels.txt"),
                                "\n".join(splits.class_names) + "\n")
+    if run.replacing:
+        state += (f"; replacing the finished run in {run.target} once this one has finished "
+                  "(until then it stays as it was)")
     run.log(
         f"run {run.run_dir}{state}: {splits.source}, "
         f"{splits.num_train} train / {splits.num_val} val images, {len(splits.class_names)} "
@@ -344,10 +385,13 @@ def _run_phase(run, data, model, index, phase, best, stop_on_nan):
         progress,
     ]
     custom_loop = None
+    # The epoch the backup restores (read again by `backup` itself): the stream starts there.
+    resumed_at = max(first_epoch, backup.completed_epochs())
+    train_stream = _training_stream(run, data, resumed_at, end_epoch)
     if config.loop == "fit":
         with _no_ran_out_of_data_warning():
             model.fit(
-                data.train, validation_data=data.val, epochs=end_epoch,
+                train_stream, validation_data=data.val, epochs=end_epoch,
                 initial_epoch=first_epoch, steps_per_epoch=steps_per_epoch,
                 callbacks=phase_callbacks, verbose=0,
                 shuffle=False,  # the pipeline shuffles; Keras would warn it ignores this
@@ -356,7 +400,7 @@ def _run_phase(run, data, model, index, phase, best, stop_on_nan):
         with run.strategy.scope():
             custom_loop = multiworker.CustomLoop(model, run.strategy, data.global_batch)
             custom_loop.fit(
-                data.train, data.val, epochs=end_epoch, initial_epoch=first_epoch,
+                train_stream, data.val, epochs=end_epoch, initial_epoch=first_epoch,
                 steps_per_epoch=steps_per_epoch, callbacks=phase_callbacks, backup=backup,
             )
     if stop_on_nan.diverged_at is not None:
@@ -401,18 +445,38 @@ def _finish_run_dir(run, data, model, final, **summary):
     for name in leftovers:
         if os.path.exists(os.path.join(run_dir, name)):
             os.remove(os.path.join(run_dir, name))
+    if run.replacing:  # only now, the new run finished, does the old one go
+        run_dir_lib.publish_replacement(run_dir, run.target)
     run.log(
         f"done in {metrics['wall_time_seconds']:.0f} s: val main accuracy "
         f"{metrics['final_val_main_accuracy']:.4f} "
         f"(best {metrics['best_val_main_accuracy']:.4f} at epoch {metrics['best_epoch']}), "
-        f"{metrics['images_per_second'] or float('nan'):.1f} img/s -> {run_dir}"
+        f"{metrics['images_per_second'] or float('nan'):.1f} img/s -> {run.target}"
     )
     return metrics
 
 
+def _evaluate_test(run, data, model, custom_loop):
+    """`{"test_main_accuracy", "test_loss"}` on the dataset's test split; {} without one."""
+    splits, config = data.splits, run.config
+    if splits.test is None or not splits.num_test:
+        return {}
+    test = _for_the_heads(run, data_lib.make_pipeline(
+        splits.test, training=False, input_size=config.input_size, variant=config.variant,
+        seed=config.seed, batch_size=data.global_batch))
+    if config.loop == "fit":
+        with _no_ran_out_of_data_warning():
+            result = model.evaluate(test, verbose=0, return_dict=True)
+    else:
+        result = custom_loop.evaluate(run.strategy.experimental_distribute_dataset(test))
+    return {"test_main_accuracy": float(result["main_accuracy"]),
+            "test_loss": float(result["loss"])}
+
+
 def _metrics(run, data, model, final, history, *, wall_time, completed_steps, progress,
-             weights_spread):
-    """`metrics.json` of a finished run."""
+             weights_spread, test=None):
+    """`metrics.json` of a finished run: validation figures (what was selected on) and,
+    apart, the test split's, evaluated once at the end."""
     config = run.config
     val_curve = history.get("val_main_accuracy", [])
     images_per_second = progress.images_per_second if progress else float("nan")
@@ -433,6 +497,10 @@ def _metrics(run, data, model, final, history, *, wall_time, completed_steps, pr
         "wall_time_seconds": wall_time,
         "num_train": data.splits.num_train,
         "num_val": data.splits.num_val,
+        "validation_split": data.splits.val_split,
+        "test_split": data.splits.test_split,
+        "num_test": data.splits.num_test,
+        **(test or {}),
         "trainable_params": kg.count_params(model),
         "inference_macs": kg.count_macs(kg.inference_model(model)),
         "ema": config.ema,

@@ -182,4 +182,6 @@ class TrainConfig:
         if problem:  # before loading any data, not after the first epoch
             raise ValueError(f"`output_dir` {os.fspath(self.output_dir)!r}: cannot write "
                              f"{existing}: {problem}; pick another --output-dir.")
+        if self.run_name is not None:  # a symlinked run directory, and any other escape
+            run_dir_lib.run_dir_of(self.output_dir, self.run_name)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
+from keras_googlenet import paths
 from keras_googlenet_training.checks import fail, positive_int
 
 RESULTS_CSV = "results.csv"
@@ -15,6 +17,16 @@ SEARCH_CONFIG = "search.json"
 # Settings that may change when a search is resumed; anything else would make the
 # finished trials incomparable with the new ones.
 RESUMABLE_CHANGES = {"max_trials", "replicas", "precision", "overwrite", "directory"}
+# What a search writes in its project directory; `--overwrite` replaces these and keeps
+# every other entry (the user's own files).
+OWNED_ENTRIES = {RESULTS_CSV, RESULTS_MD, PARETO_PNG, BEST_DIR, SEARCH_CONFIG, "executions",
+                 "logs", "oracle.json"}
+_OWNED_PATTERN = re.compile(r"(trial_\w+|chief\.json|tuner\d*\.json)")
+
+
+def is_owned(name):
+    """Whether the project-directory entry `name` is one a search writes."""
+    return name in OWNED_ENTRIES or _OWNED_PATTERN.fullmatch(name) is not None
 
 
 class SearchFailedError(RuntimeError):
@@ -72,8 +84,30 @@ class TuneConfig:
             positive_int(arg, getattr(self, arg), optional=True)
         if not 0 < self.val_fraction < 1:
             fail("val_fraction", "in (0, 1)", self.val_fraction)
-        if not self.project_name or "/" in self.project_name:
-            fail("project_name", "a non-empty name without '/'", self.project_name)
+        self._check_destination()
+
+    def _check_destination(self):
+        """`directory` must be (or go under) a writable directory and `project_name` one
+        name inside it; writes nothing, so a refused command changes nothing."""
+        if not isinstance(self.directory, (str, os.PathLike)) or not os.fspath(self.directory):
+            fail("directory", "a directory path (--directory)", self.directory)
+        existing = os.path.abspath(self.directory)
+        while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise ValueError(f"`directory` (--directory {os.fspath(self.directory)}): {existing} "
+                             "is a file, not a directory.")
+        from keras_googlenet.export.publish import staging_path, unwritable
+
+        problem = unwritable(existing)
+        if problem:
+            raise ValueError(f"`directory` (--directory {os.fspath(self.directory)}): cannot "
+                             f"write {existing}: {problem}.")
+        project = paths.child_path(self.directory, self.project_name, "project_name")
+        paths.refuse_symlink(staging_path(project), "project_name")
+        if os.path.lexists(project) and not os.path.isdir(project):
+            raise ValueError(f"`project_name` (--project-name {self.project_name}): {project} is "
+                             "a file, not a search directory.")
 
     def resolved(self):
         """A copy with the dataset defaults filled in (input size, flips, crop area)."""
@@ -100,7 +134,19 @@ class SearchResult:
 
 
 def project_dir(config):
-    return os.path.join(config.directory, config.project_name)
+    """`<directory>/<project_name>`; a name that would leave `directory` is refused."""
+    return paths.child_path(config.directory, config.project_name, "project_name")
+
+
+def work_dir(config):
+    """Where this search writes: the project directory or, with `overwrite`, the sibling
+    its replacement is built in (swapped in only once the new search has finished)."""
+    from keras_googlenet.export.publish import staging_path
+
+    directory = project_dir(config)
+    if not config.overwrite:
+        return directory
+    return os.path.join(config.directory, os.path.basename(staging_path(directory)))
 
 
 def check_resumable(path, record):

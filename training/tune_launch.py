@@ -3,33 +3,47 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
+from typing import NamedTuple
 
 from keras_googlenet_training import launcher
 from keras_googlenet_training.oracle_server import CHIEF_ID, TUNE_ENV
+
+
+class _Names(NamedTuple):  # what `work_dir` reads of a TuneConfig
+    directory: str
+    project_name: str
+    overwrite: bool
 
 
 def launch_local(child_args, workers, directory, project_name, out=None, host="127.0.0.1",
                  worker_grace=120.0, stop_grace=30.0, overwrite=False):
     """Run a distributed search here: a chief and `workers` workers on `host`.
 
-    `child_args` are `googlenet-tune` arguments without `--workers` (nor `--overwrite`:
-    with `overwrite` the project is removed here, once, not by racing children). The
-    chief's output is streamed to `out`; each worker logs to
-    `<project>/logs/<tuner_id>.log`. If any process fails, or on Ctrl-C/SIGTERM, every
-    child is stopped. Returns an exit code.
+    `child_args` are `googlenet-tune` arguments without `--workers`; with `overwrite`
+    they carry `--overwrite`, so every role builds in the same staging directory and the
+    chief swaps it in at the end (nothing is deleted here). The chief's output is
+    streamed to `out`; each worker logs to `<project>/logs/<tuner_id>.log` (in the
+    staging directory with `overwrite`). If any process fails, or on Ctrl-C/SIGTERM,
+    every child is stopped. Returns an exit code.
     """
+    from keras_googlenet_training import run_lock
+    from keras_googlenet_training.tune_config import work_dir
+
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"`workers` must be a positive int; received workers={workers!r}.")
     if "KERASTUNER_ORACLE_IP" in os.environ:
         raise ValueError("--workers starts its own chief and workers; unset "
                          "KERASTUNER_ORACLE_IP to use it.")
     out = out or sys.stdout
-    project = os.path.join(directory, project_name)
-    if overwrite:
-        shutil.rmtree(project, ignore_errors=True)
+    project = work_dir(_Names(directory, project_name, overwrite))
+    if overwrite and "--overwrite" not in child_args:
+        child_args = [*child_args, "--overwrite"]
+    # Refused at once if a search runs there, before its worker logs are truncated; the
+    # chief takes the lock for the search itself.
+    with run_lock.exclusive(os.path.join(directory, project_name), "googlenet-tune"):
+        pass
     logs = os.path.join(project, "logs")
     os.makedirs(logs, exist_ok=True)
     base_env = {k: v for k, v in os.environ.items() if k not in TUNE_ENV}
@@ -57,9 +71,9 @@ def launch_local(child_args, workers, directory, project_name, out=None, host="1
                       f"{[p.pid for p in group.processes.values()]}; worker logs in {logs}\n")
             out.flush()
             return _supervise(group, out, worker_grace, stop_grace)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:
         out.write("interrupted: stopping the chief and the workers (re-run to resume)\n")
-        return 130
+        return launcher.EXIT_TERMINATED if isinstance(error, launcher.Terminated) else 130
 
 
 def _supervise(group, out, worker_grace, stop_grace):

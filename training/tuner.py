@@ -106,6 +106,8 @@ class HyperbandOracle(_BudgetAwareOracle, kt.oracles.HyperbandOracle):
 class _BudgetedTuner:
     """Tuner mixin: reject over-budget candidates before training, record every cost."""
 
+    trials_run = 0  # trials this process trained, rejected or saw crash
+
     def run_trial(self, trial, *args, **kwargs):
         started = time.perf_counter()
         hp = trial.hyperparameters
@@ -148,6 +150,7 @@ class _BudgetedTuner:
             trial.message = traceback.format_exc()
 
     def _record_execution(self, trial, status, started, cost=None, score=None, error=None):
+        self.trials_run += 1
         trial_log.record_execution(self.project_dir, self.tuner_id, trial.trial_id, status,
                                    started, score_name=OBJECTIVE.name, score=score, cost=cost,
                                    error=error)

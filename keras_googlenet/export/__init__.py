@@ -9,11 +9,12 @@ Whatever the source (a `.keras` training model with aux heads, an inference mode
 run directory, or a `keras.Model`), what is exported is the single-output float32
 inference model (`float32_inference_model`): aux heads pruned, mixed precision undone.
 
-Every artefact is converted into a temporary path next to its destination, verified
-against Keras on the same inputs, and only then moved into place (`os.replace`), so a
-failed conversion or a missed verification bound never replaces a good artefact. Each
-artefact gets a sidecar model card `<artefact>.json` (`keras_googlenet.model_card`) that
-`keras_googlenet.runtime.load_predictor` reads.
+Every artefact is converted in a staging directory beside the output directory, verified
+against Keras on the same inputs, and given its sidecar model card `<artefact>.json`
+(`keras_googlenet.model_card`, read by `keras_googlenet.runtime.load_predictor`); only then
+is the stage swapped in with one rename, so each artefact appears together with its card,
+a failed conversion or a missed verification bound never replaces a good artefact, and the
+user's other files in the output directory stay (docs/export.md, "Publishing").
 
 One module per role: `formats` (formats, bounds, argument checks), `source` (the model
 and its images), `convert` (one converter per format), `verify`, `cards` (model cards,

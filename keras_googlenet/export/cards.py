@@ -21,8 +21,9 @@ def read_labels(labels):
         path = os.fspath(labels)
         if not os.path.isfile(path):
             raise ValueError(f"`labels` file not found: {path!r}.")
-        with open(path, encoding="utf-8") as f:
-            labels = [line.rstrip("\r\n") for line in f if line.strip()]
+        from keras_googlenet.input_files import read_lines
+
+        labels = read_lines(path, "`labels` file")  # UTF-8, BOM and CRLF handled
     if not isinstance(labels, (list, tuple)) or not labels or not all(
             isinstance(label, str) and label.strip() and "\n" not in label
             for label in labels):

@@ -29,13 +29,17 @@ from keras_googlenet.export.formats import (
     FORMATS,
     MIN_ONNX_OPSET,
     check_destination,
+    check_name,
     validate_export_arguments,
 )
 from keras_googlenet.export.publish import (
+    discard_stage,
     is_disk_full,
     path_size,
     publish,
     remove_path,
+    replace_owned,
+    unwritable,
     write_json_atomic,
 )
 from keras_googlenet.export.report import (
@@ -74,6 +78,10 @@ class _Plan:
     reference: dict | None = None
     representative: object = None
     work_dir: str = ""
+    stage_dir: str = ""  # where every artefact and card is written before publishing
+    swap: bool = False  # whether the stage replaces `out_dir` whole (else unit by unit)
+    staged: dict = dataclasses.field(default_factory=dict)  # format -> verified paths
+    created: set = dataclasses.field(default_factory=set)  # names this export put in the stage
     pixel_model: keras.Model | None = None
     conversion_savedmodels: dict = dataclasses.field(default_factory=dict)
 
@@ -126,7 +134,9 @@ def export_model(
         source: a `.keras` file (training or inference model), a run directory
             (`inference.keras` or `model.keras`, with `config.json`, `labels.txt`), or a
             `keras.Model`.
-        out_dir: destination directory (created). Artefacts are named
+        out_dir: destination directory (created; not a symbolic link). Everything is
+            staged beside it and swapped in once every format is done; its other files
+            are kept (docs/export.md, "Publishing"). Artefacts are named
             `{name}_savedmodel/`, `{name}_fp32.tflite`, `{name}_fp16.tflite`,
             `{name}_dynamic.tflite`, `{name}_int8.tflite`, `{name}.onnx`, each with a
             model card `<artefact>.json`.
@@ -178,8 +188,9 @@ def export_model(
         An `ExportReport` (`report["tflite-int8"].verification`, `.summary()`).
 
     Raises:
-        ValueError: bad arguments (unknown format, int8 without calibration data, ...),
-            checked before any work.
+        ValueError: bad arguments (unknown format, int8 without calibration data, a
+            `name` with a path, a symlinked `out_dir`, ...), checked before anything is
+            written.
         FileNotFoundError: `source` does not exist.
         ExportError: with `strict`, a conversion failed or a bound was missed; nothing
             was published for that format and an existing artefact was kept.
@@ -203,11 +214,15 @@ def export_model(
         log_progress(verbose, "[export] computing Keras reference outputs")
         plan.reference = _reference(plan.model, plan.base_card["output"]["activation"],
                                     verification_data, verification_samples)
+    # Everything is checked: the first byte is written now, in the staging directory.
+    plan.stage_dir, plan.swap = _staging(plan.out_dir, plan.name)
     plan.work_dir = tempfile.mkdtemp(prefix="googlenet-export-")
     try:
         results = [_export_one(plan, fmt) for fmt in formats]
+        _publish_all(plan, results)
     finally:
         shutil.rmtree(plan.work_dir, ignore_errors=True)
+        _discard_stage(plan)
     report = ExportReport(out_dir=plan.out_dir, results=results)
     if strict and not report.ok:
         failed = [r.format for r in results if not r.ok]
@@ -239,8 +254,9 @@ def _plan(source, out_dir, name, input_size, explicit_labels, author, license, o
     for key, value in (("author", author), ("license", license)):
         if value is not None:
             base_card[key] = str(value)
-    out_dir = os.fspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    if name is None:  # the model's own name must be a plain file name too
+        check_name(out_dir, model.name)
     exported_model = model
     base_card["graph_rewrites"] = []
     if optimize:
@@ -273,56 +289,63 @@ def _representative(plan, calibration_data, calibration_steps):
 
 
 def _export_one(plan, fmt):
-    """Convert, card, verify and publish one format; failures are recorded, not raised."""
+    """Convert, card and verify one format in the stage; failures are recorded, not raised."""
     suffix, _ = FORMATS[fmt]
     target = os.path.join(plan.out_dir, plan.name + suffix)
+    staged = os.path.join(plan.stage_dir, plan.name + suffix)
+    staged_card = card_path_for(staged)
     result = ArtifactResult(format=fmt)
     verbose = plan.options["verbose"]
     start = time.perf_counter()
-    tmp = tmp_parent = None
+    plan.created.update({os.path.basename(staged), os.path.basename(staged_card)})
     try:
         log_progress(verbose, f"[export] {fmt}: converting -> {target}")
-        tmp, tmp_parent, flatbuffer = _convert(plan, fmt, target)
-        card = _artifact_card(plan, fmt, target, tmp, flatbuffer, result)
-        _publish(plan, fmt, tmp, target, card, result)
-        tmp = None
+        flatbuffer = _convert(plan, fmt, staged)
+        card = _artifact_card(plan, fmt, target, staged, flatbuffer, result)
+        if fmt == "savedmodel":  # the directory carries its card too
+            write_json_atomic(card, os.path.join(staged, CARD_IN_SAVEDMODEL))
+        write_json_atomic(card, staged_card)
+        result.card = card
+        plan.staged[fmt] = (staged, staged_card, target)
+        if fmt == "savedmodel":  # verified: the TFLite converter reuses it from the stage
+            plan.conversion_savedmodels.setdefault(plan.in_model(fmt), staged)
+        log_progress(verbose, f"[export] {fmt}: ok, {card['file_size_bytes'] / 1e6:.2f} MB; "
+                              f"{format_verification(result.verification)}")
+        gpu = card.get("gpu_delegate")
+        if gpu is not None and not gpu["compatible"]:
+            result.warnings.append(gpu_warning(gpu))
+            log_progress(verbose, f"[export] {fmt}: WARNING: {result.warnings[-1]}")
     except Exception as error:  # record, clean up, try the other formats
         result.error = str(error) if isinstance(error, _BoundMissedError) \
             else f"{type(error).__name__}: {error}"
-        if is_disk_full(error):  # the tmp file goes; a previous artefact stays
+        if is_disk_full(error):  # the staged file goes; a previous artefact stays
             result.error = f"no space left on {plan.out_dir!r} while writing {target!r}"
         log_progress(verbose, f"[export] {fmt}: FAILED: {result.error}")
+        remove_path(staged)
+        remove_path(staged_card)
     finally:
-        remove_path(tmp)
-        remove_path(tmp_parent)
         result.seconds = time.perf_counter() - start
     return result
 
 
-def _convert(plan, fmt, target):
-    """(temporary artefact path, its temporary parent or None, TFLite bytes or None)."""
-    prefix = f".{os.path.basename(target)}"
+def _convert(plan, fmt, staged):
+    """Write `fmt`'s artefact at `staged` (ONNX, SavedModel); TFLite: return its bytes."""
     options = plan.options
     if fmt == "savedmodel":
-        tmp_parent = tempfile.mkdtemp(dir=plan.out_dir, prefix=f"{prefix}.tmp-")
-        tmp = os.path.join(tmp_parent, "savedmodel")
-        write_savedmodel(plan.model_for(fmt), tmp, uint8_signature=options["uint8_signature"])
-        return tmp, tmp_parent, None
-    fd, tmp = tempfile.mkstemp(dir=plan.out_dir, prefix=f"{prefix}.", suffix=".tmp")
-    os.close(fd)
+        write_savedmodel(plan.model_for(fmt), staged, uint8_signature=options["uint8_signature"])
+        return None
     if fmt == "onnx":
-        convert_onnx(plan.model_for(fmt), tmp, opset=options["opset"])
-        return tmp, None, None
+        convert_onnx(plan.model_for(fmt), staged, opset=options["opset"])
+        return None
     key = plan.in_model(fmt)
     if key not in plan.conversion_savedmodels:
         plan.conversion_savedmodels[key] = os.path.join(
             plan.work_dir, f"savedmodel_{'pixels' if key else 'scaled'}")
         write_savedmodel(plan.model_for(fmt), plan.conversion_savedmodels[key],
                          uint8_signature=False)
-    flatbuffer = convert_tflite(plan.conversion_savedmodels[key], fmt,
-                                plan.representative if fmt == "tflite-int8" else None,
-                                int8_io=options["int8_io"])
-    return tmp, None, flatbuffer
+    return convert_tflite(plan.conversion_savedmodels[key], fmt,
+                          plan.representative if fmt == "tflite-int8" else None,
+                          int8_io=options["int8_io"])
 
 
 def _artifact_card(plan, fmt, target, tmp, flatbuffer, result):
@@ -363,19 +386,61 @@ def _artifact_card(plan, fmt, target, tmp, flatbuffer, result):
     return card
 
 
-def _publish(plan, fmt, tmp, target, card, result):
-    """Move the verified artefact into place, then write its sidecar card."""
-    if fmt == "savedmodel":
-        write_json_atomic(card, os.path.join(tmp, CARD_IN_SAVEDMODEL))
-    publish(tmp, target)
-    if fmt == "savedmodel":  # the TFLite converter reuses it
-        plan.conversion_savedmodels.setdefault(plan.in_model(fmt), target)
-    write_json_atomic(card, card_path_for(target))
-    result.path, result.card_path, result.card = target, card_path_for(target), card
-    verbose = plan.options["verbose"]
-    log_progress(verbose, f"[export] {fmt}: ok, {card['file_size_bytes'] / 1e6:.2f} MB; "
-                          f"{format_verification(result.verification)}")
-    gpu = card.get("gpu_delegate")
-    if gpu is not None and not gpu["compatible"]:
-        result.warnings.append(gpu_warning(gpu))
-        log_progress(verbose, f"[export] {fmt}: WARNING: {result.warnings[-1]}")
+def _staging(out_dir, name):
+    """(the directory every artefact is staged in, whether it then replaces `out_dir` whole).
+
+    A sibling of `out_dir` that is swapped in with one rename (`replace_owned`), so that all
+    the artefacts and their cards appear at once; where `out_dir` cannot be renamed (a mount
+    point, the working directory or one above it, a parent we cannot write) a hidden
+    directory inside it, published unit by unit.
+    """
+    parent = os.path.dirname(out_dir)
+    if _swappable(out_dir):
+        os.makedirs(parent, exist_ok=True)
+        prefix = f".{os.path.basename(out_dir)}.export-"
+        return tempfile.mkdtemp(dir=parent, prefix=prefix), True
+    return tempfile.mkdtemp(dir=out_dir, prefix=f".{name}.export-"), False
+
+
+def _swappable(out_dir):
+    if not os.path.isdir(out_dir):
+        return True
+    try:
+        cwd = os.path.realpath(os.getcwd())
+    except OSError:  # the working directory was deleted
+        cwd = ""
+    real = os.path.realpath(out_dir)
+    if os.path.ismount(out_dir) or cwd == real or cwd.startswith(real.rstrip(os.sep) + os.sep):
+        return False
+    return unwritable(os.path.dirname(out_dir)) is None
+
+
+def _publish_all(plan, results):
+    """Publish every verified artefact with its card: one swap of the directory, or (see
+    `_staging`) each artefact then its card, right after each other."""
+    done = [r for r in results if r.format in plan.staged]
+    if not done:
+        return
+    if plan.swap:
+        owned = {os.path.basename(path) for fmt in plan.staged
+                 for path in (plan.staged[fmt][2], card_path_for(plan.staged[fmt][2]))}
+        # The old artefacts of these formats go; everything else in out_dir is kept.
+        plan.created = owned  # from now on the stage may also hold the user's files
+        replace_owned(plan.stage_dir, plan.out_dir, owned=owned.__contains__)
+    else:
+        for result in done:
+            staged, staged_card, target = plan.staged[result.format]
+            publish(staged, target)
+            publish(staged_card, card_path_for(target))
+    for result in done:
+        result.path = plan.staged[result.format][2]
+        result.card_path = card_path_for(result.path)
+    log_progress(plan.options["verbose"], f"[export] published {len(done)} artefact(s) with "
+                 f"their cards in {plan.out_dir}")
+
+
+def _discard_stage(plan):
+    """Remove what the export staged and did not publish (see `discard_stage`)."""
+    if not discard_stage(plan.stage_dir, plan.created):
+        log_progress(True, f"[export] WARNING: kept {plan.stage_dir}: it holds files of "
+                           f"{plan.out_dir} that could not be moved back")

@@ -7,9 +7,7 @@ import os
 import keras
 
 from keras_googlenet.export.publish import unwritable
-
-# format -> (file name suffix after the base name, precision written in the card)
-
+from keras_googlenet.paths import child_path, refuse_symlink
 
 # format -> (file name suffix after the base name, precision written in the card)
 FORMATS = {
@@ -73,12 +71,24 @@ def check_destination(source, out_dir, name=None):
     if problem:
         raise ValueError(f"`out_dir` {os.fspath(out_dir)!r}: cannot write {existing!r}: "
                          f"{problem}; pick another --out.")
+    refuse_symlink(os.fspath(out_dir).rstrip(os.sep) or os.sep, "out_dir")
     if name is not None:
-        separators = [sep for sep in (os.sep, os.altsep) if sep]
-        if not isinstance(name, str) or name in ("", ".", "..") or any(
-                sep in name for sep in separators) or name.startswith("."):
-            raise ValueError("`name` must be a file name without a path (no '/', not '.' or "
-                             f"'..', not starting with '.'); received name={name!r}.")
+        check_name(out_dir, name)
+
+
+def check_name(out_dir, name):
+    """`name` as the artefacts' base name: one plain file name inside `out_dir`."""
+    try:
+        child_path(os.fspath(out_dir), name, "name")
+    except ValueError:
+        if isinstance(name, str) and os.path.islink(os.path.join(os.fspath(out_dir), name)):
+            raise
+        raise ValueError("`name` must be a file name without a path (no '/', not '.' or "
+                         f"'..', not starting with '.'); received name={name!r}.") from None
+    if name.startswith("."):  # hidden, and the prefix of our temporary files
+        raise ValueError("`name` must not start with '.' (hidden files are the export's "
+                         f"temporary ones); received name={name!r}.")
+    return name
 
 
 def validate_export_arguments(formats, calibration_data, calibration_steps, int8_io, opset,

@@ -10,9 +10,15 @@ import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 
 def path_size(path):
@@ -77,17 +83,67 @@ def replace_owned(staging, target, owned):
     """Swap the finished directory `staging` in for `target` in one rename.
 
     Entries of the old `target` for which `owned(name)` is false (the user's own files)
-    are moved into the new directory first, so only what the project wrote is removed.
-    A symlinked `target` is never followed.
+    are moved into the new directory first, so only what the project wrote is removed;
+    if the swap then fails (a mount point, a full disk), they are moved back. The new
+    directory keeps the old one's permission bits. A symlinked `target` is never followed.
     """
     if os.path.islink(target):
         raise ValueError(f"{target} is a symbolic link; the project never replaces a "
                          "directory through a link.")
-    if os.path.isdir(target):
-        for name in os.listdir(target):
-            if not owned(name) and not os.path.lexists(os.path.join(staging, name)):
-                os.rename(os.path.join(target, name), os.path.join(staging, name))
-    publish(staging, target)
+    # Two swaps of one directory at once would each move the files the other listed (and
+    # one would see no directory at all between the other's two renames).
+    with _directory_lock(os.path.dirname(os.path.abspath(target))):
+        if not os.path.isdir(target):
+            publish(staging, target)
+            return
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+        moved = []
+        try:
+            for name in os.listdir(target):
+                if not owned(name) and not os.path.lexists(os.path.join(staging, name)):
+                    os.rename(os.path.join(target, name), os.path.join(staging, name))
+                    moved.append(name)
+            publish(staging, target)
+        except BaseException:
+            for name in moved:  # the old directory is still in place: give its files back
+                with contextlib.suppress(OSError):
+                    os.rename(os.path.join(staging, name), os.path.join(target, name))
+            raise
+        os.chmod(target, mode)
+
+
+@contextlib.contextmanager
+def _directory_lock(directory):
+    """An exclusive `flock` on `directory` itself for the few renames of a swap: nothing
+    is created, and the kernel drops it if the process dies."""
+    try:
+        fd = os.open(directory, os.O_RDONLY) if fcntl is not None else None
+    except OSError:  # a parent we may write but not read: swap unlocked
+        fd = None
+    if fd is None:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def discard_stage(stage, created):
+    """Remove the entries named in `created` from the staging directory `stage`, then the
+    directory itself. Returns False (and keeps it) when anything else is left there: the
+    user's files that a failed `replace_owned` could not move back are never deleted."""
+    if not stage or not os.path.isdir(stage) or os.path.islink(stage):
+        return True
+    for name in os.listdir(stage):
+        if name in created:
+            remove_path(os.path.join(stage, name))
+    try:
+        os.rmdir(stage)
+    except OSError:
+        return False
+    return True
 
 
 @contextlib.contextmanager

@@ -10,14 +10,9 @@ from keras_googlenet.export.formats import DEFAULT_BOUNDS, UINT8_SIGNATURE
 from keras_googlenet.export.source import _take_images, to_model_input
 from keras_googlenet.model_card import INPUT_NAME, OUTPUT_NAME, has_preprocessing_layer
 from keras_googlenet.preprocessing import resize_pixels
+from keras_googlenet.scores import as_probabilities
 
 _PARITY_SAMPLES = 32
-
-
-def _softmax(x):
-    x = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(x)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _keras_probs(model, x, activation):
@@ -25,7 +20,8 @@ def _keras_probs(model, x, activation):
         x = (x + 1.0) * 127.5
     y = np.concatenate([np.asarray(model(x[i:i + 64], training=False))
                         for i in range(0, len(x), 64)]).astype("float32")
-    return y if activation == "softmax" else _softmax(y)
+    # The runtime's own rule, so an artefact and its Keras reference are read alike.
+    return as_probabilities(y, activation)
 
 
 def verify_artifact(predictor, reference, fmt, bounds=None, savedmodel_path=None):

@@ -27,6 +27,7 @@ from keras_googlenet.hub.preprocessor import GoogLeNetImageClassifierPreprocesso
 from keras_googlenet.hub.presets import (
     PRESET_FILES,
     check_preset,
+    check_preset_destination,
     image_classifier_from_googlenet,
     write_preset,
     write_torchvision_preset,
@@ -39,6 +40,7 @@ __all__ = [
     "GoogLeNetImageClassifierPreprocessor",
     "GoogLeNetImageConverter",
     "check_preset",
+    "check_preset_destination",
     "image_classifier_from_googlenet",
     "write_preset",
     "write_torchvision_preset",

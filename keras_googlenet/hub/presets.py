@@ -143,14 +143,16 @@ def write_preset(
     """Write a KerasHub preset directory from a GoogLeNet run, `.keras` file or model.
 
     The preset is written next to `preset_dir`, checked (`check_preset`), verified, and only
-    then moved into place, so a failure never leaves a half-written preset or replaces a
-    good one.
+    then swapped in with one rename (`publish.replace_owned`), so a failure never leaves a
+    half-written preset or replaces a good one. Files of an existing `preset_dir` that are
+    not preset files (the user's own) are kept; a `preset_dir` that is a symlink, `.`,
+    `..` or a file is refused before any work.
 
     Args:
         source: a training run directory (`inference.keras` or `model.keras`, with
             `config.json` and `labels.txt`), a `.keras` file, or a `keras.Model`. Aux
             heads are pruned and mixed precision undone (`float32_inference_model`).
-        preset_dir: the preset directory to write (replaced if it exists).
+        preset_dir: the preset directory to write (its preset files replaced if it exists).
         image_size: the converter's resize target, `(height, width)` or an int. Default:
             the model's input size, else the run's `input_size`.
         crop_fraction: the converter's central crop (0.875, the training pipeline's
@@ -166,8 +168,9 @@ def write_preset(
     Returns:
         The preset directory's absolute path.
     """
-    from keras_googlenet.export.publish import publish, remove_path
+    from keras_googlenet.export.publish import discard_stage, replace_owned
 
+    preset_dir = check_preset_destination(preset_dir)
     model, card, classifier = _classifier_from_source(source, image_size, crop_fraction)
     converter = classifier.preprocessor.image_converter
     labels = list(labels) if labels is not None else card.get("labels")
@@ -175,10 +178,10 @@ def write_preset(
         raise ValueError(f"`labels` has {len(labels)} names for {classifier.num_classes} "
                          "classes.")
 
-    preset_dir = os.path.abspath(os.fspath(preset_dir))
     parent = os.path.dirname(preset_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(preset_dir)}.tmp-")
+    created = None  # everything in `tmp` is ours until the swap starts
     try:
         classifier.save_to_preset(tmp)
         verification = _verify(tmp, model, converter) if verify else None
@@ -189,11 +192,27 @@ def write_preset(
         with open(metadata_path, "w", encoding="utf-8") as f:
             json.dump(metadata, f, indent=4, default=_json_default)
         check_preset(tmp)
-        publish(tmp, preset_dir)
-        tmp = None
+        created = set(os.listdir(tmp))
+        replace_owned(tmp, preset_dir, owned=set(PRESET_FILES).__contains__)
     finally:
-        remove_path(tmp)
+        if created is None and os.path.isdir(tmp):
+            created = set(os.listdir(tmp))
+        discard_stage(tmp, created or set())
     return preset_dir
+
+
+def check_preset_destination(preset_dir):
+    """The absolute path of `preset_dir` to write, or a `ValueError` naming `preset_dir`:
+    its last component must be a plain name (not `.`, `..`, a link) and not a file."""
+    from keras_googlenet.paths import child_path
+
+    if not isinstance(preset_dir, (str, os.PathLike)) or not os.fspath(preset_dir).strip():
+        raise ValueError(f"`preset_dir` must be a directory path; received {preset_dir!r}.")
+    text = os.fspath(preset_dir).rstrip(os.sep) or os.sep
+    path = child_path(os.path.dirname(text) or os.curdir, os.path.basename(text), "preset_dir")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"`preset_dir` {text!r} is a file, not a directory.")
+    return os.path.abspath(path)
 
 
 def _classifier_from_source(source, image_size, crop_fraction):
@@ -278,6 +297,7 @@ def write_torchvision_preset(src, preset_dir, image_size=224, verify=True):
     from keras_googlenet import weights as weights_lib
     from keras_googlenet.preprocessing import imagenet_class_index
 
+    check_preset_destination(preset_dir)  # before the port
     model = weights_lib.from_torchvision(
         src, classifier_activation=None, input_shape=(image_size, image_size, 3)
     )

@@ -25,6 +25,7 @@ One module per role; only `convert` imports the builder, and the builder imports
 """
 
 from keras_googlenet.weights.convert import (
+    check_output,
     convert_torchvision,
     ensure_imagenet_weights,
     from_torchvision,
@@ -43,6 +44,7 @@ from keras_googlenet.weights.imagenet import (
     TORCHVISION_URL,
     TORCHVISION_WEIGHTS_NAME,
     cache_dir,
+    cache_file,
     imagenet_weights_path,
     missing_weights_message,
 )
@@ -58,7 +60,8 @@ __all__ = [
     "CACHE_ENV", "CONVERT_COMMAND", "IMAGENET_WEIGHTS_FILE", "IMAGENET_WEIGHTS_HELP",
     "OFFLINE_ENV", "PortReport", "STATE_DICT_SUFFIXES", "TORCHVISION_FILE",
     "TORCHVISION_METRICS", "TORCHVISION_SHA256_PREFIX", "TORCHVISION_URL",
-    "TORCHVISION_WEIGHTS_NAME", "cache_dir", "convert_torchvision", "ensure_imagenet_weights",
+    "TORCHVISION_WEIGHTS_NAME", "cache_dir", "cache_file", "check_output", "convert_torchvision",
+    "ensure_imagenet_weights",
     "from_torchvision", "imagenet_reference_model", "imagenet_weights_path",
     "load_imagenet_weights", "load_state_dict", "missing_weights_message", "port_state_dict",
     "save_state_dict_npz", "write_model_card",

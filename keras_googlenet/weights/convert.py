@@ -7,6 +7,7 @@ The one part of `keras_googlenet.weights` that builds models: `from_torchvision`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -15,6 +16,7 @@ import numpy as np
 from keras_googlenet.export.publish import atomic_path
 from keras_googlenet.googlenet import GoogLeNet, imagenet_reference_model
 from keras_googlenet.model_card import card_path_for, describe_source
+from keras_googlenet.paths import child_path
 from keras_googlenet.preprocessing import imagenet_class_index
 from keras_googlenet.weights import imagenet
 from keras_googlenet.weights.imagenet import (
@@ -90,20 +92,13 @@ def convert_torchvision(src, out, include_aux=False, input_size=224):
     model with a model card `<out>.json` (ImageNet labels, preprocessing) for
     `googlenet-predict`; `.npz`: the state dict as NumPy arrays, readable without PyTorch.
     """
-    out = os.fspath(out)
+    out = check_output(out, include_aux)
     lowered = out.lower()
     if lowered.endswith(".npz"):
         state = load_state_dict(src)
         save_state_dict_npz(state, out)
         return out, None
-    if not lowered.endswith((".weights.h5", ".keras")):
-        raise ValueError(
-            f"output {out!r} must end in '.weights.h5' (weights), '.keras' (model + model "
-            "card) or '.npz' (the state dict as NumPy arrays)."
-        )
     is_keras = lowered.endswith(".keras")
-    if is_keras and include_aux:
-        raise ValueError("a '.keras' output is the deployable main-head model; drop --aux.")
     model, report = from_torchvision(
         src,
         include_aux=include_aux,
@@ -111,18 +106,58 @@ def convert_torchvision(src, out, include_aux=False, input_size=224):
         return_report=True,
     )
     # Written beside the target and renamed, so a crash never leaves a half-written file.
-    with atomic_path(out, suffix=".keras" if is_keras else ".weights.h5") as tmp:
+    # A `.keras` and its card are both written first, then renamed one after the other.
+    with contextlib.ExitStack() as stack:
         if is_keras:
-            model.save(tmp)
-        else:
-            model.save_weights(tmp)
-    if is_keras:
-        write_model_card(model, out, src)
+            card_tmp = stack.enter_context(atomic_path(card_path_for(out), suffix=".json"))
+            _write_json(model_card(model, out, src), card_tmp)
+        with atomic_path(out, suffix=".keras" if is_keras else ".weights.h5") as tmp:
+            if is_keras:
+                model.save(tmp)
+            else:
+                model.save_weights(tmp)
     return out, report
 
 
+def check_output(out, include_aux=False):
+    """`out` as `convert_torchvision` writes it, or a `ValueError` naming it: a known
+    suffix, a plain file name inside its folder (not a link there), not a directory."""
+    if not isinstance(out, (str, os.PathLike)):
+        raise ValueError(f"`out` must be a file path; received {out!r}.")
+    out = os.fspath(out)
+    child_path(os.path.dirname(out) or os.curdir, os.path.basename(out), "out")
+    lowered = out.lower()
+    if not lowered.endswith((".weights.h5", ".keras", ".npz")):
+        raise ValueError(
+            f"output {out!r} must end in '.weights.h5' (weights), '.keras' (model + model "
+            "card) or '.npz' (the state dict as NumPy arrays)."
+        )
+    if os.path.isdir(out):
+        raise ValueError(f"output {out!r} is a directory; give a file name.")
+    parent = os.path.dirname(out)
+    if parent and os.path.exists(parent) and not os.path.isdir(parent):
+        raise ValueError(f"output {out!r}: {parent!r} is a file, not a directory.")
+    if lowered.endswith(".keras") and include_aux:
+        raise ValueError("a '.keras' output is the deployable main-head model; drop --aux.")
+    return out
+
+
 def write_model_card(model, path, src=None):
-    """Write `<path>.json`: the export model card plus ImageNet labels and the weights' origin."""
+    """Write `<path>.json` (atomically): the export model card plus ImageNet labels and the
+    weights' origin."""
+    card_path = card_path_for(path)
+    with atomic_path(card_path, suffix=".json") as tmp:
+        _write_json(model_card(model, path, src), tmp)
+    return card_path
+
+
+def _write_json(obj, path):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+
+
+def model_card(model, path, src=None):
+    """The model card of a converted `.keras` at `path` (see `write_model_card`)."""
     card = describe_source(None, model)
     card["source"]["path"] = os.path.abspath(path)
     if card["model"]["classes"] == 1000:
@@ -136,10 +171,7 @@ def write_model_card(model, path, src=None):
         "preprocessing_note": "torchvision's transform_input=True is folded into the [-1, 1] "
         "input: x / 127.5 - 1 (preprocess_input(x, variant='torchvision')).",
     }
-    card_path = card_path_for(path)
-    with open(card_path, "w", encoding="utf-8") as f:
-        json.dump(card, f, indent=2)
-    return card_path
+    return card
 
 
 def ensure_imagenet_weights(download=None):

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 import urllib.request
 import warnings
 
 from keras_googlenet.export.publish import atomic_path
 from keras_googlenet.layers import load_weights
+from keras_googlenet.paths import child_path
 from keras_googlenet.weights.mapping import _layer_or_none, port_state_dict
 from keras_googlenet.weights.state_dict import CONVERT_COMMAND
 
@@ -58,6 +58,18 @@ def cache_dir():
     return os.path.join(keras_home, "models")
 
 
+def cache_file(name):
+    """`cache_dir()/name` to write: `ValueError` naming the cache setting if the cache
+    directory is a file, or if `name` would leave it or is a symlink there (a write
+    replaces the link, never the file it points to: refused instead of half-done)."""
+    directory = cache_dir()
+    setting = f"${CACHE_ENV}" if os.environ.get(CACHE_ENV) else "the cache directory"
+    if os.path.lexists(directory) and not os.path.isdir(directory):
+        raise ValueError(f"{setting} ({directory}) is a file, not a directory: point "
+                         f"${CACHE_ENV} at a directory for the converted weights.")
+    return child_path(directory, name, setting)
+
+
 def imagenet_weights_path():
     """The converted weights `GoogLeNet(variant="torchvision", weights="imagenet")` loads."""
     return os.path.join(cache_dir(), IMAGENET_WEIGHTS_FILE)
@@ -86,10 +98,12 @@ def _torch_available():
 
 
 def _download(url, dest, sha256_prefix=TORCHVISION_SHA256_PREFIX, timeout=60):
-    """Download `url` to `dest`, checking torchvision's sha256 prefix."""
+    """Download `url` to `dest`, checking torchvision's sha256 prefix; `dest` appears only
+    complete and checked (a hidden temporary beside it is removed on any failure)."""
     directory = os.path.dirname(os.path.abspath(dest))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".part", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.path.basename(dest)}.", suffix=".part",
+                               dir=directory)
     digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as response:
@@ -101,7 +115,7 @@ def _download(url, dest, sha256_prefix=TORCHVISION_SHA256_PREFIX, timeout=60):
                 f"downloaded {url} has sha256 {digest.hexdigest()[:16]}..., expected a hash "
                 f"starting {sha256_prefix}."
             )
-        shutil.move(tmp, dest)
+        os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -109,9 +123,11 @@ def _download(url, dest, sha256_prefix=TORCHVISION_SHA256_PREFIX, timeout=60):
 
 
 def _convert_into_cache(src, path, build_reference):
-    """Port the state dict `src` onto the main-head model and save its weights at `path`."""
+    """Port the state dict `src` onto the main-head model and save its weights at `path`:
+    the cache holds the file only once it is completely written."""
     model = build_reference()
     port_state_dict(model, src)
+    path = cache_file(os.path.basename(path))
     with atomic_path(path, suffix=".weights.h5") as tmp:
         model.save_weights(tmp)
     return path
@@ -133,6 +149,7 @@ def ensure_imagenet_weights(build_reference, download=None):
     path = imagenet_weights_path()
     if os.path.isfile(path):
         return path
+    cache_file(IMAGENET_WEIGHTS_FILE)  # a cache directory that is a file: say so first
     directory = cache_dir()
     npz = os.path.join(directory, TORCHVISION_FILE[:-4] + ".npz")
     pth = os.path.join(directory, TORCHVISION_FILE)
@@ -143,7 +160,7 @@ def ensure_imagenet_weights(build_reference, download=None):
         download = not os.environ.get(OFFLINE_ENV) and _torch_available()
     if download:
         try:
-            _download(TORCHVISION_URL, pth)
+            _download(TORCHVISION_URL, cache_file(TORCHVISION_FILE))
         except OSError as error:  # no network, proxy, disk: fall through to the help
             raise ValueError(f"could not download {TORCHVISION_URL} ({error}). "
                              + missing_weights_message(path)) from error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Mapping
 
 import numpy as np
@@ -35,8 +36,7 @@ def load_state_dict(src):
             raise FileNotFoundError(f"torchvision state dict not found: {path!r}")
         lowered = path.lower()
         if lowered.endswith(".npz"):
-            with np.load(path, allow_pickle=False) as data:
-                state = {name: data[name] for name in data.files}
+            state = _npz_load(path)
         elif lowered.endswith((".pth", ".pt")):
             state = _torch_load(path)
         else:
@@ -58,6 +58,19 @@ def load_state_dict(src):
     return {str(name): _to_numpy(value) for name, value in state.items()}
 
 
+def _npz_load(path):
+    """The arrays of an `.npz`, never unpickled: a file that is not an archive of plain
+    arrays is refused by name (NumPy's own message would suggest loading it unsafely)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:
+        raise ValueError(
+            f"{path!r} is not a NumPy '.npz' state dict of plain arrays ({type(error).__name__} "
+            f"while reading it): write one with `{CONVERT_COMMAND} SRC.pth OUT.npz` where "
+            "PyTorch is installed.") from None
+
+
 def _torch_load(path):
     try:
         import torch
@@ -68,7 +81,17 @@ def _torch_load(path):
             f"tensors as NumPy: `{CONVERT_COMMAND} {os.path.basename(path)} "
             f"{os.path.splitext(os.path.basename(path))[0]}.npz`, and convert the '.npz' here."
         ) from error
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, ImportError):  # permissions and the like: the system's own words
+        raise
+    except Exception as error:  # noqa: BLE001 - pickle, zip and torch errors alike
+        # Not torch's message: it suggests `weights_only=False`, which would run the
+        # file's code.
+        raise ValueError(
+            f"{path!r} is not a PyTorch state dict that loads with weights only "
+            f"({type(error).__name__}): give torchvision's googlenet .pth (tensors saved with "
+            "`torch.save(model.state_dict(), path)`).") from None
     if not isinstance(state, Mapping):
         raise ValueError(
             f"{path!r} holds a {type(state).__name__}, not a state dict; save "
@@ -84,7 +107,9 @@ def save_state_dict_npz(state_dict, path, dtype=None):
         if dtype is not None and np.issubdtype(value.dtype, np.floating):
             value = value.astype(dtype)
         arrays[name] = value
+    from keras_googlenet.export.publish import atomic_path
+
     path = os.fspath(path)
-    with open(path, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
     return path

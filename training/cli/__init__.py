@@ -137,11 +137,14 @@ def drop_options(argv, with_value=(), flags=()):
     return rest
 
 
-EXIT_INTERNAL_ERROR = 1
-# Packages whose own checks raise the refusals of bad arguments and inputs.
-_OUR_PACKAGES = tuple(
-    os.path.dirname(os.path.abspath(importlib.util.find_spec(name).origin)) + os.sep
-    for name in ("keras_googlenet", "keras_googlenet_training"))
+# Shared with `python -m keras_googlenet` (the library may not import this package).
+from keras_googlenet.errors import (  # noqa: E402, F401 - re-exported for the CLIs
+    EXIT_INTERNAL_ERROR,
+    describe_os_error,
+    is_refusal,
+    refuse_or_report,
+    report_unexpected,
+)
 
 
 def add_debug_flag(parser):
@@ -149,54 +152,31 @@ def add_debug_flag(parser):
                         help="print the full traceback of an unexpected error")
 
 
-def is_refusal(error):
-    """Whether `error` is one of our refusals of a bad argument or input: a `ValueError`
-    (or a missing file) raised by this project's own code, not one from deep inside
-    TensorFlow or another library, which is a bug to report, not a bad argument."""
-    if not isinstance(error, (ValueError, FileNotFoundError)):
-        return False
-    tb = error.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    if tb is None:
-        return True
-    return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_OUR_PACKAGES)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what shells and schedulers expect
 
 
-def report_unexpected(prog, error, log_dir=None, debug=False):
-    """One line for an unexpected internal error, its type included; the full traceback
-    goes to `log_dir/<prog>-error.log` (a temporary file when `log_dir` does not exist)
-    and, with `--debug`, to the terminal. Returns the exit status."""
-    import datetime
-    import traceback
-
-    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    log_path = None
-    directories = [d for d in (log_dir,) if d and os.path.isdir(d) and not os.path.islink(d)]
-    for directory in directories + [tempfile.gettempdir()]:
-        try:
-            fd, log_path = tempfile.mkstemp(
-                prefix=f"{prog}-error-{datetime.datetime.now():%Y%m%d-%H%M%S}-",
-                suffix=".log", dir=directory)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(f"{prog} {' '.join(sys.argv[1:])}\n{text}")
-            break
-        except OSError:
-            log_path = None
-    if debug:
-        sys.stderr.write(text)
-    message = str(error).splitlines()[0] if str(error) else ""
-    where = f"full traceback in {log_path}" if log_path else "no log could be written"
-    print(f"{prog}: internal error: {type(error).__name__}: {message} ({where}"
-          f"{'' if debug else '; --debug prints it'}). This is a bug, not a bad argument: "
-          "please report it.", file=sys.stderr)
-    return EXIT_INTERNAL_ERROR
+# SIGTERM, raised where Ctrl-C raises KeyboardInterrupt: the same clean stop. One class
+# with the launchers' and the trainer's, which tell the two stops apart by it.
+from keras_googlenet_training.launcher import Terminated  # noqa: E402, F401
 
 
-def refuse_or_report(prog, error, log_dir=None, debug=False, exit_bad=2):
-    """The exit status for an exception a CLI did not expect by type: our own refusals
-    print `prog: error: ...` and exit 2; anything else is `report_unexpected`."""
-    if is_refusal(error):
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return exit_bad
-    return report_unexpected(prog, error, log_dir=log_dir, debug=debug)
+@contextlib.contextmanager
+def handle_sigterm():
+    """While inside, SIGTERM (`kill`, Kubernetes, a scheduler's time limit) stops the CLI
+    as Ctrl-C does: `Terminated`, a KeyboardInterrupt, is raised in the main thread.
+    `interrupted_status(error)` then gives 143 instead of 130."""
+    import signal
+
+    def terminated(signum, frame):
+        raise Terminated(f"terminated by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted_status(error):
+    return EXIT_TERMINATED if isinstance(error, Terminated) else EXIT_INTERRUPTED

@@ -12,9 +12,17 @@ import json
 import os
 import sys
 
-from keras_googlenet_training.cli import DefaultsFormatter, require_extras
+from keras_googlenet_training.cli import (
+    DefaultsFormatter,
+    add_debug_flag,
+    describe_os_error,
+    is_refusal,
+    refuse_or_report,
+    require_extras,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+PROG = "googlenet-export"
 KERAS_HUB_FORMAT = "keras-hub"  # a preset directory, by keras_googlenet.hub (optional extra)
 
 
@@ -75,6 +83,7 @@ def build_parser():
                    "(the converters fold BatchNorm anyway; measured no faster)")
     p.add_argument("--opset", type=int, default=MIN_ONNX_OPSET, help="ONNX opset")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    add_debug_flag(p)
     return p
 
 
@@ -123,78 +132,87 @@ def main(argv=None):
     if KERAS_HUB_FORMAT in (args.formats or "").split(","):
         return _keras_hub_preset(args)
     require_extras("googlenet-export", "export")
-    from keras_googlenet.export import (
-        check_destination,
-        export_model,
-        is_disk_full,
-        validate_export_arguments,
-    )
-
     try:
-        check_destination(args.source, args.out, args.name)
-        config = _run_config(args.source)
-        # Fail on usage errors before loading any data.
-        formats = validate_export_arguments(
-            args.formats, args.calibration_data, args.calibration_steps, args.int8_io,
-            args.opset, args.verification_samples)
-        model_config = config.get("model") or {}
-        size = args.input_size or model_config.get("input_size")
-        variant = model_config.get("variant")
-        if size is None:
-            size = _model_input_size(args.source)
-        if size is None and (args.calibration_data or args.verification_data):
-            raise ValueError("the model takes any input size: pass --input-size.")
-
-        calibration = verification = None
-        if args.calibration_data and "tflite-int8" in formats:
-            print(f"[export] calibration images: {args.calibration_data} (train split)",
-                  file=sys.stderr)
-            train, _ = _split(args.calibration_data, "train", config, args.data_dir)
-            calibration = _pipeline(train.shuffle(2048, seed=0), size, variant,
-                                    batch_size=1).take(args.calibration_steps)
-        if args.verify:
-            spec = args.verification_data or config.get("dataset") or args.calibration_data
-            if spec:
-                print(f"[export] verification images: {spec} (validation split)",
-                      file=sys.stderr)
-                val, _ = _split(spec, "val", config, args.data_dir)
-                verification = _pipeline(val, size, variant)
-            else:
-                print("[export] no validation images (no --verification-data, no run "
-                      "config): parity on random inputs; agreement bounds not enforced",
-                      file=sys.stderr)
-
-        report = export_model(
-            args.source, args.out, formats, name=args.name, input_size=args.input_size,
-            calibration_data=calibration, calibration_steps=args.calibration_steps,
-            int8_io=args.int8_io, include_preprocessing=args.include_preprocessing,
-            labels=args.labels, tflite_metadata=args.tflite_metadata, author=args.author,
-            license=args.license, uint8_signature=args.uint8_signature, verify=args.verify,
-            verification_data=verification, verification_samples=args.verification_samples,
-            opset=args.opset, optimize=args.optimize, strict=False,
-        )
-    except (ValueError, FileNotFoundError) as error:
-        print(f"googlenet-export: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as error:  # read-only or full destination: one line, not a traceback
-        cause = "no space left" if is_disk_full(error) else (error.strerror or error)
-        print(f"googlenet-export: error: cannot write {error.filename or args.out!r}: {cause}",
-              file=sys.stderr)
-        return EXIT_USAGE
+        report = _export(args)
     except KeyboardInterrupt:
-        print("googlenet-export: interrupted; nothing half-written was published",
-              file=sys.stderr)
+        print(f"{PROG}: interrupted; nothing half-written was published, the previous "
+              "artefacts are as they were", file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001 - sorted into refusals and internal errors
+        return _error_status(error, args)
 
     print(report.summary(), file=sys.stderr)
     if args.json:
         print(json.dumps(_report_json(report), indent=2, default=str))
     if not report.ok:
         failed = [r.format for r in report.results if not r.ok]
-        print(f"googlenet-export: FAILED: {', '.join(failed)} (nothing written for them)",
+        print(f"{PROG}: FAILED: {', '.join(failed)} (nothing written for them)",
               file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _error_status(error, args):
+    """Exit 2 and one line for a bad argument or input, or an `OSError` (its path and the
+    system's reason: read-only, full, permission denied); anything else is an internal
+    error with its traceback in a log file."""
+    if isinstance(error, OSError) and not is_refusal(error):
+        from keras_googlenet.export import is_disk_full
+
+        cause = describe_os_error(error, args.out)
+        if is_disk_full(error) and "space" not in cause:
+            cause += " (no space left)"
+        print(f"{PROG}: error: {cause}", file=sys.stderr)
+        return EXIT_USAGE
+    return refuse_or_report(PROG, error, log_dir=args.out, debug=args.debug)
+
+
+def _export(args):
+    """Check the arguments, load the calibration and verification images, export."""
+    from keras_googlenet.export import check_destination, export_model, validate_export_arguments
+
+    check_destination(args.source, args.out, args.name)
+    config = _run_config(args.source)
+    # Fail on usage errors before loading any data.
+    formats = validate_export_arguments(
+        args.formats, args.calibration_data, args.calibration_steps, args.int8_io,
+        args.opset, args.verification_samples)
+    model_config = config.get("model") or {}
+    size = args.input_size or model_config.get("input_size")
+    variant = model_config.get("variant")
+    if size is None:
+        size = _model_input_size(args.source)
+    if size is None and (args.calibration_data or args.verification_data):
+        raise ValueError("the model takes any input size: pass --input-size.")
+
+    calibration = verification = None
+    if args.calibration_data and "tflite-int8" in formats:
+        print(f"[export] calibration images: {args.calibration_data} (train split)",
+              file=sys.stderr)
+        train, _ = _split(args.calibration_data, "train", config, args.data_dir)
+        calibration = _pipeline(train.shuffle(2048, seed=0), size, variant,
+                                batch_size=1).take(args.calibration_steps)
+    if args.verify:
+        spec = args.verification_data or config.get("dataset") or args.calibration_data
+        if spec:
+            print(f"[export] verification images: {spec} (validation split)",
+                  file=sys.stderr)
+            val, _ = _split(spec, "val", config, args.data_dir)
+            verification = _pipeline(val, size, variant)
+        else:
+            print("[export] no validation images (no --verification-data, no run "
+                  "config): parity on random inputs; agreement bounds not enforced",
+                  file=sys.stderr)
+
+    return export_model(
+        args.source, args.out, formats, name=args.name, input_size=args.input_size,
+        calibration_data=calibration, calibration_steps=args.calibration_steps,
+        int8_io=args.int8_io, include_preprocessing=args.include_preprocessing,
+        labels=args.labels, tflite_metadata=args.tflite_metadata, author=args.author,
+        license=args.license, uint8_signature=args.uint8_signature, verify=args.verify,
+        verification_data=verification, verification_samples=args.verification_samples,
+        opset=args.opset, optimize=args.optimize, strict=False,
+    )
 
 
 def _keras_hub_preset(args):
@@ -209,9 +227,14 @@ def _keras_hub_preset(args):
 
         path = write_preset(args.source, args.out, image_size=args.input_size,
                             verify=args.verify)
-    except (ValueError, FileNotFoundError, ImportError) as error:
-        print(f"googlenet-export: error: {error}", file=sys.stderr)
+    except ImportError as error:  # the hub extra is missing: our own one-line message
+        print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; the previous preset is as it was", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - sorted into refusals and internal errors
+        return _error_status(error, args)
     with open(os.path.join(path, "metadata.json"), encoding="utf-8") as f:
         metadata = json.load(f)
     print(f"KerasHub preset: {path} ({metadata['task_parameter_count']:,} parameters; "

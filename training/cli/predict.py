@@ -13,16 +13,24 @@ import sys
 
 import numpy as np
 
-from keras_googlenet_training.cli import DefaultsFormatter, require_extras
+from keras_googlenet.scores import top_indices
+from keras_googlenet_training.cli import (
+    DefaultsFormatter,
+    add_debug_flag,
+    refuse_or_report,
+    require_extras,
+)
 
+PROG = "googlenet-predict"
 EXIT_OK, EXIT_SOME_IMAGES_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def build_parser():
     p = argparse.ArgumentParser(
-        prog="googlenet-predict",
+        prog=PROG,
         description="Print the top-k classes of each image. Exit status: 0 ok, 1 some images "
-        "could not be read (the others are still classified), 2 bad arguments or model.",
+        "could not be read (the others are still classified) or an internal error, 2 bad "
+        "arguments or model.",
         formatter_class=DefaultsFormatter,
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any PIL format)")
@@ -33,6 +41,7 @@ def build_parser():
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for TFLite / onnxruntime")
     p.add_argument("--batch-size", type=int, default=32, help="images per inference call")
+    add_debug_flag(p)
     return p
 
 
@@ -51,7 +60,7 @@ def predict_files(predictor, paths, top_k=5, batch_size=32):
         chunk = ready[start:start + batch_size]
         probs = predictor.predict(np.stack([x for _, x in chunk]))
         for (index, _), row in zip(chunk, probs, strict=True):
-            best = np.argsort(row)[::-1][:min(top_k, len(row))]
+            best = top_indices(row, top_k)  # the ranking of Predictor.top_k
             results[index]["predictions"] = [
                 {"label": predictor.label(i), "index": int(i), "probability": float(row[i])}
                 for i in best
@@ -59,16 +68,21 @@ def predict_files(predictor, paths, top_k=5, batch_size=32):
     return results
 
 
+def _argument_error(args):
+    """The refusal of a bad number, or None."""
+    for flag, value in (("--top-k", args.top_k), ("--batch-size", args.batch_size),
+                        ("--threads", args.threads)):
+        if value is not None and value < 1:
+            return f"{flag} must be >= 1; received {value}"
+    return None
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    require_extras("googlenet-predict", "export")  # reads every artefact the export writes
-    if args.top_k < 1:
-        print(f"googlenet-predict: error: --top-k must be >= 1; received {args.top_k}",
-              file=sys.stderr)
-        return EXIT_USAGE
-    if args.batch_size < 1:
-        print(f"googlenet-predict: error: --batch-size must be >= 1; received {args.batch_size}",
-              file=sys.stderr)
+    require_extras(PROG, "export")  # reads every artefact the export writes
+    problem = _argument_error(args)
+    if problem:
+        print(f"{PROG}: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     from keras_googlenet.runtime import load_predictor
 
@@ -76,19 +90,14 @@ def main(argv=None):
         predictor = load_predictor(args.model, num_threads=args.threads)
         if predictor.input_size is None:
             raise ValueError(f"cannot tell the input size of {args.model!r} (no model card).")
-    except (ValueError, FileNotFoundError) as error:
-        print(f"googlenet-predict: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-
-    try:
+        # A refusal here is e.g. the NaN outputs of a corrupt model: no numbers are printed.
         results = predict_files(predictor, args.images, args.top_k, args.batch_size)
-    except ValueError as error:  # e.g. NaN outputs of a corrupt model: print no numbers
-        print(f"googlenet-predict: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    except Exception as error:  # refusals exit 2; anything else is a bug, reported as one
+        return refuse_or_report(PROG, error, debug=args.debug)
     failed = [r for r in results if "error" in r]
-    if args.json:
+    if args.json:  # the user's label names as they are, not \u escapes
         print(json.dumps({"model": args.model, "format": predictor.format, "results": results},
-                         indent=2))
+                         indent=2, ensure_ascii=False))
     else:
         for r in results:
             if "error" in r:
@@ -97,7 +106,7 @@ def main(argv=None):
             for rank, p in enumerate(r["predictions"], 1):
                 print(f"  {rank}. {p['label']:<30} {p['probability']:.4f}")
     for r in failed:
-        print(f"googlenet-predict: {r['image']}: {r['error']}", file=sys.stderr)
+        print(f"{PROG}: {r['image']}: {r['error']}", file=sys.stderr)
     return EXIT_SOME_IMAGES_FAILED if failed else EXIT_OK
 
 

@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 
 from keras_googlenet.spec import VARIANTS
-from keras_googlenet_training.cli import DefaultsFormatter, drop_options, require_extras
+from keras_googlenet_training.cli import (
+    DefaultsFormatter,
+    Terminated,
+    add_debug_flag,
+    drop_options,
+    handle_sigterm,
+    is_refusal,
+    refuse_or_report,
+    require_extras,
+)
 from keras_googlenet_training.precision import PRECISIONS
 
+PROG = "googlenet-train"
 EXIT_BAD_ARGUMENTS = 2
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130  # the shell's status for Ctrl-C
+EXIT_TERMINATED = 143  # and for SIGTERM
 
 
 def build_parser():
     p = argparse.ArgumentParser(
-        prog="googlenet-train",
+        prog=PROG,
         description="Train GoogLeNet on digits (default, offline), a TFDS dataset or an image "
         "folder; writes saved_models/<run-name>/. Re-run the same command to resume.",
         formatter_class=DefaultsFormatter,
@@ -101,20 +114,24 @@ def build_parser():
     out.add_argument("--run-name", default=None,
                      help="default: <dataset>-<variant>-<size>px")
     out.add_argument("--output-dir", default="saved_models")
-    out.add_argument("--overwrite", action="store_true", help="replace a finished run")
+    out.add_argument("--overwrite", action="store_true",
+                     help="replace a finished run: the new run trains beside it and is swapped "
+                     "in only once it has finished (the same command resumes an interrupted "
+                     "replacement); files you added to the run directory are kept")
+    add_debug_flag(p)
     return p
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    require_extras("googlenet-train", "train")
+    require_extras(PROG, "train")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("tensorflow").setLevel(logging.WARNING)  # per-step collective chatter
     if args.workers is not None:
         if args.workers < 1:
-            print(f"error: `--workers` must be a positive int; received {args.workers}.",
-                  file=sys.stderr)
+            print(f"{PROG}: error: `--workers` must be a positive int; received "
+                  f"{args.workers}.", file=sys.stderr)
             return EXIT_BAD_ARGUMENTS
         from keras_googlenet_training.multiworker import launch_local_workers
 
@@ -125,33 +142,70 @@ def main(argv=None):
 
     options = vars(args)
     options.pop("workers")
+    debug = options.pop("debug")
     config = TrainConfig(**options)
+    # SIGTERM (kill, a scheduler, Kubernetes) stops a run like Ctrl-C. Not in a
+    # multi-worker process: blocked in a collective it could not act on it anyway.
+    stop_on_sigterm = (handle_sigterm() if config.strategy != "multi-worker"
+                       else contextlib.nullcontext())
     try:
-        result = train(config)
+        with stop_on_sigterm:
+            result = train(config)
     except callbacks.TrainingDivergedError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_DIVERGED
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_ARGUMENTS
     except KeyboardInterrupt as error:  # one line, not a 58-line traceback
-        done = getattr(error, "epochs_completed", 0)
-        print(f"interrupted after epoch {done} of {config.epochs}; run the same command to "
-              "resume." if done else "interrupted before the first epoch was backed up; run "
-              "the same command to start again.", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except OSError as error:  # the output directory is read-only, full, ...
-        from keras_googlenet_training.run_dir import is_disk_full
-
-        where = error.filename or config.output_dir
-        cause = "no space left on device" if is_disk_full(error) else (
-            error.strerror or str(error))
-        print(f"error: cannot write {where}: {cause} (--output-dir {config.output_dir}); the "
-              "last good backup is kept: free space or fix it and rerun to resume.",
-              file=sys.stderr)
-        return EXIT_BAD_ARGUMENTS
+        return _interrupted(error, config)
+    except Exception as error:
+        if isinstance(error, OSError) and not is_refusal(error):
+            return _cannot_write(error, config)
+        return refuse_or_report(PROG, error, log_dir=_log_dir(config), debug=debug)
     print(json.dumps(result.metrics, indent=2))
     return 0
+
+
+def _interrupted(error, config):
+    done = getattr(error, "epochs_completed", 0)
+    kept = (" The finished run it was to replace is unchanged."
+            if getattr(error, "replacing", False) else "")
+    print(f"interrupted after epoch {done} of {config.epochs}; run the same command to "
+          f"resume.{kept}" if done else "interrupted before the first epoch was backed up; "
+          f"run the same command to start again.{kept}", file=sys.stderr)
+    terminated = getattr(error, "terminated", isinstance(error, Terminated))
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
+def _cannot_write(error, config):
+    """An OSError: its real cause and path (the output directory is read-only, full...)."""
+    from keras_googlenet_training.run_dir import is_disk_full
+
+    where = os.fspath(error.filename or config.output_dir)
+    cause = "no space left on device" if is_disk_full(error) else (
+        error.strerror or str(error) or type(error).__name__)
+    output_dir = os.path.abspath(config.output_dir)
+    if os.path.abspath(where).startswith(output_dir + os.sep) or \
+            os.path.abspath(where) == output_dir:
+        print(f"{PROG}: error: cannot write {where}: {cause} (--output-dir "
+              f"{config.output_dir}); the last good backup is kept: free space or fix it and "
+              "rerun to resume.", file=sys.stderr)
+    else:  # an input: the dataset, --init-weights
+        print(f"{PROG}: error: cannot read {where}: {cause}.", file=sys.stderr)
+    return EXIT_BAD_ARGUMENTS
+
+
+def _log_dir(config):
+    """Where an internal error's traceback goes: the directory the run was trained in (a
+    replacement's staging directory: the finished run stays as it was), else the output
+    directory."""
+    from keras_googlenet_training import run_dir as run_dir_lib
+
+    try:
+        resolved = config.resolved()
+        return run_dir_lib.training_dir(
+            run_dir_lib.run_dir_of(resolved.output_dir, resolved.run_name),
+            overwrite=resolved.overwrite)
+    except Exception:  # the settings themselves are what failed: the output directory
+        return config.output_dir
 
 
 if __name__ == "__main__":

@@ -8,12 +8,22 @@ import logging
 import sys
 
 from keras_googlenet.spec import VARIANTS
-from keras_googlenet_training.cli import DefaultsFormatter, drop_options, require_extras
+from keras_googlenet_training.cli import (
+    EXIT_INTERRUPTED,  # noqa: F401 - 130, one of this CLI's exit codes
+    EXIT_TERMINATED,  # noqa: F401 - 143
+    DefaultsFormatter,
+    add_debug_flag,
+    drop_options,
+    handle_sigterm,
+    interrupted_status,
+    is_refusal,
+    refuse_or_report,
+    require_extras,
+)
 from keras_googlenet_training.precision import PRECISIONS
 
 EXIT_BAD_ARGUMENTS = 2
 EXIT_SEARCH_FAILED = 3  # no trial produced a score, or the trials kept crashing
-EXIT_INTERRUPTED = 130
 TUNER_CHOICES = ("random", "bayesian", "hyperband")
 LATENCY_CHOICES = ("float32", "int8")
 
@@ -134,7 +144,10 @@ def build_parser():
     out.add_argument("--directory", default="tuning")
     out.add_argument("--project-name", default="googlenet")
     out.add_argument("--overwrite", action="store_true",
-                     help="delete the project and start afresh instead of continuing it")
+                     help="start afresh instead of continuing: the new search is built beside "
+                     "the project and replaces it only once it has finished (your own files "
+                     "in the project are kept)")
+    add_debug_flag(p)
     return p
 
 
@@ -143,33 +156,47 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     require_extras("googlenet-tune", "tune", "train")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from keras_googlenet_training.tune import (
-        SearchFailedError,
-        TuneConfig,
-        launch_local,
-        run_search,
-    )
+    from keras_googlenet_training import tune
 
-    settings = {k: v for k, v in vars(args).items() if k != "workers"}
-    config = TuneConfig(**settings)
+    settings = {k: v for k, v in vars(args).items() if k not in ("workers", "debug")}
+    config = tune.TuneConfig(**settings)
+    log_dir = None
     try:
-        config.validate()
-        if args.workers < 0:
-            raise ValueError(f"`workers` must be >= 0; received workers={args.workers}.")
-        if args.workers:
-            child_argv = drop_options(argv, with_value=("--workers",), flags=("--overwrite",))
-            return launch_local(child_argv, args.workers, args.directory, args.project_name,
-                                overwrite=args.overwrite)
-        result = run_search(config)
-    except SearchFailedError as error:
-        print(f"error: {error}", file=sys.stderr)
+        with handle_sigterm():
+            if args.workers < 0:
+                raise ValueError(f"`--workers` must be >= 0; received {args.workers}.")
+            config = tune.check_settings(config, tune.distributed_role())
+            log_dir = tune.work_dir(config)
+            if args.workers:
+                child_argv = drop_options(argv, with_value=("--workers",))
+                return tune.launch_local(child_argv, args.workers, args.directory,
+                                         args.project_name, overwrite=args.overwrite)
+            result = tune.run_search(config)
+    except tune.SearchFailedError as error:
+        kept = f" The search in {tune.project_dir(config)} is unchanged: --overwrite " \
+            "replaces it only with a search that produced a score." if args.overwrite else ""
+        print(f"error: {error}{kept}", file=sys.stderr)
         return EXIT_SEARCH_FAILED
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except KeyboardInterrupt as error:
+        kept = " (the old search is kept as it was until the replacement finishes)" \
+            if args.overwrite else ""
+        print(f"interrupted: re-run the same command to continue the search{kept}",
+              file=sys.stderr)
+        return interrupted_status(error)
+    except OSError as error:
+        if is_refusal(error):
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_BAD_ARGUMENTS
+        from keras_googlenet.export.publish import is_disk_full
+
+        cause = "no space left on device" if is_disk_full(error) else (
+            error.strerror or str(error))
+        print(f"error: cannot write {error.filename or args.directory}: {cause} (--directory "
+              f"{args.directory}); fix it and re-run the same command to continue the search.",
+              file=sys.stderr)
         return EXIT_BAD_ARGUMENTS
-    except KeyboardInterrupt:
-        print("interrupted: re-run the same command to continue the search", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - a refusal, or a bug reported as one
+        return refuse_or_report("googlenet-tune", error, log_dir=log_dir, debug=args.debug)
     if result.role != "worker":
         print(json.dumps({"best": {k: v for k, v in result.best.items() if k != "widths"},
                           "trials_run": result.trials_run,

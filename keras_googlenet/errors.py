@@ -1,0 +1,92 @@
+"""How a command-line shell reports an exception: a refusal of a bad argument or input is
+one line (exit 2); anything else is an internal error, reported as one line with its type
+while the traceback goes to a log file. Shared by `python -m keras_googlenet` and the
+`googlenet-*` CLIs (which re-export these names from `keras_googlenet_training.cli`)."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import os
+import sys
+import tempfile
+import traceback
+
+EXIT_INTERNAL_ERROR = 1
+EXIT_BAD_INPUT = 2
+
+
+def _package_dirs(names=("keras_googlenet", "keras_googlenet_training")):
+    """The source folders of this project's packages (by name: found, never imported, so
+    the library does not depend on the training package, which may not be installed)."""
+    dirs = []
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin:
+            dirs.append(os.path.dirname(os.path.abspath(spec.origin)) + os.sep)
+    return tuple(dirs)
+
+
+# Packages whose own checks raise the refusals of bad arguments and inputs.
+_OUR_PACKAGES = _package_dirs()
+
+
+def is_refusal(error):
+    """Whether `error` is one of our refusals of a bad argument or input: a `ValueError`
+    (or a missing file) raised by this project's own code, not one from deep inside
+    TensorFlow or another library, which is a bug to report, not a bad argument."""
+    if not isinstance(error, (ValueError, FileNotFoundError)):
+        return False
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return True
+    return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_OUR_PACKAGES)
+
+
+def describe_os_error(error, default_path=None):
+    """`PATH: cause` for an `OSError`: the file it is about and the system's own words
+    (`Permission denied`, `No space left on device`), not a guess."""
+    path = error.filename or default_path
+    cause = error.strerror or str(error) or type(error).__name__
+    if error.filename2:
+        path = f"{path} -> {error.filename2}"
+    return f"{path}: {cause}" if path else cause
+
+
+def report_unexpected(prog, error, log_dir=None, debug=False):
+    """One line for an unexpected internal error, its type included; the full traceback
+    goes to `log_dir/<prog>-error-*.log` (a temporary directory when `log_dir` does not
+    exist) and, with `--debug`, to the terminal. Returns the exit status."""
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    log_path = None
+    directories = [d for d in (log_dir,) if d and os.path.isdir(d) and not os.path.islink(d)]
+    for directory in directories + [tempfile.gettempdir()]:
+        try:
+            fd, log_path = tempfile.mkstemp(
+                prefix=f"{os.path.basename(prog.split()[-1])}-error-"
+                       f"{datetime.datetime.now():%Y%m%d-%H%M%S}-",
+                suffix=".log", dir=directory)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(f"{prog} {' '.join(sys.argv[1:])}\n{text}")
+            break
+        except OSError:
+            log_path = None
+    if debug:
+        sys.stderr.write(text)
+    message = str(error).splitlines()[0] if str(error) else ""
+    where = f"full traceback in {log_path}" if log_path else "no log could be written"
+    print(f"{prog}: internal error: {type(error).__name__}: {message} ({where}"
+          f"{'' if debug else '; --debug prints it'}). This is a bug, not a bad argument: "
+          "please report it.", file=sys.stderr)
+    return EXIT_INTERNAL_ERROR
+
+
+def refuse_or_report(prog, error, log_dir=None, debug=False, exit_bad=EXIT_BAD_INPUT):
+    """The exit status for an exception a CLI did not expect by type: our own refusals
+    print `prog: error: ...` and exit 2; anything else is `report_unexpected`."""
+    if is_refusal(error):
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return exit_bad
+    return report_unexpected(prog, error, log_dir=log_dir, debug=debug)

@@ -1,0 +1,86 @@
+"""The user's input files, read safely: images within a pixel budget, names as UTF-8 text.
+
+Every image the project decodes from a file (predict, `folder:` datasets, and so export's
+calibration and verification images) is opened with `open_image`, which reads only the
+header and refuses an image that would decode to more than `MAX_IMAGE_PIXELS`. Every
+file of names (a labels file, a run's `labels.txt`) is read with `read_lines`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import os
+
+# The largest image (width x height) decoded from a file: 50 megapixels, about 150 MB as
+# 8-bit RGB (an 8,000 x 6,000 photo or a 12,000 x 4,000 panorama fits). A file of a few KB
+# can claim far more (a 1-bit PNG of 100,000 x 100,000 is 30 GB decoded), and PIL's own
+# limit is a warning up to 179 megapixels, so our check runs first, on the header alone.
+MAX_IMAGE_PIXELS = 50_000_000
+
+
+class ImageTooLargeError(ValueError):
+    """An image whose header says it would decode to more than `MAX_IMAGE_PIXELS`."""
+
+
+def _name(path):
+    path = os.fspath(path)
+    return os.fsdecode(path) if isinstance(path, bytes) else path
+
+
+def check_pixel_budget(image, name=None):
+    """Raise `ImageTooLargeError` naming the file if PIL `image` (opened, not necessarily
+    decoded) has more than `MAX_IMAGE_PIXELS` pixels."""
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        what = f"image {name!r}" if name else "image"
+        raise ImageTooLargeError(
+            f"{what} is {width}x{height} ({width * height / 1e6:.1f} megapixels), over the "
+            f"{MAX_IMAGE_PIXELS / 1e6:g}-megapixel budget "
+            "(keras_googlenet.input_files.MAX_IMAGE_PIXELS); refused before decoding: "
+            "downscale it.")
+
+
+@contextlib.contextmanager
+def open_image(path):
+    """The PIL image of `path` with its header read and its size checked, not yet decoded.
+
+    Raises `ImageTooLargeError` (a `ValueError`) naming the file for an image over the
+    pixel budget; PIL's own errors for files that are not images pass through.
+    """
+    from PIL import Image
+
+    name = _name(path)
+    try:
+        image = Image.open(name)
+    except Image.DecompressionBombError:  # PIL refuses past ~179 megapixels
+        raise ImageTooLargeError(
+            f"image {name!r} claims more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
+            f"megapixels, over the {MAX_IMAGE_PIXELS / 1e6:g}-megapixel budget "
+            "(keras_googlenet.input_files.MAX_IMAGE_PIXELS); refused before decoding: "
+            "downscale it.") from None
+    with image:
+        check_pixel_budget(image, name)
+        yield image
+
+
+def read_lines(path, what="file"):
+    """The non-blank lines of a text file of names, exactly as written.
+
+    UTF-8 (a UTF-8 or UTF-16 byte-order mark is honoured and removed); lines may end in
+    LF, CRLF or CR. Nothing else is stripped: a name keeps its accents, scripts and inner
+    spaces. `what` names the file in errors (e.g. "`labels` file").
+    """
+    name = _name(path)
+    with open(name, "rb") as f:
+        raw = f.read()
+    encoding = "utf-16" if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) \
+        else "utf-8-sig"
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{what} {name!r} is not {encoding.upper().replace('-SIG', '')} text (bad byte "
+            f"0x{raw[error.start]:02x} at offset {error.start}); save it as UTF-8.") from None
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return [line for line in lines if line.strip()]

@@ -1,0 +1,64 @@
+"""Class scores in NumPy: the one softmax and the one ranking of every entry point.
+
+`decode_predictions`, `Predictor.top_k`/`classify`, `googlenet-predict` and the export's
+verification all rank and normalise scores here, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SOFTMAX = "softmax"
+# Activations that say nothing about the outputs: a card-less artefact, or a `.keras`
+# whose classifier layer could not be found.
+UNKNOWN_ACTIVATIONS = (None, "unknown")
+# How far a float32/float16 probability row may sum from 1.
+PROBABILITY_TOLERANCE = 1e-2
+
+
+def softmax(logits):
+    """Softmax over the last axis, shifted by the row maximum so large logits stay finite."""
+    logits = np.asarray(logits, dtype="float32")
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def looks_like_probabilities(scores, tolerance=PROBABILITY_TOLERANCE):
+    """Whether every row of `scores` (N, classes) is a probability distribution: values
+    in [0, 1] and a sum within `tolerance` of 1 (wider for quantized scores, whose range
+    stays exact). Logits practically never are."""
+    scores = np.asarray(scores, dtype="float64")
+    if scores.ndim == 1:
+        scores = scores[None]
+    if not scores.size or not np.all(np.isfinite(scores)):
+        return False
+    if scores.min() < 0 or scores.max() > 1 + PROBABILITY_TOLERANCE:
+        return False
+    return bool(np.all(np.abs(scores.sum(axis=-1) - 1.0) <= tolerance))
+
+
+def as_probabilities(scores, activation, tolerance=PROBABILITY_TOLERANCE):
+    """`scores` as probabilities, given the output activation a model card states.
+
+    `"softmax"`: already probabilities. Another activation (`"linear"`: logits): softmaxed.
+    Unknown (`None`/`"unknown"`, e.g. a card-less `.tflite`): softmaxed unless every row
+    already `looks_like_probabilities`, so logits are never shown as probabilities.
+    """
+    scores = np.asarray(scores, dtype="float32")
+    if activation == SOFTMAX:
+        return scores
+    if activation in UNKNOWN_ACTIVATIONS and looks_like_probabilities(scores, tolerance):
+        return scores
+    return softmax(scores)
+
+
+def top_indices(scores, k):
+    """The indices of the `k` highest scores of a row (or of each row), best first.
+
+    Ties go to the lower class index, as in MediaPipe (a stable sort on the negated
+    score; common with quantized uint8 scores). NaN ranks last. At most `len(row)`.
+    """
+    # float64 first: negating an unsigned integer array would wrap around.
+    order = np.argsort(-np.asarray(scores, dtype="float64"), axis=-1, kind="stable")
+    return order[..., :max(0, int(k))]
