@@ -706,6 +706,11 @@ try:
                 yield i, {"image": np.full((8, 8, 3), first + i, np.uint8),
                           "label": i % 2 if labelled else -1}
 
+    class GooglenetTestTrainAndValidation(GooglenetTestTrainAndTestOnly):
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(0, 20),
+                    "validation": self._generate_examples(100, 6)}
+
     class GooglenetTestUnlabelledTest(GooglenetTestTrainAndTestOnly):
         """As ImageNet's: a `test` split whose labels are all -1."""
 
@@ -730,6 +735,20 @@ def test_tfds_without_validation_split_holds_out_train_and_keeps_test_apart(tmp_
     again = data.load_dataset(spec, data_dir=str(tmp_path), val_fraction=0.25, seed=1)
     other = data.load_dataset(spec, data_dir=str(tmp_path), val_fraction=0.25, seed=2)
     assert _ids(again.val) == val and _ids(other.val) != val  # seeded
+
+
+def test_tfds_train_file_order_is_a_function_of_the_epoch(tmp_path):
+    """#18 exact resume: TFDS reshuffled its files at every pass of `train`."""
+    spec = _train_and_test_only_tfds(tmp_path, name="googlenet_test_train_and_validation")
+    splits = data.load_dataset(spec, data_dir=str(tmp_path), seed=1)
+    assert splits.val_split == "validation" and _ids(splits.val) == list(range(100, 106))
+
+    def order(dataset):
+        return [int(image[0, 0, 0]) for image, _ in dataset.as_numpy_iterator()]
+
+    epoch1 = order(splits.train_for_epoch(1))
+    assert sorted(epoch1) == list(range(20))
+    assert order(splits.train_for_epoch(1)) == epoch1  # the same however often it is read
 
 
 def test_tfds_unlabelled_test_split_is_not_a_test_set(tmp_path):

@@ -426,6 +426,35 @@ def test_a_resumed_training_stream_is_the_uninterrupted_one_from_that_epoch():
     assert not np.array_equal(whole[0][1], whole[3][1])  # each epoch its own order
 
 
+def test_a_folder_dataset_file_order_is_keyed_on_the_epoch_not_on_the_passes(tmp_path):
+    """#18: a folder dataset reshuffled its file list at every pass, so a run resumed at
+    epoch 1 read epoch 0's order. `train_for_epoch` keys it on (seed, epoch)."""
+    from PIL import Image
+
+    from keras_googlenet_training.data import load_dataset
+    from keras_googlenet_training.pipeline import training_stream
+
+    for c, name in enumerate(("a", "b")):
+        (tmp_path / name).mkdir()
+        for i in range(12):
+            Image.fromarray(np.full((8, 8, 3), c * 100 + i, np.uint8)).save(
+                tmp_path / name / f"{i}.png")
+    splits = load_dataset(f"folder:{tmp_path}", seed=3, val_fraction=0.25)
+    args = dict(input_size=8, batch_size=6, steps_per_epoch=3, flip=False, distort=False,
+                area_range=(1.0, 1.0), seed=3, shuffle_buffer=1)
+
+    def batches(source, first_epoch):
+        stream = training_stream(source, first_epoch=first_epoch, end_epoch=3, **args)
+        return [x.numpy() for x, _ in stream]
+
+    whole, resumed = batches(splits.train_for_epoch, 0), batches(splits.train_for_epoch, 1)
+    for x, x2 in zip(whole[3:], resumed, strict=True):
+        np.testing.assert_array_equal(x, x2)
+    # The split without the epoch key is what a resume used to read: not the same.
+    old = batches(splits.train, 1)
+    assert any(not np.array_equal(x, x2) for x, x2 in zip(whole[3:], old, strict=True))
+
+
 def test_a_symlinked_run_directory_is_refused_before_anything_is_written(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import numbers
 import os
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -76,6 +77,10 @@ class DatasetSplits:
         test: the held-out test split (TFDS `test`), or None.
         num_test: number of test examples (0 without `test`).
         test_split: the test split's name, or None.
+        train_for_epoch: `epoch -> train` with the dataset's own file order keyed on the
+            epoch (folder and TFDS datasets, which shuffle files before decoding), or None
+            when `train` has no order of its own. `pipeline.training_stream` uses it, so a
+            resumed run reads exactly what an uninterrupted one would have.
         skipped: files skipped as unreadable (folder datasets); empty otherwise.
         shuffle_buffer: the decoded-image shuffle buffer `make_pipeline` should use for
             `train`, or None for its default. Folder datasets reshuffle their file list
@@ -95,6 +100,7 @@ class DatasetSplits:
     test: tf.data.Dataset | None = None
     num_test: int = 0
     test_split: str | None = None
+    train_for_epoch: Callable[[int], tf.data.Dataset] | None = None
 
     @property
     def num_classes(self):
@@ -258,7 +264,9 @@ def _load_tfds(spec, name, data_dir, seed, val_fraction, download):
                 f"`dataset`: TFDS dataset {name!r} has no `train` split (splits: {split_names})."
             )
         to_pair = _tfds_to_pair(image_feature, spec)
+        train_for_epoch = None
         if "validation" in split_names:
+            train_for_epoch = _tfds_train_for_epoch(builder, to_pair, seed)
             train = builder.as_dataset(
                 split="train",
                 shuffle_files=True,
@@ -293,7 +301,24 @@ def _load_tfds(spec, name, data_dir, seed, val_fraction, download):
         test=test,
         num_test=int(num_test),
         test_split=test_split,
+        train_for_epoch=train_for_epoch,
     )
+
+
+def _tfds_train_for_epoch(builder, to_pair, seed):
+    """`epoch -> train` whose file order (TFDS shuffles its files, not its examples) is a
+    function of `(seed, epoch)` alone, not of how many passes this process made."""
+    import tensorflow_datasets as tfds
+
+    def train_for_epoch(epoch):
+        files_seed = int(np.random.default_rng([seed, epoch]).integers(2**31))
+        return builder.as_dataset(
+            split="train", shuffle_files=True,
+            read_config=tfds.ReadConfig(shuffle_seed=files_seed,
+                                        shuffle_reshuffle_each_iteration=False),
+        ).map(to_pair, num_parallel_calls=tf.data.AUTOTUNE)
+
+    return train_for_epoch
 
 
 def _has_labels(builder, split):
@@ -516,6 +541,8 @@ def _load_folder(spec, path, seed, val_fraction):
 
     return DatasetSplits(
         train=decoding_dataset(files, labels, pil, shuffle_seed=seed),
+        train_for_epoch=lambda epoch: decoding_dataset(files, labels, pil, shuffle_seed=seed,
+                                                       epoch=epoch),
         val=decoding_dataset(val_files, val_labels, val_pil),
         class_names=class_names,
         num_train=len(files),

@@ -102,11 +102,13 @@ def _pil_decode(path):
         return np.asarray(pil_to_rgb8(image), dtype=np.uint8)
 
 
-def decoding_dataset(files, labels, use_pil, shuffle_seed=None):
+def decoding_dataset(files, labels, use_pil, shuffle_seed=None, epoch=None):
     """`(path, label)` -> `(uint8 RGB image, label)`, decoded lazily in the pipeline.
 
-    With `shuffle_seed`, the file list is reshuffled (reproducibly) every epoch before
-    decoding: shuffling paths costs bytes per file, shuffling decoded images megabytes.
+    With `shuffle_seed`, the file list is shuffled before decoding: shuffling paths costs
+    bytes per file, shuffling decoded images megabytes. With `epoch` too, the order is
+    that epoch's alone (a function of the two), so a resumed run reads what an
+    uninterrupted one would have; without it, it is reshuffled at every pass.
     """
     any_pil = bool(np.any(use_pil))
 
@@ -124,10 +126,13 @@ def decoding_dataset(files, labels, use_pil, shuffle_seed=None):
         image.set_shape((None, None, 3))
         return image, label
 
+    if shuffle_seed is not None and epoch is not None:
+        order = np.random.default_rng([shuffle_seed, epoch]).permutation(len(files))
+        files, labels, use_pil = (np.asarray(a)[order] for a in (files, labels, use_pil))
     dataset = tf.data.Dataset.from_tensor_slices(
         (tf.constant(files, tf.string), tf.constant(labels, tf.int32), tf.constant(use_pil))
     )
-    if shuffle_seed is not None and len(files):
+    if shuffle_seed is not None and epoch is None and len(files):
         dataset = dataset.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
     dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     # Every file decoded once in the up-front scan; should one still fail (changed on

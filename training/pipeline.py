@@ -169,18 +169,25 @@ def training_stream(dataset, *, first_epoch, end_epoch, steps_per_epoch, **pipel
     `fit(steps_per_epoch=...)`: epoch e is `make_pipeline(..., training=True, epoch=e)`,
     so a run resumed at epoch e sees exactly what an uninterrupted one would have.
 
+    `dataset` is the training split, or `epoch -> split` where the split has a file order
+    of its own (`DatasetSplits.train_for_epoch`: folder and TFDS datasets), so that order
+    is keyed on the epoch too.
+
     An epoch that comes up short (files that turned unreadable are dropped) repeats its
     own batches rather than end training early.
     """
     steps_per_epoch = positive_int("steps_per_epoch", steps_per_epoch)
+    for_epoch = dataset if callable(dataset) else (lambda _epoch: dataset)
     if pipeline_args.get("cache"):
-        # Cache once, before the per-epoch pipelines, so every epoch reads the same cache.
-        dataset = dataset.cache()
+        # Cache once, before the per-epoch pipelines, so every epoch reads the same cache
+        # (the file order of epoch 0; make_pipeline's shuffle still keys on the epoch).
+        cached = for_epoch(0).cache()
+        for_epoch = lambda _epoch: cached  # noqa: E731
         pipeline_args = {**pipeline_args, "cache": False}
     epochs = range(first_epoch, max(end_epoch, first_epoch + 1))  # never empty: fit needs one
     stream = None
     for epoch in epochs:
-        batches = make_pipeline(dataset, training=True, epoch=epoch, **pipeline_args)
+        batches = make_pipeline(for_epoch(epoch), training=True, epoch=epoch, **pipeline_args)
         batches = batches.repeat().take(steps_per_epoch)
         stream = batches if stream is None else stream.concatenate(batches)
     return stream.prefetch(tf.data.AUTOTUNE)

@@ -270,8 +270,8 @@ def _training_stream(run, data, first_epoch, end_epoch):
     """The batches of epochs `first_epoch`.. `end_epoch - 1`, each a function of (seed,
     epoch): a resumed run sees exactly what an uninterrupted one would have."""
     stream = pipeline_lib.training_stream(
-        data.splits.train, first_epoch=first_epoch, end_epoch=end_epoch,
-        steps_per_epoch=data.steps_per_epoch, **data.train_args)
+        data.splits.train_for_epoch or data.splits.train, first_epoch=first_epoch,
+        end_epoch=end_epoch, steps_per_epoch=data.steps_per_epoch, **data.train_args)
     return _for_the_heads(run, stream)
 
 
