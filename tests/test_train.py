@@ -455,6 +455,31 @@ def test_a_folder_dataset_file_order_is_keyed_on_the_epoch_not_on_the_passes(tmp
     assert any(not np.array_equal(x, x2) for x, x2 in zip(whole[3:], old, strict=True))
 
 
+@pytest.mark.slow
+def test_a_replacement_stopped_before_its_swap_is_swapped_in_not_trained_again(
+        finished_run, tmp_path, capsys):
+    """#18: a replacement killed between finishing and its swap: the same command used to
+    swap it in, then train a whole new run over it."""
+    import shutil
+
+    target, staging = tmp_path / "smoke", tmp_path / ".smoke.replacement"
+    shutil.copytree(finished_run, target)
+    shutil.copytree(finished_run, staging)
+    config = json.loads((staging / "config.json").read_text())
+    config["output_dir"] = str(tmp_path)  # as if it had been trained here
+    (staging / "config.json").write_text(json.dumps(config))
+    metrics = json.loads((staging / "metrics.json").read_text())
+    metrics["marker"] = "the replacement"
+    (staging / "metrics.json").write_text(json.dumps(metrics))
+    (target / "notes.txt").write_text("mine")
+    code = main([*SMALL, "--epochs", "2", "--steps-per-epoch", "4", "--output-dir",
+                 str(tmp_path), "--run-name", "smoke", "--overwrite"])
+    assert code == 0
+    assert "nothing trained again" in capsys.readouterr().out
+    assert json.loads((target / "metrics.json").read_text())["marker"] == "the replacement"
+    assert (target / "notes.txt").read_text() == "mine" and not staging.exists()
+
+
 def test_a_symlinked_run_directory_is_refused_before_anything_is_written(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -536,7 +561,13 @@ def test_sigterm_stops_like_ctrl_c_and_a_second_trainer_is_refused_at_once(tmp_p
         while not (run / "labels.txt").exists():  # written under the lock, before training
             assert first.poll() is None and time.time() < deadline, "the first did not start"
             time.sleep(0.05)
-        second = _cli(*args, timeout=300)
+        # Frozen while the second starts, so it cannot finish first on a busy machine; a
+        # stopped process still holds its lock, as a busy one does.
+        first.send_signal(signal.SIGSTOP)
+        try:
+            second = _cli(*args, timeout=300)
+        finally:
+            first.send_signal(signal.SIGCONT)
         assert second.returncode == 2, second.stderr[-3000:]
         lines = [line for line in second.stderr.splitlines() if "error" in line]
         assert len(lines) == 1 and f"process {first.pid}" in lines[0], second.stderr[-3000:]

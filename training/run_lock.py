@@ -9,8 +9,31 @@ over without asking.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import logging
 import os
+
+logger = logging.getLogger("keras_googlenet.training")
+# What flock(2) answers on file systems without it (Lustre mounted without `flock`, some
+# NFS set-ups): the run goes on unlocked rather than not at all.
+_NO_FLOCK = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EBADF)
+
+
+def _flock(fd, flags, path):
+    """`fcntl.flock`; False (with a warning) where the file system has no flock.
+    `BlockingIOError` (held by another process) passes through."""
+    try:
+        fcntl.flock(fd, flags)
+        return True
+    except BlockingIOError:
+        raise
+    except OSError as error:
+        if error.errno not in _NO_FLOCK:
+            raise
+        logger.warning("%s: this file system has no flock (%s); running without the "
+                       "one-process lock", path, os.strerror(error.errno))
+        return False
 
 
 class LockedError(ValueError):
@@ -40,10 +63,11 @@ def check_free(directory, what="run"):
         return
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            locked = _flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, path)
         except BlockingIOError:
             raise _held_error(directory, what, path, fd) from None
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        if locked:
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
 
@@ -57,7 +81,8 @@ def exclusive(directory, what="run"):
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not _flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, path):
+                break  # no flock here: held in name only
         except BlockingIOError:
             error = _held_error(directory, what, path, fd)
             os.close(fd)
@@ -75,6 +100,7 @@ def exclusive(directory, what="run"):
         finally:
             with contextlib.suppress(OSError):
                 os.remove(path)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):  # no flock on this file system
+                fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

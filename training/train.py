@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import logging
 import math
 import os
@@ -159,6 +160,8 @@ def train(config: TrainConfig, log=print) -> TrainResult:
     run_dir_lib.check_run_dir(target, overwrite=config.overwrite)
     # Every worker derives the same directory from what is on disk before anything runs.
     run_dir = run_dir_lib.training_dir(target, overwrite=config.overwrite)
+    if is_chief and cluster is None and _finished_replacement(config, run_dir, target):
+        return _publish_finished_replacement(run_dir, target, log)
     if is_chief:
         try:
             return _train(config, log, cluster, run_dir, run_dir, target)
@@ -174,6 +177,27 @@ def train(config: TrainConfig, log=print) -> TrainResult:
         return _train(config, _quiet, cluster, run_dir, work_dir, target)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _finished_replacement(config, run_dir, target):
+    """Whether `run_dir` is a replacement of `target` that finished, with these settings,
+    but was stopped before it was swapped in."""
+    return (run_dir != target and run_dir_lib.is_finished(run_dir)
+            and not run_dir_lib.changed_settings(os.path.join(run_dir, "config.json"),
+                                                 dataclasses.asdict(config),
+                                                 ignore=resume.RESUME_IGNORES))
+
+
+def _publish_finished_replacement(run_dir, target, log):
+    """Swap in a replacement that had finished before a stop: nothing to train again."""
+    with run_lock.exclusive(target, "googlenet-train"):
+        run_dir_lib.publish_replacement(run_dir, target)
+    log(f"run {target}: its replacement had finished before the stop and is now swapped in "
+        "(nothing trained again)")
+    with open(os.path.join(target, run_dir_lib.FINISHED_MARKER), encoding="utf-8") as f:
+        metrics = json.load(f)
+    model = keras.models.load_model(os.path.join(target, "model.keras"))
+    return TrainResult(run_dir=target, metrics=metrics, model=model)
 
 
 def _train(config, log, cluster, run_dir, work_dir, target):

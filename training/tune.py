@@ -78,6 +78,8 @@ def check_settings(config, role="standalone"):
     has the same settings. Returns the resolved config."""
     config = config.resolved()
     make_hypermodel(config, classes=1)  # the space and budget; the data gives the classes
+    if role != "worker":  # a search another process runs is refused before any data loads
+        run_lock.check_free(project_dir(config), "googlenet-tune")
     if role != "worker" and not config.overwrite:
         check_resumable(os.path.join(project_dir(config), SEARCH_CONFIG),
                         dataclasses.asdict(config))

@@ -124,7 +124,10 @@ def _directory_lock(directory):
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # NFS (no flock on a read-only descriptor), Lustre without flock
+            pass
         yield
     finally:
         os.close(fd)

@@ -16,6 +16,8 @@ from keras_googlenet_training.cli import (
     DefaultsFormatter,
     add_debug_flag,
     describe_os_error,
+    handle_sigterm,
+    interrupted_status,
     is_refusal,
     refuse_or_report,
     require_extras,
@@ -133,11 +135,12 @@ def main(argv=None):
         return _keras_hub_preset(args)
     require_extras("googlenet-export", "export")
     try:
-        report = _export(args)
-    except KeyboardInterrupt:
+        with handle_sigterm():  # SIGTERM cleans up its staging as Ctrl-C does
+            report = _export(args)
+    except KeyboardInterrupt as error:
         print(f"{PROG}: interrupted; nothing half-written was published, the previous "
               "artefacts are as they were", file=sys.stderr)
-        return 130
+        return interrupted_status(error)
     except Exception as error:  # noqa: BLE001 - sorted into refusals and internal errors
         return _error_status(error, args)
 
