@@ -213,9 +213,13 @@ def test_reexport_swaps_in_verified_artefacts_and_cards_and_keeps_the_users_file
         if name.startswith(".out.export-"):
             shutil.rmtree(tmp_path / name)
 
+    users_directory = os.stat(out).st_ino
     report = export_model(tmp_path / "b.keras", out, ["onnx"], verbose=False)
     after, hidden = _files(out)
     assert report.ok and not hidden
+    # It holds the user's files: published file by file, the directory itself never
+    # replaced (its inode, owner and ACLs stay).
+    assert os.stat(out).st_ino == users_directory
     assert sorted(os.listdir(tmp_path)) == ["a.keras", "b.keras", "out"]
     assert after["googlenet.onnx"] != before["googlenet.onnx"]  # model b's weights
     card = json.loads(after["googlenet.onnx.json"])

@@ -54,6 +54,7 @@ from keras_googlenet.export.tflite_gpu import gpu_delegate_report
 from keras_googlenet.export.verify import _reference, verify_artifact
 from keras_googlenet.model_card import (
     CARD_IN_SAVEDMODEL,
+    CARD_SUFFIX,
     card_path_for,
     has_preprocessing_layer,
     preprocessing_card,
@@ -389,22 +390,30 @@ def _artifact_card(plan, fmt, target, tmp, flatbuffer, result):
 def _staging(out_dir, name):
     """(the directory every artefact is staged in, whether it then replaces `out_dir` whole).
 
-    A sibling of `out_dir` that is swapped in with one rename (`replace_owned`), so that all
-    the artefacts and their cards appear at once; where `out_dir` cannot be renamed (a mount
-    point, the working directory or one above it, a parent we cannot write) a hidden
-    directory inside it, published unit by unit.
+    A new `out_dir`, or one holding only exports, is staged in a sibling that is swapped
+    in with one rename (`replace_owned`), so that all the artefacts and their cards appear
+    at once. A directory with files of the user's own is never replaced whole (its inode,
+    owner and ACLs stay): its artefacts are staged in a sibling too, then published unit by
+    unit, each artefact then its card. Only where no sibling can be renamed in (a mount
+    point, a parent we cannot write) is the stage a hidden directory inside `out_dir`.
     """
     parent = os.path.dirname(out_dir)
+    prefix = f".{os.path.basename(out_dir)}.export-"
     if _swappable(out_dir):
         os.makedirs(parent, exist_ok=True)
-        prefix = f".{os.path.basename(out_dir)}.export-"
         return tempfile.mkdtemp(dir=parent, prefix=prefix), True
+    if not os.path.ismount(out_dir) and unwritable(parent) is None:
+        return tempfile.mkdtemp(dir=parent, prefix=prefix), False
     return tempfile.mkdtemp(dir=out_dir, prefix=f".{name}.export-"), False
 
 
 def _swappable(out_dir):
     if not os.path.isdir(out_dir):
         return True
+    if not _holds_only_exports(out_dir):
+        # A directory of the user's own (a home, a shared folder): never replaced whole,
+        # which would change its inode, owner and ACLs under everyone using it.
+        return False
     try:
         cwd = os.path.realpath(os.getcwd())
     except OSError:  # the working directory was deleted
@@ -413,6 +422,13 @@ def _swappable(out_dir):
     if os.path.ismount(out_dir) or cwd == real or cwd.startswith(real.rstrip(os.sep) + os.sep):
         return False
     return unwritable(os.path.dirname(out_dir)) is None
+
+
+def _holds_only_exports(out_dir):
+    """Whether every entry of `out_dir` is an artefact or card an export writes."""
+    suffixes = tuple(suffix for suffix, _ in FORMATS.values())
+    suffixes += tuple(suffix + CARD_SUFFIX for suffix in suffixes) + (".keras", ".keras.json")
+    return all(name.endswith(suffixes) for name in os.listdir(out_dir))
 
 
 def _publish_all(plan, results):
