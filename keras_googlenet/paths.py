@@ -34,3 +34,34 @@ def refuse_symlink(path, arg):
             f"`{arg}`: {path} is a symbolic link (to {os.readlink(path)}); the project never "
             "writes or deletes through a link: pass the real directory, or remove the link.")
     return path
+
+
+def unwritable(directory):
+    """Why nothing can be created in the existing `directory` ('read-only file system',
+    'permission denied'), or None. access(2) answers EROFS even for root."""
+    if os.access(directory, os.W_OK | os.X_OK):
+        return None
+    try:
+        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    return "read-only file system" if read_only else "permission denied"
+
+
+def writable_destination(path, arg, flag):
+    """The nearest existing ancestor of `path`, the directory a command creates `path` in;
+    a `ValueError` naming `arg` and `flag` if `path` is empty, is or lies under a file, or
+    cannot be written there. Writes nothing, so it runs before any input is loaded."""
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise ValueError(f"`{arg}` must be a directory path ({flag}); received {arg}={path!r}.")
+    existing = os.path.abspath(path)
+    while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"`{arg}` ({flag} {os.fspath(path)}): {existing} is a file, not a "
+                         "directory.")
+    problem = unwritable(existing)
+    if problem:
+        raise ValueError(f"`{arg}` ({flag} {os.fspath(path)}): cannot write {existing}: "
+                         f"{problem}; pick another {flag}.")
+    return existing

@@ -6,6 +6,7 @@ import dataclasses
 import os
 import re
 
+from keras_googlenet import paths
 from keras_googlenet import spec as spec_lib
 from keras_googlenet_training import run_dir as run_dir_lib
 from keras_googlenet_training.checks import fail, positive_int
@@ -170,18 +171,8 @@ class TrainConfig:
         ):
             fail("run_name", "a directory name inside --output-dir (not '.' or '..', no '/')",
                  self.run_name)
-        if not isinstance(self.output_dir, (str, os.PathLike)) or not os.fspath(self.output_dir):
-            fail("output_dir", "a directory path", self.output_dir)
-        existing = os.path.abspath(self.output_dir)
-        while not os.path.exists(existing) and os.path.dirname(existing) != existing:
-            existing = os.path.dirname(existing)
-        if not os.path.isdir(existing):
-            raise ValueError(f"`output_dir` {os.fspath(self.output_dir)!r}: {existing} is a file, "
-                             "not a directory.")
-        problem = run_dir_lib.unwritable(existing)
-        if problem:  # before loading any data, not after the first epoch
-            raise ValueError(f"`output_dir` {os.fspath(self.output_dir)!r}: cannot write "
-                             f"{existing}: {problem}; pick another --output-dir.")
+        # before loading any data, not after the first epoch
+        paths.writable_destination(self.output_dir, "output_dir", "--output-dir")
         if self.run_name is not None:  # a symlinked run directory, and any other escape
             run_dir_lib.run_dir_of(self.output_dir, self.run_name)
 

@@ -89,20 +89,9 @@ class TuneConfig:
     def _check_destination(self):
         """`directory` must be (or go under) a writable directory and `project_name` one
         name inside it; writes nothing, so a refused command changes nothing."""
-        if not isinstance(self.directory, (str, os.PathLike)) or not os.fspath(self.directory):
-            fail("directory", "a directory path (--directory)", self.directory)
-        existing = os.path.abspath(self.directory)
-        while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
-            existing = os.path.dirname(existing)
-        if not os.path.isdir(existing):
-            raise ValueError(f"`directory` (--directory {os.fspath(self.directory)}): {existing} "
-                             "is a file, not a directory.")
-        from keras_googlenet.export.publish import staging_path, unwritable
+        paths.writable_destination(self.directory, "directory", "--directory")
+        from keras_googlenet.export.publish import staging_path
 
-        problem = unwritable(existing)
-        if problem:
-            raise ValueError(f"`directory` (--directory {os.fspath(self.directory)}): cannot "
-                             f"write {existing}: {problem}.")
         project = paths.child_path(self.directory, self.project_name, "project_name")
         paths.refuse_symlink(staging_path(project), "project_name")
         if os.path.lexists(project) and not os.path.isdir(project):

@@ -6,8 +6,7 @@ import os
 
 import keras
 
-from keras_googlenet.export.publish import unwritable
-from keras_googlenet.paths import child_path, refuse_symlink
+from keras_googlenet.paths import child_path, refuse_symlink, writable_destination
 
 # format -> (file name suffix after the base name, precision written in the card)
 FORMATS = {
@@ -58,19 +57,7 @@ def check_destination(source, out_dir, name=None):
     if not isinstance(source, (str, os.PathLike, keras.Model)):
         raise ValueError("`source` must be a '.keras' file, a run directory or a keras.Model; "
                          f"received {source!r}.")
-    if not isinstance(out_dir, (str, os.PathLike)) or not os.fspath(out_dir):
-        raise ValueError(f"`out_dir` must be a directory path; received {out_dir!r}.")
-    existing = os.fspath(out_dir)
-    while existing and not os.path.exists(existing):  # the nearest existing ancestor
-        parent = os.path.dirname(existing.rstrip(os.sep))
-        existing = parent if parent != existing else ""
-    if existing and not os.path.isdir(existing):
-        raise ValueError(f"`out_dir` {os.fspath(out_dir)!r}: {existing!r} is a file, not a "
-                         "directory.")
-    problem = unwritable(existing or os.curdir)
-    if problem:
-        raise ValueError(f"`out_dir` {os.fspath(out_dir)!r}: cannot write {existing!r}: "
-                         f"{problem}; pick another --out.")
+    writable_destination(out_dir, "out_dir", "--out")
     refuse_symlink(os.fspath(out_dir).rstrip(os.sep) or os.sep, "out_dir")
     if name is not None:
         check_name(out_dir, name)

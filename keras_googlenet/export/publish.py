@@ -15,6 +15,8 @@ import tempfile
 
 import numpy as np
 
+from keras_googlenet.paths import unwritable  # noqa: F401 - where the export takes it
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
@@ -211,15 +213,3 @@ def json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
-def unwritable(directory):
-    """Why nothing can be created in the existing `directory` ('read-only file system',
-    'permission denied'), or None. access(2) answers EROFS even for root."""
-    if os.access(directory, os.W_OK | os.X_OK):
-        return None
-    try:
-        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
-    except OSError:
-        read_only = False
-    return "read-only file system" if read_only else "permission denied"
