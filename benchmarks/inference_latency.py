@@ -23,7 +23,15 @@ frame, so it includes MediaPipe's own resize and normalization (read from the TF
 metadata) and its top-k; batch 1 only. MediaPipe's Python API has no thread setting:
 its rows run with MediaPipe's default in every thread column.
 
-Prints a markdown table (and writes it with `--markdown`). Not a test: numbers depend on
+`--xnnpack-off` adds TFLite fp32 and int8 rows run by LiteRT's own kernels, without its
+default XNNPACK delegate (batch 1), to show what XNNPACK's int8 kernels bring.
+
+After the table, int8's speed-up over LiteRT fp32 (same rounds, batch 1) per thread count,
+with the CPU's model name and the int8 instruction set read from /proc/cpuinfo (AMX,
+AVX512-VNNI, AVX-VNNI, AVX2; on ARM i8mm, dot product), against issue #19's targets:
+at least 3x with VNNI or AMX, not slower than fp32 on AVX2 alone (both at 224 px).
+
+Prints markdown tables (and writes them with `--markdown`). Not a test: numbers depend on
 the machine and its load.
 """
 
@@ -32,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -48,11 +57,22 @@ ROWS = (  # (row label, export format or "keras")
     ("ONNX Runtime", "onnx"),
 )
 
+XNNPACK_OFF = ":xnnpack-off"  # suffix of a TFLite format: that file in LiteRT's own kernels
 
-OPTIMIZED_FORMATS = ("tflite-fp32", "tflite-int8", "onnx")
-OPTIMIZED_LABELS = {"tflite-fp32": "TFLite fp32, optimize=True",
-                "tflite-int8": "TFLite int8, optimize=True",
-                "onnx": "ONNX Runtime, optimize=True"}
+# /proc/cpuinfo flag -> the int8 instruction set XNNPACK's kernels use, best first.
+INT8_INSTRUCTION_SETS = (
+    ("amx_int8", "AMX"),
+    ("avx512_vnni", "AVX512-VNNI"),
+    ("avx_vnni", "AVX-VNNI"),
+    ("avx2", "AVX2"),
+    ("i8mm", "ARM i8mm"),
+    ("asimddp", "ARM dot product"),
+)
+# Also named in the report: bf16 and AMX tiles say which kernels the CPU could run.
+REPORTED_FLAGS = ("amx_int8", "amx_bf16", "amx_tile", "avx512_bf16", "avx512_vnni",
+                  "avx_vnni", "avx512f", "avx2", "i8mm", "asimddp", "bf16")
+# Issue #19's targets for int8 / LiteRT fp32 at 224 px, batch 1, by instruction set.
+SPEEDUP_TARGETS = {"AMX": 3.0, "AVX512-VNNI": 3.0, "AVX-VNNI": 3.0, "AVX2": 1.0}
 
 
 def build_parser():
@@ -70,16 +90,15 @@ def build_parser():
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--batch-runs", type=int, default=5)
     p.add_argument("--reuse", action="store_true", help="reuse artefacts in --out-dir")
-    p.add_argument("--compare-optimized", action="store_true",
-                   help="also time tflite-fp32, tflite-int8 and onnx exported with "
-                   "optimize=True (BatchNorm folded, sibling 1x1 convs merged by us)")
     p.add_argument("--reference-onnx", default=None, metavar="PATH",
                    help="also time this NCHW .onnx (e.g. torchvision's own GoogLeNet, from "
                    "`benchmarks/investigations/torchvision_onnx.py export`) in ONNX Runtime, "
                    "same rounds")
     p.add_argument("--mediapipe", action=argparse.BooleanOptionalAction, default=True,
                    help="a MediaPipe ImageClassifier row per TFLite artefact")
-    p.add_argument("--markdown", default=None, help="write the table to this file")
+    p.add_argument("--xnnpack-off", action="store_true",
+                   help="also time TFLite fp32 and int8 without LiteRT's XNNPACK delegate")
+    p.add_argument("--markdown", default=None, help="write the tables to this file")
     p.add_argument("--worker", nargs=2, action="append", metavar=("FORMAT", "PATH"),
                    help=argparse.SUPPRESS)
     p.add_argument("--worker-threads", type=int, default=None, help=argparse.SUPPRESS)
@@ -127,6 +146,69 @@ class _ReferenceOnnx:
         return self.session.run(None, {self.name: np.ascontiguousarray(x.transpose(0, 3, 1, 2))})
 
 
+class _LiteRTWithoutXNNPACK:
+    """A `.tflite` in LiteRT's own kernels (no default delegate); batch 1, fixed input."""
+
+    batched = False
+
+    def __init__(self, path, threads):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        self.interpreter = Interpreter(
+            model_path=path, num_threads=threads,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        self.interpreter.allocate_tensors()
+        detail = self.interpreter.get_input_details()[0]
+        self.input_index = detail["index"]
+        # int8 kernels take the same time whatever the values: any input of the right type.
+        self.input = np.zeros(detail["shape"], dtype=detail["dtype"])
+
+    def _run(self, x):  # the fixed input stands in for `x`
+        self.interpreter.set_tensor(self.input_index, self.input)
+        self.interpreter.invoke()
+
+
+def cpu_kind(cpuinfo="/proc/cpuinfo"):
+    """(the CPU's model name, its best int8 instruction set, the `REPORTED_FLAGS` it has)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "model name":
+            name = value
+        elif key in ("flags", "Features"):  # x86, ARM
+            flags.update(value.split())
+    best = next((isa for flag, isa in INT8_INSTRUCTION_SETS if flag in flags), "none found")
+    return name, best, [flag for flag in REPORTED_FLAGS if flag in flags]
+
+
+def speedup_table(measured, threads, args, cpu=None):
+    """int8's speed-up over LiteRT fp32 per thread count, with the CPU kind and target."""
+    name, isa, flags = cpu or cpu_kind()
+    target = SPEEDUP_TARGETS.get(isa)
+    lines = ["| CPU | int8 instruction set | threads | fp32 (ms) | int8 (ms) | int8 speed-up "
+             "| issue #19 target |", "|---|---|---|---|---|---|---|"]
+    for n in threads:
+        times = measured.get(n, {})
+        if "tflite-fp32" not in times or "tflite-int8" not in times:
+            continue
+        fp32, int8 = times["tflite-fp32"]["median_ms"], times["tflite-int8"]["median_ms"]
+        ratio = fp32 / int8
+        verdict = "-" if target is None else (
+            f">= {target:g}x: {'met' if ratio >= target else 'MISSED'}")
+        if target is not None and args.input_size != 224:
+            verdict += f" (targets are for 224 px, not {args.input_size})"
+        lines.append(f"| {name} | {isa} ({', '.join(flags) or 'no flags read'}) | {n} | "
+                     f"{fp32:.1f} | {int8:.1f} | {ratio:.2f}x | {verdict} |")
+    if len(lines) == 2:
+        return ""
+    return ("int8 / LiteRT fp32, batch 1, medians of the same rounds:\n\n" + "\n".join(lines))
+
+
 def worker(rows, threads, args):
     """Runs in a subprocess (TF thread pools are fixed at start-up): time every artefact.
 
@@ -146,6 +228,9 @@ def worker(rows, threads, args):
             continue
         if fmt.endswith(MEDIAPIPE):
             predictors[fmt] = _MediaPipeClassifier(path)
+            continue
+        if fmt.endswith(XNNPACK_OFF):
+            predictors[fmt] = _LiteRTWithoutXNNPACK(path, threads)
             continue
         tf_based = fmt in ("keras", "savedmodel")
         predictors[fmt] = load_predictor(path, num_threads=None if tf_based else threads)
@@ -210,18 +295,6 @@ def export_artefacts(args, formats):
         export_model(source, args.out_dir, todo, name="googlenet",
                      calibration_data=calibration if "tflite-int8" in todo else None,
                      calibration_steps=64, verification_samples=32)
-    if args.compare_optimized:
-        optimized_dir = os.path.join(args.out_dir, "optimized")
-        chosen = [f for f in OPTIMIZED_FORMATS if f in formats]
-        for fmt in chosen:
-            paths[f"{fmt}:optimized"] = os.path.join(optimized_dir, "googlenet" + FORMATS[fmt][0])
-        todo = [f for f in chosen if not (args.reuse and os.path.exists(paths[f"{f}:optimized"]))]
-        if todo:
-            calibration = np.random.default_rng(0).uniform(
-                -1, 1, (64, args.input_size, args.input_size, 3)).astype("float32")
-            export_model(source, optimized_dir, todo, name="googlenet", optimize=True,
-                         calibration_data=calibration if "tflite-int8" in todo else None,
-                         calibration_steps=64, verification_samples=32)
     return paths
 
 
@@ -243,21 +316,7 @@ def main(argv=None):
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     threads = [int(t) for t in args.threads.split(",")]
     paths = export_artefacts(args, formats)
-    selected = []
-    for label, fmt in ROWS:
-        if fmt in formats:
-            selected.append((label, fmt))
-            if args.mediapipe and fmt.startswith("tflite"):
-                paths[fmt + MEDIAPIPE] = paths[fmt]
-                selected.append((f"{label} in MediaPipe ImageClassifier (incl. its "
-                                 "preprocessing)", fmt + MEDIAPIPE))
-    if args.compare_optimized:
-        selected += [(OPTIMIZED_LABELS[f], f"{f}:optimized")
-                     for f in OPTIMIZED_FORMATS if f in formats]
-    if args.reference_onnx:
-        paths[REFERENCE] = args.reference_onnx
-        selected.append(("Reference ONNX in ONNX Runtime "
-                         f"({os.path.basename(args.reference_onnx)})", REFERENCE))
+    selected = _select_rows(args, formats, paths)
     measured = {}
     for n in threads:
         command = [sys.executable, os.path.abspath(__file__), "--worker-threads", str(n),
@@ -278,11 +337,35 @@ def main(argv=None):
              {n: measured[n][fmt] for n in measured if fmt in measured[n]})
             for label, fmt in selected]
     table = markdown_table(rows, threads, args)
+    speedup = speedup_table(measured, threads, args)
+    if speedup:
+        table += "\n\n" + speedup
     print(table)
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as f:
             f.write(table + "\n")
     return 0
+
+
+def _select_rows(args, formats, paths):
+    """(row label, row key) of every row to time; `paths` gains the extra rows' files."""
+    selected = []
+    for label, fmt in ROWS:
+        if fmt not in formats:
+            continue
+        selected.append((label, fmt))
+        if args.mediapipe and fmt.startswith("tflite"):
+            paths[fmt + MEDIAPIPE] = paths[fmt]
+            selected.append((f"{label} in MediaPipe ImageClassifier (incl. its "
+                             "preprocessing)", fmt + MEDIAPIPE))
+        if args.xnnpack_off and fmt in ("tflite-fp32", "tflite-int8"):
+            paths[fmt + XNNPACK_OFF] = paths[fmt]
+            selected.append((f"{label}, XNNPACK off (LiteRT's own kernels)", fmt + XNNPACK_OFF))
+    if args.reference_onnx:
+        paths[REFERENCE] = args.reference_onnx
+        selected.append(("Reference ONNX in ONNX Runtime "
+                         f"({os.path.basename(args.reference_onnx)})", REFERENCE))
+    return selected
 
 
 def markdown_table(rows, threads, args):

@@ -1,12 +1,10 @@
 """GoogLeNet (Inception v1) for Keras 3: the builder, its training helpers and deployment model.
 
 The top level holds what `keras.applications` users expect; everything else is imported
-from its submodule (`keras_googlenet.export`, `.runtime`, `.weights`, `.hub`, `.spec`, ...).
+from its submodule (`keras_googlenet.export`, `.runtime`, `.weights`, `.hub`, `.spec`, ...);
+`import keras_googlenet.hub` registers the KerasHub classes, before `from_preset`.
 """
 
-# KerasHub presets (keras_googlenet.hub) load after `import keras_googlenet`, without making
-# this import load keras_hub: registered now if keras_hub is imported, else when it is.
-from keras_googlenet import _hub_registration
 from keras_googlenet._version import __version__  # noqa: F401
 from keras_googlenet.complexity import count_macs, count_params
 from keras_googlenet.googlenet import GoogLeNet
@@ -14,8 +12,6 @@ from keras_googlenet.heads import float32_inference_model, inference_model
 from keras_googlenet.losses import DEFAULT_LOSS_WEIGHTS, compile_googlenet, head_targets
 from keras_googlenet.preprocessing import decode_predictions, preprocess_input
 from keras_googlenet.spec import ENDPOINTS, VARIANTS
-
-_hub_registration.register_when_keras_hub_is_imported()
 
 __all__ = [
     "DEFAULT_LOSS_WEIGHTS",

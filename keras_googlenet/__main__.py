@@ -14,6 +14,8 @@ import sys
 from keras_googlenet import errors
 from keras_googlenet.spec import VARIANTS
 
+__all__ = ["build_parser", "main", "summary_text"]
+
 
 def summary_text(variant="v1", input_size=224, classes=1000, include_aux=False,
                  width_multiplier=1.0):
@@ -38,9 +40,7 @@ def summary_text(variant="v1", input_size=224, classes=1000, include_aux=False,
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m keras_googlenet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    summary = commands.add_parser(
-        "summary", help="print the per-block table (shapes, params, MACs)"
-    )
+    summary = commands.add_parser("summary", help="print the per-block table (params, MACs)")
     summary.add_argument("--variant", default="v1", choices=sorted(VARIANTS))
     summary.add_argument("--input-size", type=int, default=224)
     summary.add_argument("--classes", type=int, default=1000)
@@ -80,39 +80,37 @@ def _add_convert_torchvision(commands):
     convert.add_argument(
         "--preset", metavar="DIR", default=None,
         help="write a KerasHub preset directory instead (or as well, with OUT): load it with "
-        "keras_hub.models.ImageClassifier.from_preset(DIR) after `import keras_googlenet`; "
+        "keras_hub.models.ImageClassifier.from_preset(DIR) after `import keras_googlenet.hub`; "
         "needs keras-googlenet[hub]. --input-size is then the resize target of its "
         "preprocessing",
     )
 
 
 def _convert_torchvision(args):
-    from keras_googlenet import weights as weights_lib
+    from keras_googlenet.weights.convert import check_output, convert_torchvision
+    from keras_googlenet.weights.imagenet import IMAGENET_WEIGHTS_FILE, cache_file
 
     out = args.out
     # Every destination is checked before anything is read or written.
     if out is not None:
-        weights_lib.check_output(out, args.aux)
+        check_output(out, args.aux)
     elif args.preset is None:
         if args.aux:
             raise ValueError("the weights='imagenet' cache holds the main head only: give "
                              "an OUT.weights.h5 path with --aux.")
-        out = weights_lib.cache_file(weights_lib.IMAGENET_WEIGHTS_FILE)
+        out = cache_file(IMAGENET_WEIGHTS_FILE)
     if args.preset is not None:
         if args.aux:
             raise ValueError("a KerasHub preset holds the main classifier only: drop --aux.")
-        from keras_googlenet.hub import check_preset_destination, write_torchvision_preset
-
-        check_preset_destination(args.preset)
+        from keras_googlenet.hub import write_torchvision_preset
 
         path = write_torchvision_preset(args.src, args.preset, image_size=args.input_size)
         print(f"wrote KerasHub preset {path}; load it with keras_hub.models.ImageClassifier"
-              f".from_preset({path!r}) after `import keras_googlenet`")
+              f".from_preset({path!r}) after `import keras_googlenet.hub`")
         if out is None:
             return
-    path, report = weights_lib.convert_torchvision(
-        args.src, out, include_aux=args.aux, input_size=args.input_size
-    )
+    path, report = convert_torchvision(args.src, out, include_aux=args.aux,
+                                       input_size=args.input_size)
     if report is None:
         print(f"wrote {path} (the state dict as NumPy arrays)")
     else:

@@ -25,10 +25,9 @@ def layer_macs(layer):
     if isinstance(layer, keras.layers.Conv2D):
         out_h, out_w = layer.output.shape[1:3]
         if out_h is None or out_w is None:
-            raise ValueError(
-                f"Layer {layer.name!r} has a dynamic output size {layer.output.shape}; "
-                "MACs need a model built with a fixed `input_shape`."
-            )
+            raise ValueError(f"Layer {layer.name!r} has a dynamic output size "
+                             f"{layer.output.shape}; MACs need a model built with a fixed "
+                             "`input_shape`.")
         kernel_h, kernel_w, in_per_group, out_channels = layer.kernel.shape
         return out_h * out_w * kernel_h * kernel_w * in_per_group * out_channels
     if isinstance(layer, keras.layers.Dense):

@@ -1,21 +1,21 @@
-"""A compute budget for GoogLeNet candidates: MACs, parameters and measured TFLite latency.
-
-`ComputeBudget` holds the limits, `CandidateCost` what a candidate costs and which limits
-it breaks; `measure_latency_ms` times a model's TFLite conversion on this machine through
-the same export and runtime code as a real deployment. `keras_googlenet.tuning` checks
-every candidate of a width search against a budget before it trains.
-"""
+"""A compute budget for GoogLeNet candidates: MACs, parameters and measured TFLite latency."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import statistics
 import tempfile
 import time
 
 import numpy as np
+
+from keras_googlenet import checks
+
+__all__ = [
+    "LATENCY_PRECISIONS", "CandidateCost", "ComputeBudget", "budget_violations",
+    "measure_latency_ms",
+]
 
 LATENCY_PRECISIONS = ("float32", "int8")
 
@@ -44,27 +44,10 @@ class ComputeBudget:
 
     def __post_init__(self):
         for arg in ("max_macs", "max_params", "max_latency_ms"):
-            value = getattr(self, arg)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, (int, float))
-                or not math.isfinite(value) or value <= 0
-            ):
-                raise ValueError(
-                    f"`{arg}` must be None or a positive number; received {arg}={value!r}."
-                )
-        if self.latency_precision not in LATENCY_PRECISIONS:
-            raise ValueError(
-                f"`latency_precision` must be one of {LATENCY_PRECISIONS}; "
-                f"received latency_precision={self.latency_precision!r}."
-            )
+            checks.positive_number(arg, getattr(self, arg), optional=True)
+        _check_precision("latency_precision", self.latency_precision)
         for arg in ("latency_threads", "latency_runs"):
-            value = getattr(self, arg)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{arg}` must be a positive int; received {arg}={value!r}.")
-
-    @property
-    def limited(self):
-        return any(v is not None for v in (self.max_macs, self.max_params, self.max_latency_ms))
+            checks.positive_int(arg, getattr(self, arg))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,28 +64,26 @@ class CandidateCost:
         return bool(self.violations)
 
     def as_metrics(self):
-        metrics = {"macs": float(self.macs), "params": float(self.params)}
-        if self.latency_ms is not None:
-            metrics["latency_ms"] = float(self.latency_ms)
-        return metrics
+        """The cost as KerasTuner metrics (the latency only when it was measured)."""
+        metrics = {"macs": self.macs, "params": self.params, "latency_ms": self.latency_ms}
+        return {name: float(value) for name, value in metrics.items() if value is not None}
+
+
+def _check_precision(arg, precision):
+    if precision not in LATENCY_PRECISIONS:
+        checks.fail(arg, f"one of {LATENCY_PRECISIONS}", precision)
 
 
 def budget_violations(budget, macs=None, params=None, latency_ms=None):
     """Human-readable reasons why a cost breaks `budget` (empty when within it)."""
-    violations = []
-    if budget.max_macs is not None and macs is not None and macs > budget.max_macs:
-        violations.append(f"{macs / 1e6:,.1f} MMACs > max_macs {budget.max_macs / 1e6:,.1f}M")
-    if budget.max_params is not None and params is not None and params > budget.max_params:
-        violations.append(
-            f"{params / 1e6:,.3f}M params > max_params {budget.max_params / 1e6:,.3f}M"
-        )
-    if budget.max_latency_ms is not None and latency_ms is not None \
-            and latency_ms > budget.max_latency_ms:
-        violations.append(
-            f"{budget.latency_precision} TFLite latency {latency_ms:.2f} ms > "
-            f"max_latency_ms {budget.max_latency_ms:g}"
-        )
-    return violations
+    limits = (  # (value, limit, reason, unit the reason shows them in)
+        (macs, budget.max_macs, "{:,.1f} MMACs > max_macs {:,.1f}M", 1e6),
+        (params, budget.max_params, "{:,.3f}M params > max_params {:,.3f}M", 1e6),
+        (latency_ms, budget.max_latency_ms,
+         budget.latency_precision + " TFLite latency {:.2f} ms > max_latency_ms {:g}", 1),
+    )
+    return [reason.format(value / unit, limit / unit) for value, limit, reason, unit in limits
+            if value is not None and limit is not None and value > limit]
 
 
 def measure_latency_ms(model, precision="float32", num_threads=1, runs=10, seed=0):
@@ -112,12 +93,10 @@ def measure_latency_ms(model, precision="float32", num_threads=1, runs=10, seed=
     `float32_inference_model`). Conversion goes through `keras_googlenet.export`, timing
     through `keras_googlenet.runtime`, the same code paths as a real export.
     """
-    from keras_googlenet import export, runtime
+    from keras_googlenet import runtime
+    from keras_googlenet.export.convert import convert_tflite, write_savedmodel
 
-    if precision not in LATENCY_PRECISIONS:
-        raise ValueError(
-            f"`precision` must be one of {LATENCY_PRECISIONS}; received precision={precision!r}."
-        )
+    _check_precision("precision", precision)
     size = tuple(model.input_shape[1:3])
     rng = np.random.default_rng(seed)
 
@@ -130,8 +109,8 @@ def measure_latency_ms(model, precision="float32", num_threads=1, runs=10, seed=
 
     with tempfile.TemporaryDirectory(prefix="googlenet-latency-") as tmp:
         savedmodel = os.path.join(tmp, "savedmodel")
-        export.write_savedmodel(model, savedmodel, uint8_signature=False)
-        flatbuffer = export.convert_tflite(
+        write_savedmodel(model, savedmodel, uint8_signature=False)
+        flatbuffer = convert_tflite(
             savedmodel, "tflite-fp32" if precision == "float32" else "tflite-int8",
             representative_dataset=representative_dataset if precision == "int8" else None,
         )

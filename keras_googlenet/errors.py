@@ -1,7 +1,7 @@
 """How a command-line shell reports an exception: a refusal of a bad argument or input is
 one line (exit 2); anything else is an internal error, reported as one line with its type
 while the traceback goes to a log file. Shared by `python -m keras_googlenet` and the
-`googlenet-*` CLIs (which re-export these names from `keras_googlenet_training.cli`)."""
+`googlenet-*` CLIs."""
 
 from __future__ import annotations
 
@@ -11,6 +11,11 @@ import os
 import sys
 import tempfile
 import traceback
+
+__all__ = [
+    "EXIT_BAD_INPUT", "EXIT_INTERNAL_ERROR", "describe_os_error", "first_line", "is_refusal",
+    "refuse_or_report", "report_unexpected",
+]
 
 EXIT_INTERNAL_ERROR = 1
 EXIT_BAD_INPUT = 2
@@ -43,6 +48,12 @@ def is_refusal(error):
     if tb is None:
         return True
     return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_OUR_PACKAGES)
+
+
+def first_line(error, limit=300):
+    """`error`'s message as one short line (a runtime's can span pages), else its type."""
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:limit]
 
 
 def describe_os_error(error, default_path=None):

@@ -1,8 +1,5 @@
-"""GoogLeNet (Inception v1) for Keras 3.
-
-Reference:
-    Szegedy et al., "Going deeper with convolutions", CVPR 2015 (arXiv:1409.4842).
-"""
+"""GoogLeNet (Inception v1) for Keras 3: Szegedy et al., "Going deeper with convolutions",
+CVPR 2015 (arXiv:1409.4842)."""
 
 from __future__ import annotations
 
@@ -12,14 +9,19 @@ import keras
 import numpy as np
 from keras import layers
 
+from keras_googlenet import checks
 from keras_googlenet import spec as spec_lib
 from keras_googlenet.layers import (
     FusedBatchNormalization,
     LocalResponseNormalization,
-    load_weights,
     load_weights_or_explain,
 )
 from keras_googlenet.preprocessing import preprocess_in_model
+
+__all__ = [
+    "GoogLeNet", "aux_head", "conv_block", "imagenet_reference_model", "inception_block",
+    "set_batch_norm_momentum",
+]
 
 
 def GoogLeNet(
@@ -106,31 +108,11 @@ def GoogLeNet(
     """
     variant_spec = spec_lib.get_variant(variant)
     block_widths = spec_lib.resolve_widths(widths, width_multiplier)
-    _validate_arguments(
-        include_top, weights, pooling, classes, classifier_activation, include_aux,
-        dropout, aux_dropout,
-    )
-    input_shape = _resolve_input_shape(
-        input_tensor, input_shape, include_top, include_aux, variant_spec
-    )
-    if not isinstance(include_preprocessing, (bool, np.bool_)):
-        raise ValueError("`include_preprocessing` must be True or False; received "
-                         f"include_preprocessing={include_preprocessing!r}.")
-    if include_preprocessing and input_shape[-1] != 3:
-        raise ValueError(
-            "`include_preprocessing=True` rescales RGB pixels, so the input needs 3 "
-            f"channels; received input_shape={input_shape!r}. Preprocess other inputs "
-            "yourself and use include_preprocessing=False."
-        )
-
-    if input_tensor is None:
-        img_input = layers.Input(shape=input_shape, name="image")
-        model_inputs = img_input
-    else:
-        img_input = input_tensor
-        model_inputs = keras.utils.get_source_inputs(input_tensor)
-        if len(model_inputs) == 1:  # so that model(x) takes a bare tensor, without a warning
-            model_inputs = model_inputs[0]
+    _validate_arguments(include_top, weights, pooling, classes, classifier_activation,
+                        include_aux, dropout, aux_dropout, include_preprocessing)
+    input_shape = _resolve_input_shape(input_tensor, input_shape, include_top, include_aux,
+                                       variant_spec, include_preprocessing)
+    img_input, model_inputs = _model_inputs(input_tensor, input_shape)
 
     x = img_input
     if include_preprocessing:
@@ -141,35 +123,37 @@ def GoogLeNet(
     aux_after = {block: head for head, block in spec_lib.AUX_TAPS.items()}
     for stage_index, stage in enumerate(spec_lib.STAGES):
         last_stage = stage_index == len(spec_lib.STAGES) - 1
-        x = layers.MaxPooling2D(
-            variant_spec.last_pool_size if last_stage else 3,
-            strides=2,
-            padding="same",
-            name=f"pool{stage_index + 2}",
-        )(x)
+        x = layers.MaxPooling2D(variant_spec.last_pool_size if last_stage else 3, strides=2,
+                                padding="same", name=f"pool{stage_index + 2}")(x)
         for block in stage:
             x = inception_block(x, block_widths[block], f"inception_{block}", variant_spec)
             if include_aux and block in aux_after:
                 head = aux_after[block]
                 aux_outputs[head] = aux_head(
-                    x, classes, classifier_activation, aux_dropout, head, variant_spec
-                )
+                    x, classes, classifier_activation, aux_dropout, head, variant_spec)
 
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = layers.Dropout(dropout, name="dropout")(x)
         # float32 so softmax stays accurate under a mixed-precision policy.
-        x = layers.Dense(
-            classes, activation=classifier_activation, dtype="float32", name="predictions"
-        )(x)
+        x = layers.Dense(classes, activation=classifier_activation, dtype="float32",
+                         name="predictions")(x)
     elif pooling == "avg":
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     elif pooling == "max":
         x = layers.GlobalMaxPooling2D(name="max_pool")(x)
 
-    outputs = {"main": x, **aux_outputs} if include_aux else x
-    model = keras.Model(model_inputs, outputs, name=name)
+    model = keras.Model(model_inputs, {"main": x, **aux_outputs} if include_aux else x,
+                        name=name)
+    if weights is not None:
+        _load_weights(model, weights, variant=variant, include_top=include_top,
+                      include_aux=include_aux, classes=classes, widths=widths,
+                      width_multiplier=width_multiplier)
+    return model
 
+
+def _load_weights(model, weights, variant, include_top, include_aux, classes, widths,
+                  width_multiplier):
     if weights == "imagenet":
         # Imported here: the weights port needs no builder, the builder no port.
         from keras_googlenet.weights.imagenet import load_imagenet_weights
@@ -179,14 +163,23 @@ def GoogLeNet(
             build_reference=imagenet_reference_model, widths=widths,
             width_multiplier=width_multiplier,
         )
-    elif weights is not None:
-        load_weights_or_explain(
-            lambda: load_weights(model, weights),
-            f"Could not load `weights={weights!r}` into this GoogLeNet "
-            f"(variant={variant!r}, include_top={include_top}, include_aux={include_aux}, "
-            f"classes={classes}, input channels={input_shape[-1]}): the file must be "
-            "saved from a model built with the same arguments.")
-    return model
+        return
+    load_weights_or_explain(
+        lambda: model.load_weights(weights),
+        f"Could not load `weights={weights!r}` into this GoogLeNet "
+        f"(variant={variant!r}, include_top={include_top}, include_aux={include_aux}, "
+        f"classes={classes}, input channels={model.input_shape[-1]}): the file must be "
+        "saved from a model built with the same arguments.")
+
+
+def _model_inputs(input_tensor, input_shape):
+    """(the tensor the network starts from, the model's inputs)."""
+    if input_tensor is None:
+        image = layers.Input(shape=input_shape, name="image")
+        return image, image
+    inputs = keras.utils.get_source_inputs(input_tensor)
+    # One source input is the model's input itself, so model(x) takes a bare tensor.
+    return input_tensor, inputs[0] if len(inputs) == 1 else inputs
 
 
 def imagenet_reference_model():
@@ -207,14 +200,8 @@ def set_batch_norm_momentum(model, momentum):
 
 def conv_block(x, filters, kernel_size, name, variant_spec, strides=1, padding="same"):
     """Conv -> [BatchNorm] -> ReLU. The ReLU carries `name`, so taps see activations."""
-    x = layers.Conv2D(
-        filters,
-        kernel_size,
-        strides=strides,
-        padding=padding,
-        use_bias=not variant_spec.batch_norm,
-        name=f"{name}_conv",
-    )(x)
+    x = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding,
+                      use_bias=not variant_spec.batch_norm, name=f"{name}_conv")(x)
     if variant_spec.batch_norm:
         # A keras BatchNormalization whose training step is one fused op: 1.4x (float32)
         # and 2x (bfloat16) the training throughput on CPU. See layers.py.
@@ -223,10 +210,8 @@ def conv_block(x, filters, kernel_size, name, variant_spec, strides=1, padding="
 
 
 def _stem(x, variant_spec, width_multiplier):
-    widths = {
-        key: spec_lib.scale_width(value, width_multiplier)
-        for key, value in spec_lib.STEM_WIDTHS.items()
-    }
+    widths = {key: spec_lib.scale_width(value, width_multiplier)
+              for key, value in spec_lib.STEM_WIDTHS.items()}
     # Pad 3 on every side as Caffe and torchvision do; Keras "same" would pad 2 before
     # and 3 after, shifting the grid and breaking weight parity.
     x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
@@ -281,101 +266,70 @@ def aux_head(x, classes, classifier_activation, dropout, name, variant_spec):
     )(x)
 
 
-def _validate_arguments(
-    include_top, weights, pooling, classes, classifier_activation, include_aux,
-    dropout, aux_dropout,
-):
+def _validate_arguments(include_top, weights, pooling, classes, classifier_activation,
+                        include_aux, dropout, aux_dropout, include_preprocessing):
+    """`ValueError` naming the first argument of `GoogLeNet` that is wrong on its own."""
     if weights is not None and not (isinstance(weights, str) and weights == "imagenet"):
         if not isinstance(weights, (str, os.PathLike)):
-            raise ValueError(
-                "`weights` must be None or the path to a '.weights.h5' file (or 'imagenet'); "
-                f"received weights={weights!r}."
-            )
+            raise ValueError("`weights` must be None or the path to a '.weights.h5' file (or "
+                             f"'imagenet'); received weights={weights!r}.")
         if not str(weights).endswith(".weights.h5"):
             hint = ""
             if str(weights).lower().endswith((".pth", ".pt", ".npz")):
                 hint = (" A torchvision state dict must be converted first: "
                         f"`python -m keras_googlenet convert-torchvision {weights} "
                         "OUT.weights.h5`, or `keras_googlenet.weights.from_torchvision`.")
-            raise ValueError(
-                "`weights` must be None, 'imagenet' or a path ending in '.weights.h5' (as "
-                f"written by `model.save_weights`); received weights={weights!r}.{hint}"
-            )
+            raise ValueError("`weights` must be None, 'imagenet' or a path ending in "
+                             "'.weights.h5' (as written by `model.save_weights`); received "
+                             f"weights={weights!r}.{hint}")
         if not os.path.isfile(weights):
             raise ValueError(f"`weights` file not found: {weights!r}.")
     # A string such as "no" is truthy: it would silently build the classifier.
-    for arg, value in (("include_top", include_top), ("include_aux", include_aux)):
+    for arg, value in (("include_top", include_top), ("include_aux", include_aux),
+                       ("include_preprocessing", include_preprocessing)):
         if not isinstance(value, (bool, np.bool_)):
-            raise ValueError(f"`{arg}` must be True or False; received {arg}={value!r}.")
+            checks.fail(arg, "True or False", value)
     if include_aux and not include_top:
-        raise ValueError(
-            "`include_aux=True` needs `include_top=True`: the auxiliary heads are "
-            "classifiers. Use include_aux=False for a feature extractor."
-        )
+        raise ValueError("`include_aux=True` needs `include_top=True`: the auxiliary heads are "
+                         "classifiers. Use include_aux=False for a feature extractor.")
     if pooling not in (None, "avg", "max"):
-        raise ValueError(
-            f"`pooling` must be one of None, 'avg' or 'max'; received pooling={pooling!r}."
-        )
+        raise ValueError("`pooling` must be one of None, 'avg' or 'max'; received "
+                         f"pooling={pooling!r}.")
     if include_top:
-        if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
-            raise ValueError(
-                f"`classes` must be a positive int; received classes={classes!r}."
-            )
+        checks.positive_int("classes", classes)
         if weights is not None and classifier_activation not in (None, "softmax"):
-            raise ValueError(
-                "With `weights`, `classifier_activation` must be None or 'softmax'; "
-                f"received classifier_activation={classifier_activation!r}."
-            )
-        check_activation("classifier_activation", classifier_activation)
-    for arg, rate in (("dropout", dropout), ("aux_dropout", aux_dropout)):
-        check_rate(arg, rate)
+            raise ValueError("With `weights`, `classifier_activation` must be None or 'softmax'; "
+                             f"received classifier_activation={classifier_activation!r}.")
+        checks.activation("classifier_activation", classifier_activation)
+    checks.rate("dropout", dropout)
+    checks.rate("aux_dropout", aux_dropout)
 
 
-def check_activation(arg, activation):
-    """`ValueError` naming `arg` unless `activation` is None or a Keras activation."""
-    try:
-        keras.activations.get(activation)
-    except (ValueError, TypeError) as error:
-        raise ValueError(
-            f"`{arg}` must be None, 'softmax' or another Keras activation; received "
-            f"{arg}={activation!r}."
-        ) from error
-
-
-def check_rate(arg, rate):
-    """`ValueError` naming `arg` unless `rate` is a number in [0, 1)."""
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-        raise ValueError(f"`{arg}` must be a rate in [0, 1); received {arg}={rate!r}.")
-
-
-def _resolve_input_shape(input_tensor, input_shape, include_top, include_aux, variant_spec):
+def _resolve_input_shape(input_tensor, input_shape, include_top, include_aux, variant_spec,
+                         include_preprocessing):
+    """The `(height, width, channels)` the model takes; `ValueError` if the input cannot
+    carry the chosen heads and preprocessing."""
     if keras.config.image_data_format() != "channels_last":
-        raise ValueError(
-            "GoogLeNet supports only the 'channels_last' image data format; "
-            f"keras.config.image_data_format() is {keras.config.image_data_format()!r}."
-        )
+        raise ValueError("GoogLeNet supports only the 'channels_last' image data format; "
+                         "keras.config.image_data_format() is "
+                         f"{keras.config.image_data_format()!r}.")
     if input_tensor is not None:
         if not isinstance(input_tensor, keras.KerasTensor):
-            raise ValueError(
-                "`input_tensor` must be a Keras tensor (e.g. `keras.Input(shape=...)`); "
-                f"received type {type(input_tensor).__name__}."
-            )
+            raise ValueError("`input_tensor` must be a Keras tensor (e.g. "
+                             "`keras.Input(shape=...)`); received type "
+                             f"{type(input_tensor).__name__}.")
         tensor_shape = tuple(input_tensor.shape[1:])
         if len(tensor_shape) != 3:
-            raise ValueError(
-                "`input_tensor` must be a batch of images (batch, height, width, channels); "
-                f"received a tensor of shape {tuple(input_tensor.shape)}."
-            )
+            raise ValueError("`input_tensor` must be a batch of images (batch, height, width, "
+                             f"channels); received a tensor of shape {tuple(input_tensor.shape)}.")
         if input_shape is not None:
             shape = tuple(input_shape)
             if len(shape) != 3 or any(
                 a is not None and b is not None and a != b
                 for a, b in zip(shape, tensor_shape, strict=True)
             ):
-                raise ValueError(
-                    f"`input_tensor` of shape {tuple(input_tensor.shape)} is incompatible "
-                    f"with `input_shape={input_shape!r}`."
-                )
+                raise ValueError(f"`input_tensor` of shape {tuple(input_tensor.shape)} is "
+                                 f"incompatible with `input_shape={input_shape!r}`.")
         input_shape = tensor_shape
     elif input_shape is None:
         input_shape = (224, 224, 3) if include_top else (None, None, 3)
@@ -385,25 +339,25 @@ def _resolve_input_shape(input_tensor, input_shape, include_top, include_aux, va
         d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0)
         for d in input_shape
     ) or input_shape[-1] is None:
-        raise ValueError(
-            "`input_shape` must be (height, width, channels) with positive ints "
-            f"(height and width may be None); received input_shape={input_shape!r}."
-        )
+        raise ValueError("`input_shape` must be (height, width, channels) with positive ints "
+                         f"(height and width may be None); received input_shape={input_shape!r}.")
     minimum = spec_lib.min_input_size(include_aux, variant_spec.name)
     for side in input_shape[:2]:
         if side is not None and side < minimum:
-            raise ValueError(
-                f"Input size must be at least {minimum}x{minimum} "
-                f"({'with' if include_aux else 'without'} auxiliary heads; the minima are "
-                f"{spec_lib.min_input_size(False, variant_spec.name)} without and "
-                f"{spec_lib.min_input_size(True, variant_spec.name)} with them for "
-                f"variant={variant_spec.name!r}); received input_shape={input_shape!r}."
-            )
+            raise ValueError(f"Input size must be at least {minimum}x{minimum} "
+                             f"({'with' if include_aux else 'without'} auxiliary heads; the "
+                             f"minima are {spec_lib.min_input_size(False, variant_spec.name)} "
+                             f"without and {spec_lib.min_input_size(True, variant_spec.name)} "
+                             f"with them for variant={variant_spec.name!r}); received "
+                             f"input_shape={input_shape!r}.")
     if include_aux and variant_spec.has_fixed_size_aux_pool and None in input_shape[:2]:
-        raise ValueError(
-            f"The auxiliary heads of variant={variant_spec.name!r} flatten a pooled map "
-            "whose size depends on the input, so `input_shape` needs a fixed height and "
-            f"width with include_aux=True; received input_shape={input_shape!r}. "
-            "(variant='torchvision' pools adaptively and accepts any size.)"
-        )
+        raise ValueError(f"The auxiliary heads of variant={variant_spec.name!r} flatten a pooled "
+                         "map whose size depends on the input, so `input_shape` needs a fixed "
+                         "height and width with include_aux=True; received "
+                         f"input_shape={input_shape!r}. (variant='torchvision' pools adaptively "
+                         "and accepts any size.)")
+    if include_preprocessing and input_shape[-1] != 3:
+        raise ValueError("`include_preprocessing=True` rescales RGB pixels, so the input needs 3 "
+                         f"channels; received input_shape={input_shape!r}. Preprocess other inputs "
+                         "yourself and use include_preprocessing=False.")
     return input_shape

@@ -10,27 +10,22 @@ __all__ = ["MAIN_CLASSIFIER", "float32_inference_model", "inference_model"]
 
 
 def _main_output(model):
-    if not isinstance(model, keras.Model) or not hasattr(model, "_outputs_struct"):
-        raise ValueError(
-            "`model` must be a functional Keras model such as one built by GoogLeNet(); "
-            f"received {type(model).__name__}."
-        )
+    if not isinstance(model, keras.Model) or not hasattr(model, "outputs"):
+        raise ValueError("`model` must be a functional Keras model such as one built by "
+                         f"GoogLeNet(); received {type(model).__name__}.")
     outputs = model.output
     if isinstance(outputs, dict):
         if "main" not in outputs:
-            raise ValueError(
-                "`model` has dict outputs without a 'main' entry; expected GoogLeNet's "
-                f"{{'main', 'aux1', 'aux2'}}; received keys {sorted(outputs)}."
-            )
+            raise ValueError("`model` has dict outputs without a 'main' entry; expected "
+                             f"GoogLeNet's {{'main', 'aux1', 'aux2'}}; received keys "
+                             f"{sorted(outputs)}.")
         return outputs["main"]
     if isinstance(outputs, (list, tuple)):
         try:
             return model.get_layer(MAIN_CLASSIFIER).output
         except ValueError:
-            raise ValueError(
-                f"`model` has {len(outputs)} outputs and no layer named "
-                f"{MAIN_CLASSIFIER!r} to pick the main head from."
-            ) from None
+            raise ValueError(f"`model` has {len(outputs)} outputs and no layer named "
+                             f"{MAIN_CLASSIFIER!r} to pick the main head from.") from None
     return outputs
 
 

@@ -1,16 +1,19 @@
-"""The user's input files, read safely: images within a pixel budget, names as UTF-8 text.
-
-Every image the project decodes from a file (predict, `folder:` datasets, and so export's
-calibration and verification images) is opened with `open_image`, which reads only the
-header and refuses an image that would decode to more than `MAX_IMAGE_PIXELS`. Every
-file of names (a labels file, a run's `labels.txt`) is read with `read_lines`.
-"""
+"""The user's input files, read safely: images within a pixel budget, decoded to 8-bit RGB
+alike for training and predict (`open_image`, `pil_to_rgb8`); names as UTF-8 text
+(`read_lines`)."""
 
 from __future__ import annotations
 
 import codecs
 import contextlib
 import os
+
+import numpy as np
+
+__all__ = [
+    "HIGH_BIT_DEPTH_MODES", "MAX_IMAGE_PIXELS", "ImageTooLargeError", "check_pixel_budget",
+    "open_image", "pil_to_rgb8", "read_lines",
+]
 
 # The largest image (width x height) decoded from a file: 50 megapixels, about 150 MB as
 # 8-bit RGB (an 8,000 x 6,000 photo or a 12,000 x 4,000 panorama fits). A file of a few KB
@@ -84,3 +87,35 @@ def read_lines(path, what="file"):
             f"0x{raw[error.start]:02x} at offset {error.start}); save it as UTF-8.") from None
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     return [line for line in lines if line.strip()]
+
+
+# PIL modes that `Image.convert("RGB")` would clip to 8 bits instead of scaling.
+HIGH_BIT_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def pil_to_rgb8(image, name=None):
+    """A PIL image as uint8 RGB pixels (H, W, 3), scaling 16-bit and float images.
+
+    PIL's `convert("RGB")` clips a 16-bit gray image (a full-range gradient turns 99.6 %
+    white) and truncates floats; those are scaled here instead (16-bit: / 257, float
+    in [0, 1]: x 255). A 32-bit integer or float image whose range is not one of those
+    is refused, never clipped.
+    """
+    if image.mode not in HIGH_BIT_DEPTH_MODES:
+        return np.asarray(image.convert("RGB"))
+    values = np.asarray(image)
+    what = f"image {name!r}" if name else "image"
+    if image.mode == "F":
+        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+        if not np.all(np.isfinite(values)) or low < 0 or high > 1:
+            raise ValueError(f"{what} has float pixels in [{low:g}, {high:g}]; only float "
+                             "images in [0, 1] can be read (save it as 8 or 16 bits).")
+        gray = np.round(values.astype("float64") * 255.0)
+    else:
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high > 65535:
+            raise ValueError(f"{what} has 32-bit pixels in [{low}, {high}]; only 8- and 16-bit "
+                             "images can be read.")
+        gray = np.round(values.astype("float64") / 257.0)  # 65535 -> 255
+    gray = gray.astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=-1)

@@ -4,10 +4,10 @@ Both run on every Keras 3 backend: on TensorFlow through its fused kernels, else
 through `keras.ops` with the same math. TensorFlow is imported only on its backend.
 """
 
-import contextlib
-
 import keras
 from keras import ops
+
+__all__ = ["FusedBatchNormalization", "LocalResponseNormalization", "portable_model"]
 
 
 def _on_tensorflow():
@@ -66,6 +66,7 @@ class LocalResponseNormalization(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="keras_googlenet")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` whose training step is one fused TensorFlow op.
 
@@ -122,45 +123,38 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         return tf.cast(outputs, self.compute_dtype)
 
 
+def portable_model(model):
+    """`model` with every `FusedBatchNormalization` turned into `keras.layers.BatchNormalization`.
 
-# Saved as Keras' own layer: same variables, same config and the same math outside
-# training, so a saved model (`.keras` or `.weights.h5`) loads in plain Keras without this
-# package (as the unfused `keras.layers.BatchNormalization`). Keras stores a layer's
-# weights under its class name and names its config from this public-name table.
-FusedBatchNormalization.__name__ = FusedBatchNormalization.__qualname__ = "BatchNormalization"
+    Save this instead of `model` to write a `.keras` file that plain Keras loads without this
+    package (the paper's `v1` still needs `LocalResponseNormalization`). The replacements
+    have the same config and weight values, and the same math outside training. A compiled
+    `model` stays compiled with the same settings and optimizer state.
+
+    Args:
+        model: a functional or Sequential `keras.Model`, e.g. one built by `GoogLeNet`.
+
+    Returns:
+        A new model with copied weights, or `model` itself when it has no fused BatchNorm.
+    """
+    if not any(isinstance(layer, FusedBatchNormalization) for layer in model.layers):
+        return model
+    clone = keras.models.clone_model(model, clone_function=_portable_layer)
+    for source, target in zip(model.layers, clone.layers, strict=True):
+        target.set_weights(source.get_weights())
+    if model.compiled:
+        clone.compile_from_config(model.get_compile_config())
+        if model.optimizer.built:
+            for source, target in zip(model.optimizer.variables, clone.optimizer.variables,
+                                      strict=True):
+                target.assign(source)
+    return clone
 
 
-def _serialize_as_keras_batch_normalization():
-    from keras.src import api_export  # no public way to give a subclass a Keras name
-
-    names = getattr(api_export, "REGISTERED_OBJS_TO_NAMES", None)
-    public = names.get(keras.layers.BatchNormalization) if names is not None else None
-    if public is not None:
-        names[FusedBatchNormalization] = public
-
-
-_serialize_as_keras_batch_normalization()
-
-# Files saved before that change name the layer `keras_googlenet>FusedBatchNormalization`
-# and keep its weights under `fused_batch_normalization`: this class still loads them.
-_LegacyFusedBatchNormalization = keras.saving.register_keras_serializable(
-    package="keras_googlenet", name="FusedBatchNormalization")(
-    type("FusedBatchNormalization", (FusedBatchNormalization,), {"__module__": __name__}))
-
-
-@contextlib.contextmanager
-def legacy_weight_names(model):
-    """Within the block, `model`'s fused BatchNorms store their weights under the old
-    `fused_batch_normalization` names: loads `.weights.h5` files saved before the rename."""
-    swapped = [layer for layer in model._flatten_layers()
-               if type(layer) is FusedBatchNormalization]
-    for layer in swapped:
-        layer.__class__ = _LegacyFusedBatchNormalization
-    try:
-        yield
-    finally:
-        for layer in swapped:
-            layer.__class__ = FusedBatchNormalization
+def _portable_layer(layer):
+    cls = keras.layers.BatchNormalization if isinstance(layer, FusedBatchNormalization) \
+        else type(layer)
+    return cls.from_config(layer.get_config())
 
 
 def load_weights_or_explain(load, mismatch):
@@ -181,16 +175,3 @@ def load_weights_or_explain(load, mismatch):
         warnings.warn_explicit(warning.message, warning.category, warning.filename,
                                warning.lineno)
 
-
-def load_weights(model, path):
-    """`model.load_weights(path)`, also for files written before the rename above."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        names = []
-        f.visit(names.append)
-    if any("fused_batch_normalization" in name for name in names):
-        with legacy_weight_names(model):
-            model.load_weights(path)
-    else:
-        model.load_weights(path)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import keras
 
+from keras_googlenet.checks import rate
 from keras_googlenet.heads import MAIN_CLASSIFIER
+
+__all__ = [
+    "DEFAULT_LOSS_WEIGHTS", "SmoothedSparseCategoricalCrossentropy", "compile_googlenet",
+    "head_targets",
+]
 
 # The paper adds each auxiliary loss "with a discount weight (0.3)".
 DEFAULT_LOSS_WEIGHTS = {"main": 1.0, "aux1": 0.3, "aux2": 0.3}
@@ -19,13 +25,8 @@ class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
         reduction="sum_over_batch_size", dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(
-                "`label_smoothing` must be in [0, 1); "
-                f"received label_smoothing={label_smoothing!r}."
-            )
         self.from_logits = from_logits
-        self.label_smoothing = label_smoothing
+        self.label_smoothing = rate("label_smoothing", label_smoothing)
 
     def call(self, y_true, y_pred):
         if self.label_smoothing == 0.0:
@@ -51,10 +52,8 @@ def _outputs_from_logits(model):
     try:
         activation = model.get_layer(MAIN_CLASSIFIER).activation
     except ValueError:
-        raise ValueError(
-            f"`model` has no layer {MAIN_CLASSIFIER!r}: compile_googlenet needs a GoogLeNet "
-            "built with include_top=True."
-        ) from None
+        raise ValueError(f"`model` has no layer {MAIN_CLASSIFIER!r}: compile_googlenet needs a "
+                         "GoogLeNet built with include_top=True.") from None
     return activation is keras.activations.linear
 
 
@@ -81,38 +80,27 @@ def compile_googlenet(
     from_logits = _outputs_from_logits(model)
 
     def head_loss():
-        return SmoothedSparseCategoricalCrossentropy(
-            from_logits=from_logits, label_smoothing=label_smoothing
-        )
+        return SmoothedSparseCategoricalCrossentropy(from_logits=from_logits,
+                                                     label_smoothing=label_smoothing)
 
+    loss_weights = dict(loss_weights or {})
     if isinstance(model.output, dict):
         heads = list(model.output)
-        weights = {head: DEFAULT_LOSS_WEIGHTS.get(head, 1.0) for head in heads}
-        for head, weight in (loss_weights or {}).items():
-            if head not in weights:
-                raise ValueError(
-                    f"`loss_weights` names unknown head {head!r}; the model's heads are {heads}."
-                )
-            weights[head] = float(weight)
-        compile_kwargs.setdefault(
-            "metrics",
-            {head: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")] for head in heads},
-        )
-        model.compile(
-            optimizer=optimizer,
-            loss={head: head_loss() for head in heads},
-            loss_weights=weights,
-            **compile_kwargs,
-        )
+        if unknown := sorted(set(loss_weights) - set(heads)):
+            raise ValueError(f"`loss_weights` names unknown head {unknown[0]!r}; the model's "
+                             f"heads are {heads}.")
+        weights = {head: float(loss_weights.get(head, DEFAULT_LOSS_WEIGHTS.get(head, 1.0)))
+                   for head in heads}
+        compile_kwargs.setdefault("metrics", {
+            head: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")] for head in heads})
+        model.compile(optimizer=optimizer, loss={head: head_loss() for head in heads},
+                      loss_weights=weights, **compile_kwargs)
     else:
-        if loss_weights and set(loss_weights) != {"main"}:
-            raise ValueError(
-                "`loss_weights` names aux heads but the model has none (include_aux=False); "
-                f"received {loss_weights!r}."
-            )
+        if set(loss_weights) - {"main"}:
+            raise ValueError("`loss_weights` names aux heads but the model has none "
+                             f"(include_aux=False); received {loss_weights!r}.")
         compile_kwargs.setdefault(
-            "metrics", [keras.metrics.SparseCategoricalAccuracy(name="main_accuracy")]
-        )
+            "metrics", [keras.metrics.SparseCategoricalAccuracy(name="main_accuracy")])
         model.compile(optimizer=optimizer, loss=head_loss(), **compile_kwargs)
     return model
 

@@ -1,9 +1,7 @@
-"""The model card: the JSON that travels with every exported artefact, and the names in it.
+"""The model card: the JSON that travels with every exported artefact (docs/export.md).
 
 `keras_googlenet.export` writes cards and `keras_googlenet.runtime` reads them; both take
-the format from here, so neither depends on the other. A card records the variant,
-widths, input size, preprocessing, labels and source run of a model
-(`describe_source`); `card_path_for` and `read_model_card` say where it lives.
+the format from here, so neither depends on the other.
 """
 
 from __future__ import annotations
@@ -19,17 +17,13 @@ OUTPUT_NAME = "predictions"
 INPUT_NAME = "image"
 CARD_SUFFIX = ".json"
 CARD_IN_SAVEDMODEL = "model_card.json"
+RUN_FILES = ("config.json", "labels.txt")  # what makes a folder a training run directory
 
-PREPROCESSING = {
-    "mode": "tf",
-    "formula": "x / 127.5 - 1",
-    "in_model": False,
-    "color": "RGB",
-    "pixel_range": [0, 255],
-    "input_range": [-1.0, 1.0],
-    "central_crop": EVAL_CROP_FRACTION,
-    "resize": "bilinear (tf.image.resize, no antialiasing) to input_size, after the crop",
-}
+__all__ = [
+    "CARD_IN_SAVEDMODEL", "CARD_SUFFIX", "INPUT_NAME", "OUTPUT_NAME", "card_path_for",
+    "describe_source", "find_layer", "has_preprocessing_layer", "infer_variant",
+    "infer_widths", "preprocessing_card", "read_model_card", "read_run_dir", "resolve_source",
+]
 
 
 def card_path_for(path):
@@ -59,7 +53,11 @@ def read_model_card(path):
 
 def preprocessing_card(in_model, mode="tf"):
     """The card's `preprocessing` section: scaled input, or pixels rescaled in the model."""
-    card = dict(PREPROCESSING, mode=mode)
+    card = {
+        "mode": mode, "formula": "x / 127.5 - 1", "in_model": False, "color": "RGB",
+        "pixel_range": [0, 255], "input_range": [-1.0, 1.0], "central_crop": EVAL_CROP_FRACTION,
+        "resize": "bilinear (tf.image.resize, no antialiasing) to input_size, after the crop",
+    }
     if in_model:
         card.update(in_model=True, input_range=[0.0, 255.0],
                     formula=f"inside the model (layer {PREPROCESSING_LAYER!r}, mode "
@@ -75,26 +73,28 @@ def has_preprocessing_layer(model):
 def read_run_dir(run_dir):
     """What a run directory says about its model: config.json, labels.txt, metrics.json."""
     info = {"run_dir": os.path.abspath(run_dir)}
-    config_path = os.path.join(run_dir, "config.json")
-    if os.path.isfile(config_path):
-        with open(config_path, encoding="utf-8") as f:
+    for key, required in (("config", True), ("metrics", False)):
+        path = os.path.join(run_dir, f"{key}.json")
+        if os.path.isfile(path):
             try:
-                info["config"] = json.load(f)
-            except ValueError as error:
-                raise ValueError(f"{config_path!r} is corrupt (not JSON: {error}).") from None
+                with open(path, encoding="utf-8") as f:
+                    info[key] = json.load(f)
+            except ValueError as error:  # a corrupt metrics.json only costs the card figures
+                if required:
+                    raise ValueError(f"{path!r} is corrupt (not JSON: {error}).") from None
     labels_path = os.path.join(run_dir, "labels.txt")
     if os.path.isfile(labels_path):
         from keras_googlenet.input_files import read_lines
 
         info["labels"] = read_lines(labels_path, "the run's labels.txt")
-    metrics_path = os.path.join(run_dir, "metrics.json")
-    if os.path.isfile(metrics_path):
-        try:
-            with open(metrics_path, encoding="utf-8") as f:
-                info["metrics"] = json.load(f)
-        except ValueError:  # a corrupt metrics.json only costs the card its figures
-            pass
     return info
+
+
+def _run_beside(path):
+    """`read_run_dir` of the folder holding the file `path` if it is a run directory, else {}."""
+    parent = os.path.dirname(os.path.abspath(path))
+    is_run = any(os.path.isfile(os.path.join(parent, name)) for name in RUN_FILES)
+    return read_run_dir(parent) if is_run else {}
 
 
 def resolve_source(source):
@@ -104,20 +104,18 @@ def resolve_source(source):
         for candidate in ("inference.keras", "model.keras"):
             if os.path.isfile(os.path.join(path, candidate)):
                 return os.path.join(path, candidate), read_run_dir(path)
-        raise FileNotFoundError(
-            f"run directory {path!r} has neither inference.keras nor model.keras."
-        )
+        raise FileNotFoundError(f"run directory {path!r} has neither inference.keras nor "
+                                "model.keras.")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"source not found: {path!r} (expected a .keras file or a "
                                 "run directory).")
     if not path.endswith(".keras"):
         raise ValueError(f"`source` must be a '.keras' file or a run directory; received {path!r}.")
-    parent = os.path.dirname(os.path.abspath(path))
-    is_run = any(os.path.isfile(os.path.join(parent, f)) for f in ("config.json", "labels.txt"))
-    return path, (read_run_dir(parent) if is_run else {})
+    return path, _run_beside(path)
 
 
-def _layer(model, name):
+def find_layer(model, name):
+    """`model.get_layer(name)`, or None if `model` has no layer of that name."""
     try:
         return model.get_layer(name)
     except ValueError:
@@ -126,11 +124,11 @@ def _layer(model, name):
 
 def infer_variant(model):
     """The GoogLeNet variant of a built model, from its layer names and kernels."""
-    if _layer(model, "norm1") is not None:
+    if find_layer(model, "norm1") is not None:
         return "v1"
-    if _layer(model, "inception_3a_5x5_pre_conv") is not None:
+    if find_layer(model, "inception_3a_5x5_pre_conv") is not None:
         return "factorized"
-    conv = _layer(model, "inception_3a_5x5_conv")
+    conv = find_layer(model, "inception_3a_5x5_conv")
     if conv is None:
         return None
     return "torchvision" if tuple(conv.kernel_size) == (3, 3) else "v1_bn"
@@ -140,7 +138,7 @@ def infer_widths(model):
     """Per-block widths `{"3a": [6 ints], ...}` read from the conv filter counts."""
     widths = {}
     for block in spec_lib.INCEPTION_WIDTHS:
-        convs = [_layer(model, f"inception_{block}_{column}_conv")
+        convs = [find_layer(model, f"inception_{block}_{column}_conv")
                  for column in spec_lib.WIDTH_COLUMNS]
         if any(c is None for c in convs):
             return None
@@ -149,7 +147,7 @@ def infer_widths(model):
 
 
 def _activation_name(model):
-    layer = _layer(model, OUTPUT_NAME)
+    layer = find_layer(model, OUTPUT_NAME)
     if layer is None or not hasattr(layer, "activation"):
         return "unknown"
     name = getattr(layer.activation, "__name__", str(layer.activation))
@@ -163,12 +161,7 @@ def describe_source(path, model, run_info=None):
     `labels.txt`.
     """
     if run_info is None:
-        run_info = {}
-        if path is not None and os.path.isfile(os.fspath(path)):
-            parent = os.path.dirname(os.path.abspath(path))
-            if os.path.isfile(os.path.join(parent, "config.json")) or \
-                    os.path.isfile(os.path.join(parent, "labels.txt")):
-                run_info = read_run_dir(parent)
+        run_info = _run_beside(path) if path is not None and os.path.isfile(path) else {}
     config_model = (run_info.get("config") or {}).get("model", {})
     shape = model.input_shape
     input_size = None
@@ -177,13 +170,12 @@ def describe_source(path, model, run_info=None):
     elif config_model.get("input_size"):
         size = config_model["input_size"]
         input_size = [int(size), int(size)] if isinstance(size, int) else list(size)
-    output_layer = _layer(model, OUTPUT_NAME)
     classes = int(model.output_shape[-1])
     labels = run_info.get("labels")
     if labels is not None and len(labels) != classes:
         labels = None  # a labels.txt that does not match the head is worse than none
     config = run_info.get("config") or {}
-    card = {
+    return {
         "model": {
             "name": model.name,
             "variant": config_model.get("variant") or infer_variant(model),
@@ -197,7 +189,7 @@ def describe_source(path, model, run_info=None):
         "input": {"name": INPUT_NAME, "shape": [None, *(input_size or [None, None]), 3],
                   "dtype": "float32"},
         "output": {"name": OUTPUT_NAME, "shape": [None, classes], "dtype": "float32",
-                   "activation": _activation_name(model) if output_layer else "unknown"},
+                   "activation": _activation_name(model)},
         "preprocessing": preprocessing_card(has_preprocessing_layer(model)),
         "labels": labels,
         "source": {
@@ -208,4 +200,3 @@ def describe_source(path, model, run_info=None):
             "metrics": run_info.get("metrics"),
         },
     }
-    return card

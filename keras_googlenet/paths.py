@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+__all__ = ["child_path", "refuse_symlink", "unwritable", "writable_destination"]
+
 
 def child_path(parent, name, arg):
     """`parent/name`, or a `ValueError` naming `arg` if `name` would leave `parent`.

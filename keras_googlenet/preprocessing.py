@@ -11,42 +11,67 @@ from keras import layers
 from keras.applications import imagenet_utils
 
 from keras_googlenet import spec as spec_lib
+from keras_googlenet.checks import fail
 from keras_googlenet.scores import top_indices
+
+__all__ = [
+    "EVAL_CROP_FRACTION", "MODE_SCALE_OFFSET", "PREPROCESSING_LAYER", "PREPROCESSING_MODES",
+    "central_crop_box", "decode_predictions", "eval_crop_resize", "imagenet_class_index",
+    "imagenet_labels", "preprocess_in_model", "preprocess_input", "resize_pixels",
+]
 
 PREPROCESSING_MODES = ("tf", "torch", "caffe")
 # Evaluation crop of the Inception recipe: the central 87.5 % of each side, then resize.
 # Shared by the training pipeline, export's uint8 signature and googlenet-predict.
 EVAL_CROP_FRACTION = 0.875
+PREPROCESSING_LAYER = "preprocessing"
+
+# Keras' "torch" and "caffe" constants (keras.applications.imagenet_utils), RGB order.
+_TORCH_MEAN, _TORCH_STD = np.array((0.485, 0.456, 0.406)), np.array((0.229, 0.224, 0.225))
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+# The modes that are one `x * scale + offset` on RGB in [0, 255] (a `Rescaling` layer).
+MODE_SCALE_OFFSET = {
+    "tf": (1.0 / 127.5, -1.0),
+    "torch": ((1.0 / (255.0 * _TORCH_STD)).tolist(), (-_TORCH_MEAN / _TORCH_STD).tolist()),
+}
 
 
-def central_crop_box(height, width, fraction=EVAL_CROP_FRACTION):
+def central_crop_box(height, width, fraction=EVAL_CROP_FRACTION, ops=None):
     """(top, left, height, width) of the evaluation crop: the central `fraction` of each
-    side, at least one pixel, computed in float32 as the TF graph computes it."""
-    if fraction >= 1.0:
-        return 0, 0, height, width
-    crop_h = max(1, int(np.float32(height) * np.float32(fraction)))
-    crop_w = max(1, int(np.float32(width) * np.float32(fraction)))
+    side, at least one pixel.
+
+    The one crop arithmetic of the project, in float32 wherever it runs: `ops` is the
+    namespace whose `cast` and `maximum` compute it, `tf` in a `tf.data` graph and
+    `keras.ops` (the default) in a layer or on plain ints.
+    """
+    if ops is None:
+        from keras import ops
+    crop_h = ops.maximum(1, ops.cast(ops.cast(height, "float32") * fraction, "int32"))
+    crop_w = ops.maximum(1, ops.cast(ops.cast(width, "float32") * fraction, "int32"))
     return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
 
 
 def eval_crop_resize(images, size, fraction=EVAL_CROP_FRACTION):
     """The evaluation transform as TensorFlow ops: central crop, bilinear resize, clip.
 
-    `images`: a tensor (H, W, 3) or (N, H, W, 3) of RGB in [0, 255], any size and dtype.
-    Returns float32 `size` (height, width) pixels in [0, 255]. The one implementation
-    behind the training pipeline's evaluation, export's `serving_uint8` signature and
-    `resize_pixels`.
+    The one implementation behind the training pipeline's evaluation, export's
+    `serving_uint8` signature and `resize_pixels`.
+
+    Args:
+        images: a tensor (H, W, 3) or (N, H, W, 3) of RGB in [0, 255], any size and dtype.
+        size: the (height, width) to resize to.
+        fraction: the share of each side the central crop keeps (1.0: no crop).
+
+    Returns:
+        float32 pixels in [0, 255] of `size`.
     """
     import tensorflow as tf
 
     images = tf.cast(images, tf.float32)
     if fraction < 1.0:
         shape = tf.shape(images)
-        rows, cols = shape[-3], shape[-2]
-        height = tf.maximum(1, tf.cast(tf.cast(rows, tf.float32) * fraction, tf.int32))
-        width = tf.maximum(1, tf.cast(tf.cast(cols, tf.float32) * fraction, tf.int32))
-        images = tf.image.crop_to_bounding_box(images, (rows - height) // 2,
-                                               (cols - width) // 2, height, width)
+        images = tf.image.crop_to_bounding_box(
+            images, *central_crop_box(shape[-3], shape[-2], fraction, ops=tf))
     images = tf.image.resize(images, tuple(size), method="bilinear")
     return tf.clip_by_value(images, 0.0, 255.0)  # bilinear can overshoot slightly
 
@@ -59,6 +84,11 @@ def resize_pixels(pixels, size, central_crop=EVAL_CROP_FRACTION, scale=True):
     """
     resized = eval_crop_resize(np.asarray(pixels), size, central_crop).numpy()
     return resized / 127.5 - 1.0 if scale else resized
+
+
+def _check_mode(mode):
+    if mode not in PREPROCESSING_MODES:
+        fail("mode", f"one of {PREPROCESSING_MODES}", mode)
 
 
 def preprocess_input(x, variant="v1", mode=None, data_format=None):
@@ -78,17 +108,10 @@ def preprocess_input(x, variant="v1", mode=None, data_format=None):
     """
     variant_spec = spec_lib.get_variant(variant)
     mode = variant_spec.preprocessing if mode is None else mode
-    if mode not in PREPROCESSING_MODES:
-        raise ValueError(f"`mode` must be one of {PREPROCESSING_MODES}; received mode={mode!r}.")
+    _check_mode(mode)
     if isinstance(x, np.ndarray) and not np.issubdtype(x.dtype, np.floating):
         x = x.astype("float32")  # keras' preprocessing works in place on float arrays only
     return imagenet_utils.preprocess_input(x, data_format=data_format, mode=mode)
-
-
-# Keras' "torch" and "caffe" constants (keras.applications.imagenet_utils), RGB order.
-_TORCH_MEAN, _TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-PREPROCESSING_LAYER = "preprocessing"
 
 
 def preprocess_in_model(x, mode="tf", name=PREPROCESSING_LAYER):
@@ -100,14 +123,10 @@ def preprocess_in_model(x, mode="tf", name=PREPROCESSING_LAYER):
     1x1 convolution whose kernel swaps the channels and whose bias is minus the mean:
     exact in float32, and a plain CONV_2D for every converter and runtime.
     """
-    if mode not in PREPROCESSING_MODES:
-        raise ValueError(f"`mode` must be one of {PREPROCESSING_MODES}; received mode={mode!r}.")
-    if mode == "tf":
-        return layers.Rescaling(1.0 / 127.5, offset=-1.0, name=name)(x)
-    if mode == "torch":
-        std = np.asarray(_TORCH_STD)
-        return layers.Rescaling((1.0 / (255.0 * std)).tolist(),
-                                offset=(-np.asarray(_TORCH_MEAN) / std).tolist(), name=name)(x)
+    _check_mode(mode)
+    if mode in MODE_SCALE_OFFSET:
+        scale, offset = MODE_SCALE_OFFSET[mode]
+        return layers.Rescaling(scale, offset=offset, name=name)(x)
     conv = layers.Conv2D(3, 1, name=name, trainable=False)
     y = conv(x)
     conv.set_weights([np.eye(3, dtype="float32")[::-1].reshape(1, 1, 3, 3),
@@ -122,6 +141,12 @@ def imagenet_class_index():
     return {int(k): tuple(v) for k, v in json.loads(text).items()}
 
 
+def imagenet_labels():
+    """The 1000 ImageNet-1k class names in class order (a model card's `labels`)."""
+    index = imagenet_class_index()
+    return [index[i][1] for i in range(len(index))]
+
+
 def decode_predictions(preds, top=5):
     """Decode ImageNet predictions: per image a list of `(wordnet_id, class_name, score)`.
 
@@ -130,14 +155,10 @@ def decode_predictions(preds, top=5):
     """
     preds = np.asarray(preds)
     if preds.ndim != 2 or preds.shape[1] != 1000:
-        raise ValueError(
-            "`decode_predictions` expects a batch of ImageNet predictions of shape "
-            f"(samples, 1000); received shape {preds.shape}."
-        )
+        raise ValueError("`decode_predictions` expects a batch of ImageNet predictions of shape "
+                         f"(samples, 1000); received shape {preds.shape}.")
     if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 1000:
-        raise ValueError(f"`top` must be an int in [1, 1000]; received top={top!r}.")
+        fail("top", "an int in [1, 1000]", top)
     index = imagenet_class_index()
-    results = []
-    for row, best in zip(preds, top_indices(preds, top), strict=True):
-        results.append([(*index[int(i)], float(row[i])) for i in best])
-    return results
+    return [[(*index[int(i)], float(row[i])) for i in best]
+            for row, best in zip(preds, top_indices(preds, top), strict=True)]

@@ -1,23 +1,8 @@
-"""Load any exported GoogLeNet artefact and predict with it.
+"""Load any exported GoogLeNet artefact and predict with it (docs/export.md, "Python").
 
-One interface over the four formats `keras_googlenet.export` writes, plus the `.keras`
-source itself:
-
-    predictor = load_predictor("exports/googlenet_int8.tflite")
-    probs = predictor.predict(preprocessed)           # (N, classes) float32 probabilities
-    top = predictor.classify(["cat.jpg", "dog.png"])   # preprocessing from the model card
-
-| path | runs with |
-|---|---|
-| `*.keras` | Keras (a multi-output training model is pruned to its main head) |
-| a SavedModel directory | `tf.saved_model.load`, signature `serving_default` |
-| `*.tflite` | `ai_edge_litert.interpreter.Interpreter` (quantized I/O handled here) |
-| `*.onnx` | onnxruntime, CPU execution provider |
-
-`predict` takes float32 images already preprocessed (RGB, `x / 127.5 - 1`, the model's
-input size) and always returns float32 probabilities: quantized outputs are dequantized
-and a model exported with logits gets a softmax; without a card, logits are told from
-probabilities by their rows (`scores.as_probabilities`). Ranking is `scores.top_indices`.
+`load_predictor(path)` returns one `Predictor` interface over a `.keras` file, a SavedModel
+directory, a `.tflite` or an `.onnx` file; its model card supplies labels, input size and
+preprocessing.
 """
 
 from __future__ import annotations
@@ -26,15 +11,10 @@ import os
 
 import numpy as np
 
-# card_path_for, read_model_card and resize_pixels are also imported from here.
-from keras_googlenet.model_card import (  # noqa: F401
-    CARD_IN_SAVEDMODEL,
-    OUTPUT_NAME,
-    card_path_for,
-    describe_source,
-    read_model_card,
-)
-from keras_googlenet.preprocessing import EVAL_CROP_FRACTION, resize_pixels  # noqa: F401
+from keras_googlenet import checks
+from keras_googlenet.errors import first_line
+from keras_googlenet.model_card import OUTPUT_NAME, describe_source, read_model_card
+from keras_googlenet.preprocessing import EVAL_CROP_FRACTION, resize_pixels
 from keras_googlenet.scores import (
     PROBABILITY_TOLERANCE,
     SOFTMAX,
@@ -43,11 +23,11 @@ from keras_googlenet.scores import (
     top_indices,
 )
 
-FORMAT_KERAS = "keras"
-FORMAT_SAVEDMODEL = "savedmodel"
-FORMAT_TFLITE = "tflite"
-FORMAT_ONNX = "onnx"
-RUNTIME_FORMATS = (FORMAT_KERAS, FORMAT_SAVEDMODEL, FORMAT_TFLITE, FORMAT_ONNX)
+__all__ = [
+    "KerasPredictor", "ONNXPredictor", "Predictor", "SavedModelPredictor", "TFLitePredictor",
+    "detect_format", "load_image", "load_keras_model", "load_predictor",
+]
+
 
 def load_keras_model(path, what="model"):
     """`keras.saving.load_model(path, compile=False)`, with a clear error for a file that
@@ -62,9 +42,8 @@ def load_keras_model(path, what="model"):
     try:
         return keras.saving.load_model(path, compile=False)
     except (ValueError, TypeError, OSError, KeyError, zipfile.BadZipFile) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"`{what}` {os.fspath(path)!r} is not a valid .keras archive or holds "
-                         f"a model that cannot be rebuilt: {first[:300]}") from None
+                         f"a model that cannot be rebuilt: {first_line(error)}") from None
 
 
 def detect_format(path):
@@ -74,33 +53,14 @@ def detect_format(path):
         raise FileNotFoundError(f"model not found: {path!r}")
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "saved_model.pb")):
-            return FORMAT_SAVEDMODEL
-        raise ValueError(
-            f"{path!r} is a directory without saved_model.pb; expected a SavedModel "
-            "directory, a '.keras', '.tflite' or '.onnx' file."
-        )
-    lowered = path.lower()
-    for suffix, fmt in ((".keras", FORMAT_KERAS), (".tflite", FORMAT_TFLITE),
-                        (".onnx", FORMAT_ONNX)):
-        if lowered.endswith(suffix):
+            return SavedModelPredictor.format
+        raise ValueError(f"{path!r} is a directory without saved_model.pb; expected a SavedModel "
+                         "directory, a '.keras', '.tflite' or '.onnx' file.")
+    for fmt in (KerasPredictor.format, TFLitePredictor.format, ONNXPredictor.format):
+        if path.lower().endswith(f".{fmt}"):
             return fmt
-    raise ValueError(
-        f"cannot tell the format of {path!r}: expected a '.keras', '.tflite' or '.onnx' "
-        "file or a SavedModel directory."
-    )
-
-
-def _first_line(error, limit=300):
-    """A runtime's error as one short line (some span pages)."""
-    text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:limit]
-
-
-def _check_threads(num_threads):
-    if num_threads is not None and (
-        isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
-    ):
-        raise ValueError(f"`num_threads` must be None or a positive int; received {num_threads!r}.")
+    raise ValueError(f"cannot tell the format of {path!r}: expected a '.keras', '.tflite' or "
+                     "'.onnx' file or a SavedModel directory.")
 
 
 class Predictor:
@@ -108,7 +68,7 @@ class Predictor:
 
     Attributes:
         path: the artefact.
-        format: one of `RUNTIME_FORMATS`.
+        format: `"keras"`, `"savedmodel"`, `"tflite"` or `"onnx"`.
         card: the model card dict (read from the sidecar JSON, or inferred for `.keras`).
         input_size: (height, width) the model expects.
         labels: class names (`card["labels"]`), or `None`.
@@ -116,9 +76,9 @@ class Predictor:
 
     format = None
 
-    def __init__(self, path, card):
+    def __init__(self, path, card=None):
         self.path = os.fspath(path)
-        self.card = card or {}
+        self.card = (card if card is not None else read_model_card(self.path)) or {}
         model = self.card.get("model", {})
         size = model.get("input_size")
         self.input_size = tuple(size) if size else None
@@ -154,10 +114,9 @@ class Predictor:
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"`x` must be images of shape (N, H, W, 3); received {x.shape}.")
         if self.input_size and tuple(x.shape[1:3]) != self.input_size:
-            raise ValueError(
-                f"this model takes {self.input_size[0]}x{self.input_size[1]} images; received "
-                f"{x.shape[1]}x{x.shape[2]}. Use `preprocess_images` to resize."
-            )
+            raise ValueError(f"this model takes {self.input_size[0]}x{self.input_size[1]} images; "
+                             f"received {x.shape[1]}x{x.shape[2]}. Use `preprocess_images` to "
+                             "resize.")
         if not len(x):
             raise ValueError("`x` is an empty batch: pass at least one image.")
         outputs = [self._run(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
@@ -187,16 +146,16 @@ class Predictor:
                          for image in images])
 
     def classify(self, images, top_k=5):
-        """Top-k `[(label, probability), ...]` per image (paths, PIL images or arrays)."""
+        """`top_k` of each image (paths, PIL images or arrays)."""
         probs = self.predict(self.preprocess_images(images))
         return [self.top_k(row, top_k) for row in probs]
 
     def top_k(self, probs, k=5):
-        """The `k` best `(label, probability)` of one row; ties to the lower index."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"`top_k` must be an int >= 1; received {k!r}.")
-        best = top_indices(probs, k)
-        return [(self.label(i), float(probs[i])) for i in best]
+        """The `k` best classes of one row of probabilities, best first (ties to the lower
+        index): `[{"label", "index", "probability"}, ...]`."""
+        k = checks.positive_int("top_k", k)
+        return [{"label": self.label(i), "index": int(i), "probability": float(probs[i])}
+                for i in top_indices(probs, k)]
 
     def label(self, index):
         index = int(index)
@@ -206,7 +165,7 @@ class Predictor:
 
 
 class KerasPredictor(Predictor):
-    format = FORMAT_KERAS
+    format = "keras"
 
     def __init__(self, path, card=None, num_threads=None, model=None):
         import tensorflow as tf
@@ -215,16 +174,11 @@ class KerasPredictor(Predictor):
 
         if model is None:
             model = load_keras_model(path)
-        try:
-            structured = model.output
-        except AttributeError:  # a loaded Sequential has no symbolic output until called
-            structured = None
-        if isinstance(structured, (dict, list, tuple)):
+        # A loaded Sequential has no symbolic output until called: getattr's None.
+        if isinstance(getattr(model, "output", None), (dict, list, tuple)):
             model = inference_model(model)
         self.model = model
-        if card is None:
-            card = describe_source(path, model)
-        super().__init__(path, card)
+        super().__init__(path, describe_source(path, model) if card is None else card)
         if self.input_size is None and model.input_shape[1] is not None:
             self.input_size = tuple(model.input_shape[1:3])
         self._fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
@@ -234,22 +188,20 @@ class KerasPredictor(Predictor):
 
 
 class SavedModelPredictor(Predictor):
-    format = FORMAT_SAVEDMODEL
+    format = "savedmodel"
 
     def __init__(self, path, card=None, num_threads=None, signature="serving_default"):
         import tensorflow as tf
 
-        super().__init__(path, card if card is not None else read_model_card(path))
+        super().__init__(path, card)
         try:
             self.loaded = tf.saved_model.load(self.path)
         except (OSError, ValueError, tf.errors.OpError) as error:  # e.g. a corrupt .pb
             raise ValueError(f"{self.path!r} is not a valid SavedModel directory: "
-                             f"{_first_line(error)}") from None
+                             f"{first_line(error)}") from None
         if signature not in self.loaded.signatures:
-            raise ValueError(
-                f"SavedModel {self.path!r} has no signature {signature!r}; it has "
-                f"{sorted(self.loaded.signatures)}."
-            )
+            raise ValueError(f"SavedModel {self.path!r} has no signature {signature!r}; it has "
+                             f"{sorted(self.loaded.signatures)}.")
         self.signature = self.loaded.signatures[signature]
         _, kwargs = self.signature.structured_input_signature
         (self.input_name, spec), = kwargs.items()
@@ -266,30 +218,26 @@ class SavedModelPredictor(Predictor):
 
 
 class TFLitePredictor(Predictor):
-    format = FORMAT_TFLITE
+    format = "tflite"
 
     def __init__(self, path, card=None, num_threads=None):
         from ai_edge_litert.interpreter import Interpreter
 
-        super().__init__(path, card if card is not None else read_model_card(path))
+        super().__init__(path, card)
         try:
             self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:  # LiteRT's words never name the file
             raise ValueError(f"{self.path!r} is not a valid TFLite model: "
-                             f"{_first_line(error)}") from None
+                             f"{first_line(error)}") from None
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         if self.input_size is None:
             self.input_size = tuple(int(v) for v in self.input["shape"][1:3])
         self._batch = int(self.input["shape"][0])
 
-    @property
-    def input_dtype(self):
-        return np.dtype(self.input["dtype"])
-
     def _quantize(self, x):
-        dtype = self.input_dtype
+        dtype = np.dtype(self.input["dtype"])
         if not np.issubdtype(dtype, np.integer):
             return x.astype(dtype)
         scale, zero_point = self.input["quantization"]
@@ -325,12 +273,12 @@ class TFLitePredictor(Predictor):
 
 
 class ONNXPredictor(Predictor):
-    format = FORMAT_ONNX
+    format = "onnx"
 
     def __init__(self, path, card=None, num_threads=None):
         import onnxruntime as ort
 
-        super().__init__(path, card if card is not None else read_model_card(path))
+        super().__init__(path, card)
         options = ort.SessionOptions()
         if num_threads:
             options.intra_op_num_threads = num_threads
@@ -341,7 +289,7 @@ class ONNXPredictor(Predictor):
             )
         except Exception as error:  # onnxruntime raises its own types (InvalidProtobuf, ...)
             raise ValueError(f"{self.path!r} is not a valid ONNX model: "
-                             f"{_first_line(error)}") from None
+                             f"{first_line(error)}") from None
         self.input_name = self.session.get_inputs()[0].name
         shape = self.session.get_inputs()[0].shape
         if self.input_size is None and all(isinstance(v, int) for v in shape[1:3]):
@@ -351,12 +299,8 @@ class ONNXPredictor(Predictor):
         return self.session.run(None, {self.input_name: x})[0]
 
 
-_PREDICTORS = {
-    FORMAT_KERAS: KerasPredictor,
-    FORMAT_SAVEDMODEL: SavedModelPredictor,
-    FORMAT_TFLITE: TFLitePredictor,
-    FORMAT_ONNX: ONNXPredictor,
-}
+_PREDICTORS = {cls.format: cls for cls in (KerasPredictor, SavedModelPredictor,
+                                             TFLitePredictor, ONNXPredictor)}
 
 
 def load_predictor(path, num_threads=None):
@@ -373,7 +317,7 @@ def load_predictor(path, num_threads=None):
     if not isinstance(path, (str, os.PathLike)):
         raise ValueError("`path` must be the path of a .keras, .tflite or .onnx file or a "
                          f"SavedModel directory; received {path!r}.")
-    _check_threads(num_threads)
+    checks.positive_int("num_threads", num_threads, optional=True)
     fmt = detect_format(path)
     card = read_model_card(path)
     return _PREDICTORS[fmt](path, card=card, num_threads=num_threads)
@@ -389,7 +333,7 @@ def load_image(image, size, central_crop=EVAL_CROP_FRACTION, scale=True):
     """
     from PIL import Image
 
-    from keras_googlenet.input_files import check_pixel_budget, open_image
+    from keras_googlenet.input_files import check_pixel_budget, open_image, pil_to_rgb8
 
     if isinstance(image, (str, os.PathLike)):
         with open_image(image) as opened:  # refuses a decompression bomb before decoding
@@ -431,35 +375,3 @@ def _check_pixel_range(pixels):
             f"image arrays must hold RGB pixels in [0, 255]; received float values in [{low:g}, "
             f"{high:g}], which look like a [0, 1] image: multiply by 255 (or pass uint8).")
     return pixels
-
-
-# PIL modes that `Image.convert("RGB")` would clip to 8 bits instead of scaling.
-HIGH_BIT_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
-
-
-def pil_to_rgb8(image, name=None):
-    """A PIL image as uint8 RGB pixels (H, W, 3), scaling 16-bit and float images.
-
-    PIL's `convert("RGB")` clips a 16-bit gray image (a full-range gradient turns 99.6 %
-    white) and truncates floats; those are scaled here instead (16-bit: / 257, float
-    in [0, 1]: x 255). A 32-bit integer or float image whose range is not one of those
-    is refused, never clipped.
-    """
-    if image.mode not in HIGH_BIT_DEPTH_MODES:
-        return np.asarray(image.convert("RGB"))
-    values = np.asarray(image)
-    what = f"image {name!r}" if name else "image"
-    if image.mode == "F":
-        low, high = float(np.nanmin(values)), float(np.nanmax(values))
-        if not np.all(np.isfinite(values)) or low < 0 or high > 1:
-            raise ValueError(f"{what} has float pixels in [{low:g}, {high:g}]; only float "
-                             "images in [0, 1] can be read (save it as 8 or 16 bits).")
-        gray = np.round(values.astype("float64") * 255.0)
-    else:
-        low, high = int(values.min()), int(values.max())
-        if low < 0 or high > 65535:
-            raise ValueError(f"{what} has 32-bit pixels in [{low}, {high}]; only 8- and 16-bit "
-                             "images can be read.")
-        gray = np.round(values.astype("float64") / 257.0)  # 65535 -> 255
-    gray = gray.astype(np.uint8)
-    return np.repeat(gray[..., None], 3, axis=-1)

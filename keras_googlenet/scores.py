@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = [
+    "PROBABILITY_TOLERANCE", "SOFTMAX", "UNKNOWN_ACTIVATIONS", "as_probabilities",
+    "looks_like_probabilities", "softmax", "top_indices",
+]
+
 SOFTMAX = "softmax"
 # Activations that say nothing about the outputs: a card-less artefact, or a `.keras`
 # whose classifier layer could not be found.

@@ -7,17 +7,18 @@ variant or a port of someone else's weights changes a table, not the code.
 from __future__ import annotations
 
 import dataclasses
-import math
+
+from keras_googlenet.checks import fail, positive_number
+
+__all__ = [
+    "AUX_CONV_FILTERS", "AUX_DENSE_UNITS", "AUX_POOLED_SIZE", "AUX_POOLS", "AUX_TAPS",
+    "BLOCK_NAMES", "ENDPOINTS", "FIVE_BY_FIVE_BRANCHES", "INCEPTION_WIDTHS", "STAGES",
+    "STEM_WIDTHS", "VARIANTS", "WIDTH_COLUMNS", "VariantSpec", "backbone_params",
+    "block_output_channels", "get_variant", "min_input_size", "resolve_widths", "scale_width",
+]
 
 # Table 1 of Szegedy et al. 2014, the six width columns of each Inception block.
-WIDTH_COLUMNS = (
-    "1x1",
-    "3x3_reduce",
-    "3x3",
-    "5x5_reduce",
-    "5x5",
-    "pool_proj",
-)
+WIDTH_COLUMNS = ("1x1", "3x3_reduce", "3x3", "5x5_reduce", "5x5", "pool_proj")
 
 INCEPTION_WIDTHS = {
     "3a": (64, 96, 128, 16, 32, 32),
@@ -87,10 +88,8 @@ class VariantSpec:
     def __post_init__(self):
         for field, allowed in (("five_by_five_branch", FIVE_BY_FIVE_BRANCHES),
                                ("aux_pool", AUX_POOLS)):
-            value = getattr(self, field)
-            if value not in allowed:
-                raise ValueError(
-                    f"`{field}` must be one of {allowed}; received {field}={value!r}.")
+            if getattr(self, field) not in allowed:
+                fail(field, f"one of {allowed}", getattr(self, field))
 
     @property
     def has_fixed_size_aux_pool(self):
@@ -98,58 +97,29 @@ class VariantSpec:
         return self.aux_pool == "avg_5x5_stride_3"
 
 
+# Each variant states where it leaves the paper; the fields it omits keep the paper's choice.
 VARIANTS = {
     "v1": VariantSpec(
-        name="v1",
-        description="The paper: conv + bias + ReLU, LRN in the stem, true 5x5 branch.",
-        batch_norm=False,
-        lrn=True,
-        five_by_five_branch="5x5",
-        last_pool_size=3,
-        aux_pool="avg_5x5_stride_3",
-        preprocessing="tf",
-    ),
+        "v1", "The paper: conv + bias + ReLU, LRN in the stem, true 5x5 branch.",
+        batch_norm=False, lrn=True),
     "v1_bn": VariantSpec(
-        name="v1_bn",
-        description="The paper with BatchNormalization after every conv (no bias, no LRN).",
-        batch_norm=True,
-        lrn=False,
-        five_by_five_branch="5x5",
-        last_pool_size=3,
-        aux_pool="avg_5x5_stride_3",
-        preprocessing="tf",
-    ),
+        "v1_bn", "The paper with BatchNormalization after every conv (no bias, no LRN).",
+        batch_norm=True, lrn=False),
     "torchvision": VariantSpec(
-        name="torchvision",
-        description=(
-            "torchvision's topology: BN, a 3x3 kernel in the '5x5' branch, 2x2 pool4, "
-            "adaptive 4x4 aux pooling; torchvision weights port onto it."
-        ),
-        batch_norm=True,
-        lrn=False,
-        five_by_five_branch="3x3",
-        last_pool_size=2,
-        aux_pool="adaptive_4x4",
-        preprocessing="tf",
-    ),
+        "torchvision", "torchvision's topology: BN, a 3x3 kernel in the '5x5' branch, 2x2 "
+        "pool4, adaptive 4x4 aux pooling; torchvision weights port onto it.",
+        batch_norm=True, lrn=False, five_by_five_branch="3x3", last_pool_size=2,
+        aux_pool="adaptive_4x4"),
     "factorized": VariantSpec(
-        name="factorized",
-        description="BN, and the 5x5 branch factorized into two stacked 3x3 convs.",
-        batch_norm=True,
-        lrn=False,
-        five_by_five_branch="two_3x3",
-        last_pool_size=3,
-        aux_pool="avg_5x5_stride_3",
-        preprocessing="tf",
-    ),
+        "factorized", "BN, and the 5x5 branch factorized into two stacked 3x3 convs.",
+        batch_norm=True, lrn=False, five_by_five_branch="two_3x3"),
 }
 
 
 def get_variant(variant):
+    """The `VariantSpec` of a variant name; `ValueError` listing the names otherwise."""
     if variant not in VARIANTS:
-        raise ValueError(
-            f"`variant` must be one of {sorted(VARIANTS)}; received variant={variant!r}."
-        )
+        fail("variant", f"one of {sorted(VARIANTS)}", variant)
     return VARIANTS[variant]
 
 
@@ -164,11 +134,23 @@ def scale_width(width, multiplier, divisor=8):
     return scaled
 
 
-def _block_key(name):
-    key = str(name)
-    if key.startswith("inception_"):
-        key = key[len("inception_"):]
-    return key
+def _block_override(name, value):
+    """(block key, six widths) of one `widths` entry; `ValueError` naming it if malformed."""
+    key = str(name).removeprefix("inception_")
+    if key not in INCEPTION_WIDTHS:
+        raise ValueError(f"`widths` has an unknown block {name!r}; allowed blocks are "
+                         f"{list(INCEPTION_WIDTHS)} (optionally prefixed 'inception_').")
+    if isinstance(value, dict):
+        if unknown := set(value) - set(WIDTH_COLUMNS):
+            raise ValueError(f"`widths[{name!r}]` has unknown columns {sorted(unknown)}; "
+                             f"allowed columns are {WIDTH_COLUMNS}.")
+        merged = {**dict(zip(WIDTH_COLUMNS, INCEPTION_WIDTHS[key], strict=True)), **value}
+        value = tuple(merged[c] for c in WIDTH_COLUMNS)
+    if not isinstance(value, (tuple, list)) or len(value) != len(WIDTH_COLUMNS) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        raise ValueError(f"`widths[{name!r}]` must be six positive ints in the order "
+                         f"{WIDTH_COLUMNS}; received {value!r}.")
+    return key, tuple(value)
 
 
 def resolve_widths(widths=None, width_multiplier=1.0):
@@ -177,45 +159,13 @@ def resolve_widths(widths=None, width_multiplier=1.0):
     `widths` maps a block ("3a" or "inception_3a") to six ints in Table 1's column
     order `WIDTH_COLUMNS`, or to a dict naming some of those columns.
     """
-    if isinstance(width_multiplier, bool) or not isinstance(width_multiplier, (int, float)) \
-            or not math.isfinite(width_multiplier) or width_multiplier <= 0:
-        raise ValueError(
-            "`width_multiplier` must be a positive number (1.0 = the paper's widths); "
-            f"received width_multiplier={width_multiplier!r}."
-        )
-    table = dict(INCEPTION_WIDTHS)
-    if widths is not None:
-        if not isinstance(widths, dict):
-            raise ValueError(
-                "`widths` must be a dict mapping a block name "
-                f"({', '.join(INCEPTION_WIDTHS)}) to six ints {WIDTH_COLUMNS}; "
-                f"received widths={widths!r}."
-            )
-        for name, value in widths.items():
-            key = _block_key(name)
-            if key not in INCEPTION_WIDTHS:
-                raise ValueError(
-                    f"`widths` has an unknown block {name!r}; allowed blocks are "
-                    f"{list(INCEPTION_WIDTHS)} (optionally prefixed 'inception_')."
-                )
-            if isinstance(value, dict):
-                unknown = set(value) - set(WIDTH_COLUMNS)
-                if unknown:
-                    raise ValueError(
-                        f"`widths[{name!r}]` has unknown columns {sorted(unknown)}; "
-                        f"allowed columns are {WIDTH_COLUMNS}."
-                    )
-                merged = dict(zip(WIDTH_COLUMNS, table[key], strict=True))
-                merged.update(value)
-                value = tuple(merged[c] for c in WIDTH_COLUMNS)
-            if not isinstance(value, (tuple, list)) or len(value) != len(WIDTH_COLUMNS) or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
-            ):
-                raise ValueError(
-                    f"`widths[{name!r}]` must be six positive ints in the order "
-                    f"{WIDTH_COLUMNS}; received {value!r}."
-                )
-            table[key] = tuple(value)
+    positive_number("width_multiplier", width_multiplier)
+    if widths is not None and not isinstance(widths, dict):
+        raise ValueError(f"`widths` must be a dict mapping a block name "
+                         f"({', '.join(INCEPTION_WIDTHS)}) to six ints {WIDTH_COLUMNS}; "
+                         f"received widths={widths!r}.")
+    table = {**INCEPTION_WIDTHS,
+             **dict(_block_override(name, value) for name, value in (widths or {}).items())}
     resolved = {
         key: tuple(scale_width(w, width_multiplier) for w in cols) for key, cols in table.items()
     }
@@ -223,11 +173,10 @@ def resolve_widths(widths=None, width_multiplier=1.0):
     if params > MAX_BACKBONE_PARAMS:
         given = f"`width_multiplier={width_multiplier!r}`" + (
             " with these `widths`" if widths else "")
-        raise ValueError(
-            f"{given} gives a backbone of about {params / 1e6:,.0f} M parameters; at most "
-            f"{MAX_BACKBONE_PARAMS / 1e6:,.0f} M are allowed (the paper's GoogLeNet has 6 M): "
-            "use a smaller `width_multiplier` or smaller `widths`."
-        )
+        raise ValueError(f"{given} gives a backbone of about {params / 1e6:,.0f} M parameters; at "
+                         f"most {MAX_BACKBONE_PARAMS / 1e6:,.0f} M are allowed (the paper's "
+                         "GoogLeNet has 6 M): use a smaller `width_multiplier` or smaller "
+                         "`widths`.")
     return resolved
 
 

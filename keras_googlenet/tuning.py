@@ -1,31 +1,7 @@
-"""KerasTuner search over Inception widths under a compute budget.
+"""KerasTuner search over Inception widths under a compute budget (docs/tuning.md).
 
-    from keras_googlenet.tuning import GoogLeNetHyperModel
-    from keras_googlenet_training.tuner import make_tuner  # KerasTuner tuners: training side
-
-    hypermodel = GoogLeNetHyperModel(input_shape=(224, 224, 3), classes=1000,
-                                     max_macs=800e6, max_latency_ms=40)
-    tuner = make_tuner("bayesian", hypermodel, max_trials=20, directory="tuning")
-    tuner.search(train_ds, validation_data=val_ds, epochs=5)
-
-The search space (`GoogLeNetHyperModel`): a width multiplier per stage (`stage3`,
-`stage4`, `stage5`, applied to every column of Table 1 in that stage), the
-bottleneck ratios `reduce_3x3` and `reduce_5x5` (scaling the "#3x3 reduce" and "#5x5
-reduce" columns on top of the stage multiplier: 1.0 keeps the paper's bottlenecks),
-and optionally the variant, the dropout rate and the learning rate. All 1.0 is the
-paper's network.
-
-The budget (`max_macs`, `max_params`, `max_latency_ms`) is checked on the deployable
-model (`inference_model`: aux heads dropped) before anything trains. The latency is
-that of the float32 or int8 TFLite conversion, measured on the machine running the
-trial. A candidate over budget is never trained: `GoogLeNetHyperModel.fit` raises
-`BudgetExceededError`, and the tuners of `keras_googlenet_training.tuner` reject it
-before building anything.
-
-This module holds the search space and the result helpers, `compute_budget` the budget
-(re-exported here); the KerasTuner tuner and oracle subclasses, the distributed oracle
-server and the trial log live in `keras_googlenet_training` (`tuner`, `oracle_server`,
-`trial_log`).
+The search space (`GoogLeNetHyperModel`) and the result helpers; the budget is in
+`compute_budget`, the tuners that enforce it in `keras_googlenet_training.tuner`.
 """
 
 from __future__ import annotations
@@ -36,10 +12,10 @@ import math
 import keras
 import keras_tuner as kt
 
+from keras_googlenet import checks
 from keras_googlenet import spec as spec_lib
 from keras_googlenet.complexity import count_macs, count_params
-from keras_googlenet.compute_budget import (  # noqa: F401 - public here too
-    LATENCY_PRECISIONS,
+from keras_googlenet.compute_budget import (
     CandidateCost,
     ComputeBudget,
     budget_violations,
@@ -47,7 +23,12 @@ from keras_googlenet.compute_budget import (  # noqa: F401 - public here too
 )
 from keras_googlenet.googlenet import GoogLeNet, set_batch_norm_momentum
 from keras_googlenet.heads import float32_inference_model, inference_model
-from keras_googlenet.losses import compile_googlenet
+from keras_googlenet.losses import compile_googlenet, head_targets
+
+__all__ = [
+    "COST_METRICS", "OBJECTIVE", "REJECTED_METRIC", "SECONDS_METRIC", "STAGE_HPS", "TUNERS",
+    "BudgetExceededError", "GoogLeNetHyperModel", "pareto_front",
+]
 
 # KerasTuner infers a direction only for metric names it knows ("val_accuracy"), not for
 # the prefixed name of GoogLeNet's main head.
@@ -59,7 +40,6 @@ TUNERS = ("random", "bayesian", "hyperband")
 STAGE_HPS = ("stage3", "stage4", "stage5")
 
 
-
 class BudgetExceededError(kt.errors.FailedTrialError):
     """A candidate is over the compute budget; KerasTuner ends its trial as FAILED."""
 
@@ -69,16 +49,11 @@ class BudgetExceededError(kt.errors.FailedTrialError):
 
 
 def _positive_multipliers(arg, values):
+    """The sorted distinct choices of a multiplier: one or more positive numbers."""
     values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
-    if not values or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-        for v in values
-    ):
-        raise ValueError(
-            f"`{arg}` must be one or more positive numbers, e.g. (0.5, 0.75, 1.0); "
-            f"received {arg}={values!r}."
-        )
-    return tuple(sorted({float(v) for v in values}))
+    if not values:
+        checks.fail(arg, "one or more positive numbers, e.g. (0.5, 0.75, 1.0)", values)
+    return tuple(sorted({checks.positive_number(arg, v) for v in values}))
 
 
 def _number_or_range(arg, value, low, high):
@@ -89,28 +64,37 @@ def _number_or_range(arg, value, low, high):
         for v in values
     ) and (len(values) == 1 or values[0] < values[1])
     if not ok:
-        raise ValueError(
-            f"`{arg}` must be a number in [{low}, {high}) or a (min, max) range with "
-            f"min < max; received {arg}={value!r}."
-        )
+        raise ValueError(f"`{arg}` must be a number in [{low}, {high}) or a (min, max) range with "
+                         f"min < max; received {arg}={value!r}.")
     return tuple(float(v) for v in values)
+
+
+def _fixed_input_shape(input_shape, variants, include_aux):
+    """`input_shape` as a tuple of positive ints big enough for every variant searched."""
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+        raise ValueError(
+            "`input_shape` must be (height, width, channels) with positive ints (the "
+            f"budget needs a fixed size); received input_shape={input_shape!r}.")
+    for variant in variants:
+        minimum = spec_lib.min_input_size(include_aux, variant)
+        if min(shape[:2]) < minimum:
+            raise ValueError(
+                f"`input_shape` {shape} is too small for variant {variant!r} "
+                f"{'with' if include_aux else 'without'} aux heads: height and width "
+                f"must be >= {minimum}.")
+    return shape
 
 
 class GoogLeNetHyperModel(kt.HyperModel):
     """A `keras_tuner.HyperModel` over GoogLeNet's Inception widths, under a budget.
 
-    Hyperparameters (a tuple of values is searched, a single value is fixed):
-    - `stage3`, `stage4`, `stage5`: width multiplier of every column of the
-      Inception blocks of that stage (`stage_multipliers`).
-    - `reduce_3x3`, `reduce_5x5`: extra factor on the "#3x3 reduce" / "#5x5 reduce"
-      columns (`reduce_ratios`): 1.0 keeps Table 1's bottleneck ratio (96 -> 128 in 3a),
-      0.5 halves the bottleneck.
-    - `variant` (`variants`), `dropout` (a rate or a (min, max) range) and
-      `learning_rate` (a rate or a (min, max) range, log-sampled).
-
-    Widths are rounded to multiples of 8 (`spec.scale_width`), then the whole network,
-    stem included, is scaled by `width_multiplier` (MobileNet's alpha), so the searched
-    space can be shrunk for small inputs.
+    The hyperparameters (docs/tuning.md) are `stage3`/`stage4`/`stage5` (a width multiplier
+    per stage), `reduce_3x3`/`reduce_5x5` (an extra factor on the reduce columns), `variant`,
+    `dropout` and `learning_rate`; a tuple of values is searched, a single value fixed.
+    Widths round to multiples of 8 (`spec.scale_width`), then `width_multiplier` scales
+    the whole network, stem included.
 
     `build(hp)` returns a GoogLeNet compiled by `compile_googlenet` (Adam; aux loss
     weight `aux_loss_weight`), whose logs carry `val_main_accuracy`, the tuner's
@@ -166,46 +150,19 @@ class GoogLeNetHyperModel(kt.HyperModel):
             raise ValueError("`variants` must name at least one variant.")
         for variant in self.variants:
             spec_lib.get_variant(variant)
-        shape = tuple(input_shape)
-        if len(shape) != 3 or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape
-        ):
-            raise ValueError(
-                "`input_shape` must be (height, width, channels) with positive ints (the "
-                f"budget needs a fixed size); received input_shape={input_shape!r}."
-            )
-        for variant in self.variants:
-            minimum = spec_lib.min_input_size(include_aux, variant)
-            if min(shape[:2]) < minimum:
-                raise ValueError(
-                    f"`input_shape` {shape} is too small for variant {variant!r} "
-                    f"{'with' if include_aux else 'without'} aux heads: height and width "
-                    f"must be >= {minimum}."
-                )
-        if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
-            raise ValueError(f"`classes` must be a positive int; received classes={classes!r}.")
-        self.input_shape = shape
-        self.classes = classes
+        self.input_shape = _fixed_input_shape(input_shape, self.variants, include_aux)
+        self.classes = checks.positive_int("classes", classes)
         self.include_aux = bool(include_aux)
-        self.width_multiplier = _positive_multipliers("width_multiplier", width_multiplier)
-        if len(self.width_multiplier) != 1:
-            raise ValueError(
-                "`width_multiplier` must be one positive number (search per stage with "
-                f"`stage_multipliers`); received width_multiplier={width_multiplier!r}."
-            )
-        self.width_multiplier = self.width_multiplier[0]
+        # One number: the search scales each stage with `stage_multipliers`.
+        self.width_multiplier = checks.positive_number("width_multiplier", width_multiplier)
         self.stage_multipliers = _positive_multipliers("stage_multipliers", stage_multipliers)
         self.reduce_ratios = _positive_multipliers("reduce_ratios", reduce_ratios)
         self.dropout = _number_or_range("dropout", dropout, 0.0, 1.0)
         self.learning_rate = _number_or_range("learning_rate", learning_rate, 1e-8, 10.0)
         if not aux_loss_weight >= 0:
-            raise ValueError(
-                f"`aux_loss_weight` must be >= 0; received aux_loss_weight={aux_loss_weight!r}."
-            )
+            checks.fail("aux_loss_weight", ">= 0", aux_loss_weight)
         self.aux_loss_weight = float(aux_loss_weight)
-        if not 0 <= bn_momentum < 1:
-            raise ValueError(f"`bn_momentum` must be in [0, 1); received {bn_momentum!r}.")
-        self.bn_momentum = float(bn_momentum)
+        self.bn_momentum = checks.rate("bn_momentum", bn_momentum)
         self.label_smoothing = float(label_smoothing)
         self.budget = ComputeBudget(
             max_macs=max_macs, max_params=max_params, max_latency_ms=max_latency_ms,
@@ -241,20 +198,15 @@ class GoogLeNetHyperModel(kt.HyperModel):
     def width_overrides(self, hp):
         """The `widths=` argument of `GoogLeNet` for a candidate (before `width_multiplier`)."""
         values = self.values(hp)
-        overrides = {}
-        for stage_hp, blocks in zip(STAGE_HPS, spec_lib.STAGES, strict=True):
-            multiplier = values[stage_hp]
-            for block in blocks:
-                n1x1, r3, n3x3, r5, n5x5, pool = spec_lib.INCEPTION_WIDTHS[block]
-                overrides[block] = (
-                    spec_lib.scale_width(n1x1, multiplier),
-                    spec_lib.scale_width(r3, multiplier * values["reduce_3x3"]),
-                    spec_lib.scale_width(n3x3, multiplier),
-                    spec_lib.scale_width(r5, multiplier * values["reduce_5x5"]),
-                    spec_lib.scale_width(n5x5, multiplier),
-                    spec_lib.scale_width(pool, multiplier),
-                )
-        return overrides
+        # Table 1's columns: only "#3x3 reduce" and "#5x5 reduce" take the extra factor.
+        factors = (1.0, values["reduce_3x3"], 1.0, values["reduce_5x5"], 1.0, 1.0)
+        return {
+            block: tuple(spec_lib.scale_width(width, values[stage_hp] * factor)
+                         for width, factor in zip(spec_lib.INCEPTION_WIDTHS[block], factors,
+                                                  strict=True))
+            for stage_hp, blocks in zip(STAGE_HPS, spec_lib.STAGES, strict=True)
+            for block in blocks
+        }
 
     def widths(self, hp):
         """The per-block widths `{"3a": (6 ints), ...}` the candidate is built with."""
@@ -263,15 +215,10 @@ class GoogLeNetHyperModel(kt.HyperModel):
     def build_kwargs(self, hp):
         """`GoogLeNet(**kwargs)` arguments that rebuild the candidate's architecture."""
         values = self.values(hp)
-        return {
-            "input_shape": self.input_shape,
-            "classes": self.classes,
-            "include_aux": self.include_aux,
-            "variant": values["variant"],
-            "widths": self.width_overrides(hp),
-            "width_multiplier": self.width_multiplier,
-            "dropout": values["dropout"],
-        }
+        return dict(input_shape=self.input_shape, classes=self.classes,
+                    include_aux=self.include_aux, variant=values["variant"],
+                    widths=self.width_overrides(hp), width_multiplier=self.width_multiplier,
+                    dropout=values["dropout"])
 
     def build_model(self, hp):
         """The candidate, uncompiled."""
@@ -280,14 +227,11 @@ class GoogLeNetHyperModel(kt.HyperModel):
 
     def build(self, hp):
         model = self.build_model(hp)
-        aux_weight = self.aux_loss_weight
-        compile_googlenet(
-            model,
-            optimizer=keras.optimizers.Adam(learning_rate=self.values(hp)["learning_rate"]),
-            loss_weights={"aux1": aux_weight, "aux2": aux_weight} if self.include_aux else None,
-            label_smoothing=self.label_smoothing,
-        )
-        return model
+        aux_weights = {"aux1": self.aux_loss_weight, "aux2": self.aux_loss_weight}
+        return compile_googlenet(
+            model, optimizer=keras.optimizers.Adam(learning_rate=self.values(hp)["learning_rate"]),
+            loss_weights=aux_weights if self.include_aux else None,
+            label_smoothing=self.label_smoothing)
 
     # ------------------------------------------------------------------ the budget
 
@@ -314,10 +258,10 @@ class GoogLeNetHyperModel(kt.HyperModel):
         violations = budget_violations(budget, macs, params)
         latency = None
         if budget.max_latency_ms is not None and not violations:
-            latency = measure_latency_ms(
-                float32_inference_model(model), precision=budget.latency_precision,
-                num_threads=budget.latency_threads, runs=budget.latency_runs,
-            )
+            latency = measure_latency_ms(float32_inference_model(model),
+                                         precision=budget.latency_precision,
+                                         num_threads=budget.latency_threads,
+                                         runs=budget.latency_runs)
             violations = budget_violations(budget, macs, params, latency)
         cost = CandidateCost(macs=macs, params=params, latency_ms=latency,
                              violations=tuple(violations))
@@ -328,41 +272,40 @@ class GoogLeNetHyperModel(kt.HyperModel):
         """Raise `BudgetExceededError` (a `FailedTrialError`) if the candidate is over budget."""
         cost = self.cost(hp)
         if cost.over_budget:
-            raise BudgetExceededError(
-                "over budget, not trained: " + "; ".join(cost.violations), cost
-            )
+            raise BudgetExceededError("over budget, not trained: " + "; ".join(cost.violations),
+                                      cost)
         return cost
 
     # ------------------------------------------------------------------ training
 
-    def _targets(self, model, data):
+    @staticmethod
+    def _dataset_targets(model, data):
+        """A dataset of `(images, labels)` mapped to every head's labels (`head_targets`)."""
         import tensorflow as tf
 
-        if not isinstance(model.output, dict) or not isinstance(data, tf.data.Dataset):
-            return data
-        spec = data.element_spec
-        if not isinstance(spec, tuple) or len(spec) != 2 or isinstance(spec[1], dict):
-            return data
-        heads = tuple(model.output)
-        return data.map(lambda x, y: (x, {head: y for head in heads}))
+        if isinstance(data, tf.data.Dataset) and isinstance(model.output, dict):
+            spec = data.element_spec
+            if isinstance(spec, tuple) and len(spec) == 2 and not isinstance(spec[1], dict):
+                return data.map(lambda x, y: (x, head_targets(model, y)))
+        return data
 
     def fit(self, hp, model, *args, **kwargs):
         """Train a candidate; refuses one over budget (with any KerasTuner tuner)."""
         self.check_budget(hp)
+        args = list(args)
         if args:
-            args = (self._targets(model, args[0]), *args[1:])
+            args[0] = self._dataset_targets(model, args[0])
         elif "x" in kwargs:
-            kwargs["x"] = self._targets(model, kwargs["x"])
+            kwargs["x"] = self._dataset_targets(model, kwargs["x"])
         if "validation_data" in kwargs:
-            kwargs["validation_data"] = self._targets(model, kwargs["validation_data"])
+            kwargs["validation_data"] = self._dataset_targets(model, kwargs["validation_data"])
+        if len(args) > 1 and not isinstance(args[1], dict):  # array labels: one per head
+            args[1] = head_targets(model, args[1])
+        elif kwargs.get("y") is not None and not isinstance(kwargs["y"], dict):
+            kwargs["y"] = head_targets(model, kwargs["y"])
         data = args[0] if args else kwargs.get("x")
         if type(data).__module__.startswith("tensorflow") and hasattr(data, "element_spec"):
             kwargs.setdefault("shuffle", False)  # a tf.data pipeline shuffles itself
-        if isinstance(model.output, dict):  # numpy labels: one copy per head
-            if len(args) > 1 and not isinstance(args[1], dict):
-                args = (args[0], {head: args[1] for head in model.output}, *args[2:])
-            elif "y" in kwargs and not isinstance(kwargs["y"], dict):
-                kwargs["y"] = {head: kwargs["y"] for head in model.output}
         return model.fit(*args, **kwargs)
 
 

@@ -28,25 +28,31 @@ records it in the manifest (`transform_input_max_abs_diff`).
 
 Output: `torchvision_googlenet.json` (manifest) and `torchvision_googlenet.npz` (images,
 logits, top-5). Only this script needs PyTorch; the generators are plain NumPy, in
-`keras_googlenet.synthetic_torchvision`, which the test imports too.
+`tests/_synthetic_torchvision.py`, which the tests import too (loaded here by path, so the
+PyTorch environment needs neither Keras nor this package).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 
 import numpy as np
 
-from keras_googlenet.synthetic_torchvision import (
-    IMAGE_SIZE,
-    SEED,
-    fixture_images,
-    state_dict_digest,
-    synthetic_state_dict,
-    to_model_input,
-)
+
+def _load_synthetic():
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
+                        "_synthetic_torchvision.py")
+    spec = importlib.util.spec_from_file_location("_synthetic_torchvision", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+synthetic = _load_synthetic()
+IMAGE_SIZE, SEED = synthetic.IMAGE_SIZE, synthetic.SEED
 
 FIXTURE_NAME = "torchvision_googlenet"
 TOP_K = 5
@@ -95,7 +101,7 @@ def build_fixture(out_dir, seed=SEED):
     ]
     manifest = {
         "description": "torchvision GoogLeNet parity fixture; tensors regenerate with "
-                       "keras_googlenet.synthetic_torchvision.synthetic_state_dict",
+                       "tests/_synthetic_torchvision.py: synthetic_state_dict",
         "seed": seed,
         "image_size": IMAGE_SIZE,
         "torch": torch.__version__,
@@ -105,13 +111,13 @@ def build_fixture(out_dir, seed=SEED):
                              "transform_input=False, init_weights=False).eval()",
         "tensors": tensors,
     }
-    state = synthetic_state_dict(manifest)
+    state = synthetic.synthetic_state_dict(manifest)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
 
     # Pick input seeds whose top-5 are well separated, so index comparisons are stable.
     for image_seed in range(seed, seed + 100):
-        images = fixture_images(image_seed)
-        x = to_model_input(images)
+        images = synthetic.fixture_images(image_seed)
+        x = synthetic.to_model_input(images)
         logits, aux1, aux2 = _torchvision_outputs(model, x)
         gaps = [_top_k_gap(y) for y in (logits, aux1, aux2)]
         top5 = {tuple(row) for row in np.argsort(-logits, axis=-1)[:, :TOP_K]}
@@ -140,7 +146,7 @@ def build_fixture(out_dir, seed=SEED):
         "transform_input_max_abs_diff": float(np.abs(folded - logits).max()),
         "num_tensors": len(tensors),
         "num_values": int(sum(int(np.prod(t["shape"])) for t in tensors)),
-        "state_sha256": state_dict_digest(
+        "state_sha256": synthetic.state_dict_digest(
             {k: v.numpy() for k, v in model.state_dict().items()}
         ),
     })

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 
+import _synthetic_torchvision as synthetic_torchvision  # beside this script
 import keras
 import numpy as np
 
@@ -18,7 +19,6 @@ from keras_googlenet import (
     head_targets,
     inference_model,
     preprocess_input,
-    synthetic_torchvision,
 )
 from keras_googlenet import weights as weights_lib
 

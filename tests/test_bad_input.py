@@ -126,7 +126,7 @@ def _setup(tmp, assets, setup):
 def _fake_search(directory):
     import dataclasses
 
-    from keras_googlenet_training.tune import TuneConfig
+    from keras_googlenet_training.tune_config import TuneConfig
 
     project = directory / "googlenet"
     (project / "trial_0").mkdir(parents=True)
@@ -219,9 +219,9 @@ ROWS = [
     ("predict-batch-size-0", "predict", "{img} --model {model} --batch-size 0", None, 2,
      ["--batch-size"]),
     ("predict-top-k-negative", "predict", "{img} --model {model} --top-k -3", None, 2,
-     ["--top-k", ">= 1"]),
+     ["--top-k", "positive int"]),
     ("predict-threads-0", "predict", "{img} --model {model} --threads 0", None, 2,
-     ["--threads", ">= 1"]),
+     ["--threads", "positive int"]),
     ("predict-image-over-pixel-budget", "predict", "{tmp}/bomb.png --model {model}", "bomb", 1,
      ["bomb.png", "10000x6000", "megapixel budget"]),
     ("predict-unreadable-image", "predict", "{junk} --model {model}", None, 1,
@@ -438,17 +438,20 @@ def test_16_bit_images_are_scaled_not_clipped_in_training_data(tmp_path):
 
 @pytest.mark.slow
 def test_plain_keras_loads_saved_models_without_the_package(tmp_path):
-    """`inference.keras` / `model.keras` of every BatchNorm variant load in a process that
-    never imports keras_googlenet (the paper v1's LRN still needs it: docs say so)."""
+    """`inference.keras` / `model.keras` of every BatchNorm variant, saved as the pipelines save
+    them (`run_dir.save_keras`), load in a process that never imports keras_googlenet (the
+    paper v1's LRN still needs it: docs say so)."""
+    from keras_googlenet_training.run_dir import save_keras
+
     training = kg.GoogLeNet(variant="v1_bn", include_aux=True, input_shape=(65, 65, 3),
                             classes=3, width_multiplier=0.25)
     kg.compile_googlenet(training)  # model.keras: the compiled training model, aux heads
-    training.save(tmp_path / "model.keras")
+    save_keras(training, str(tmp_path / "model.keras"))
     paths = [str(tmp_path / "model.keras")]
     for variant in ("v1_bn", "torchvision", "factorized"):
         model = kg.GoogLeNet(variant=variant, input_shape=(SIZE, SIZE, 3), classes=3,
                              width_multiplier=0.25)
-        kg.float32_inference_model(model).save(tmp_path / f"{variant}_inference.keras")
+        save_keras(kg.float32_inference_model(model), str(tmp_path / f"{variant}_inference.keras"))
         paths.append(str(tmp_path / f"{variant}_inference.keras"))
     script = (
         "import sys, keras\n"

@@ -1,4 +1,5 @@
-"""Dataset loading (data, image_files) and the Inception input pipelines (pipeline)."""
+"""Dataset loading (data, tfds_data, folder_data, image_files) and the Inception input
+pipelines (pipeline)."""
 
 import logging
 import os
@@ -9,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from keras_googlenet_training import augment, data, image_files
+from keras_googlenet_training import augment, data, folder_data, image_files, pipeline, tfds_data
 
 INPUT_SIZE = 32
 
@@ -26,7 +27,7 @@ def _batches(pipeline):
 def _train_pipeline(dataset, seed, **kwargs):
     kwargs.setdefault("input_size", INPUT_SIZE)
     kwargs.setdefault("batch_size", 64)
-    return data.make_pipeline(dataset, training=True, seed=seed, **kwargs)
+    return pipeline.make_pipeline(dataset, training=True, seed=seed, **kwargs)
 
 
 # ---------------------------------------------------------------------------------
@@ -98,7 +99,7 @@ def test_pipeline_shapes_dtypes_and_ranges(digits):
     assert all_train.min() < -0.9 and all_train.max() > 0.9  # the [-1, 1] range is used
 
     val = _batches(
-        data.make_pipeline(digits.val, input_size=INPUT_SIZE, batch_size=64, training=False)
+        pipeline.make_pipeline(digits.val, input_size=INPUT_SIZE, batch_size=64, training=False)
     )
     assert sum(len(labels) for _, labels in val) == digits.num_val  # evaluation keeps all
     assert val[-1][0].shape[0] == digits.num_val % 64
@@ -109,7 +110,7 @@ def test_pipeline_shapes_dtypes_and_ranges(digits):
         [int(lab) for _, lab in digits.val.as_numpy_iterator()],
     )
     again = _batches(
-        data.make_pipeline(digits.val, input_size=INPUT_SIZE, batch_size=64, training=False)
+        pipeline.make_pipeline(digits.val, input_size=INPUT_SIZE, batch_size=64, training=False)
     )
     np.testing.assert_array_equal(val[0][0], again[0][0])
 
@@ -242,7 +243,7 @@ def test_area_range_bounds_the_crop():
     with pytest.raises(ValueError, match="`area_range`"):
         augment.inception_crop_box(shape, 0, (0.0, 1.0))
     with pytest.raises(ValueError, match="`area_range`"):
-        data.make_pipeline(
+        pipeline.make_pipeline(
             tf.data.Dataset.from_tensors((np.zeros(shape, np.uint8), 0)),
             input_size=8,
             batch_size=1,
@@ -257,7 +258,7 @@ def test_inception_crop_crops_the_sampled_box_and_resizes():
     for seed in range(5):
         y, x, h, w = (int(v) for v in augment.inception_crop_box(image.shape, seed))
         expected = tf.image.resize(image[y : y + h, x : x + w], (24, 24)).numpy()
-        out = data.inception_crop(image, 24, seed).numpy()
+        out = augment.inception_crop(image, 24, seed).numpy()
         assert out.shape == (24, 24, 3) and out.dtype == np.float32
         np.testing.assert_allclose(out, np.clip(expected, 0, 255), atol=1e-3)
 
@@ -267,33 +268,34 @@ def test_central_crop():
     inside = np.arange(14 * 14 * 3, dtype=np.uint8).reshape(14, 14, 3)
     image = np.full((16, 16, 3), 255, np.uint8)
     image[1:15, 1:15] = inside
-    out = data.central_crop(image, 14).numpy()
+    out = augment.central_crop(image, 14).numpy()
     assert out.dtype == np.float32 and out.shape == (14, 14, 3)
     np.testing.assert_allclose(out, inside, atol=1e-4)
-    resized = data.central_crop(image, 28).numpy()
+    resized = augment.central_crop(image, 28).numpy()
     assert resized.shape == (28, 28, 3) and resized.max() < 255  # no frame left
-    np.testing.assert_allclose(data.central_crop(image, 16, fraction=1.0).numpy(), image)
+    np.testing.assert_allclose(augment.central_crop(image, 16, fraction=1.0).numpy(), image)
     with pytest.raises(ValueError, match="`fraction`"):
-        data.central_crop(image, 14, fraction=0.0)
+        augment.central_crop(image, 14, fraction=0.0)
     with pytest.raises(ValueError, match="`size`"):
-        data.central_crop(image, 0)
+        augment.central_crop(image, 0)
 
 
 def test_make_pipeline_rejects_bad_arguments(digits):
     with pytest.raises(ValueError, match="`input_size`"):
-        data.make_pipeline(digits.train, input_size=0, batch_size=8, training=True)
+        pipeline.make_pipeline(digits.train, input_size=0, batch_size=8, training=True)
     with pytest.raises(ValueError, match="`batch_size`"):
-        data.make_pipeline(digits.train, input_size=32, batch_size=2.5, training=True)
+        pipeline.make_pipeline(digits.train, input_size=32, batch_size=2.5, training=True)
     with pytest.raises(ValueError, match="`variant`"):
-        data.make_pipeline(digits.train, input_size=32, batch_size=8, training=True, variant="x")
+        pipeline.make_pipeline(digits.train, input_size=32, batch_size=8, training=True,
+                               variant="x")
     with pytest.raises(ValueError, match="`dataset` must be one split"):
-        data.make_pipeline(digits, input_size=32, batch_size=8, training=True)
+        pipeline.make_pipeline(digits, input_size=32, batch_size=8, training=True)
     with pytest.raises(ValueError, match="`dataset` must yield"):
-        data.make_pipeline(digits.train.batch(4), input_size=32, batch_size=8, training=True)
+        pipeline.make_pipeline(digits.train.batch(4), input_size=32, batch_size=8, training=True)
     with pytest.raises(ValueError, match="`batch_size`"):
-        data.make_pipeline(digits.train.take(10), input_size=32, batch_size=16, training=True)
+        pipeline.make_pipeline(digits.train.take(10), input_size=32, batch_size=16, training=True)
     with pytest.raises(ValueError, match="`seed`"):
-        data.make_pipeline(digits.train, input_size=32, batch_size=8, training=True, seed=-1)
+        pipeline.make_pipeline(digits.train, input_size=32, batch_size=8, training=True, seed=-1)
 
 
 # ---------------------------------------------------------------------------------
@@ -396,7 +398,7 @@ def test_folder_decodes_every_mode_and_skips_bad_files(tmp_path, caplog):
 
     # Through the pipeline too, nothing crashes on the bad files.
     batches = _batches(
-        data.make_pipeline(splits.train, input_size=16, batch_size=4, training=True, seed=0)
+        pipeline.make_pipeline(splits.train, input_size=16, batch_size=4, training=True, seed=0)
     )
     assert len(batches) == splits.num_train // 4
 
@@ -531,7 +533,7 @@ def test_tfds_prepared_dataset_loads_offline(tmp_path):
         assert all(0 <= lab < 10 for _, lab in train)
         assert splits.val.element_spec[1].dtype == tf.int32
         batches = _batches(
-            data.make_pipeline(splits.train, input_size=INPUT_SIZE, batch_size=4, training=True)
+            pipeline.make_pipeline(splits.train, input_size=INPUT_SIZE, batch_size=4, training=True)
         )
         assert len(batches) == 2 and batches[0][0].shape == (4, INPUT_SIZE, INPUT_SIZE, 3)
     assert time.monotonic() - start < 20
@@ -554,7 +556,7 @@ def test_tfds_grayscale_without_validation_split_is_split_by_seed(tmp_path):
 def test_tfds_not_prepared_is_a_fast_clear_error(tmp_path):
     pytest.importorskip("tensorflow_datasets")
     start = time.monotonic()
-    with pytest.raises(data.DatasetUnavailableError, match="tfds build cifar10 --data_dir"):
+    with pytest.raises(tfds_data.DatasetUnavailableError, match="tfds build cifar10 --data_dir"):
         data.load_dataset("tfds:cifar10", data_dir=str(tmp_path))
     with pytest.raises(ValueError, match="ILSVRC2012_img_train.tar"):
         data.load_dataset("tfds:imagenet2012", data_dir=str(tmp_path))
@@ -575,7 +577,7 @@ def test_folder_files_are_reshuffled_every_epoch_before_decoding(tmp_path):
     for name in COLORS:
         _write_class(root, name, 10)
     splits = data.load_dataset(f"folder:{root}", seed=3, val_fraction=0.2)
-    assert splits.shuffle_buffer == data.FOLDER_SHUFFLE_BUFFER < 10_000
+    assert splits.shuffle_buffer == folder_data.FOLDER_SHUFFLE_BUFFER < 10_000
 
     def label_order(dataset):
         return [int(label) for _, label in dataset.as_numpy_iterator()]
@@ -762,7 +764,8 @@ def test_tfds_unlabelled_test_split_is_not_a_test_set(tmp_path):
 def test_training_selects_on_validation_and_reports_test_apart(tmp_path):
     import json
 
-    from keras_googlenet_training.train import TrainConfig, train
+    from keras_googlenet_training.train import train
+    from keras_googlenet_training.train_config import TrainConfig
 
     spec = _train_and_test_only_tfds(tmp_path / "tfds")
     result = train(TrainConfig(

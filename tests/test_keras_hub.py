@@ -4,7 +4,6 @@ Small networks (width 0.25, 32-64 px) keep this file fast; the torchvision parit
 the full-size network and is marked slow.
 """
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -13,12 +12,12 @@ import subprocess
 import sys
 import textwrap
 
+import _synthetic_torchvision as synthetic_torchvision
 import keras
 import keras_hub
 import numpy as np
 import pytest
 
-import keras_googlenet
 from keras_googlenet import GoogLeNet
 from keras_googlenet.__main__ import main as keras_googlenet_main
 from keras_googlenet.googlenet import set_batch_norm_momentum
@@ -30,7 +29,7 @@ from keras_googlenet.hub import (
     GoogLeNetImageConverter,
     check_preset,
 )
-from keras_googlenet.runtime import resize_pixels
+from keras_googlenet.preprocessing import resize_pixels
 from keras_googlenet.spec import VARIANTS
 from keras_googlenet_training.cli.export import main as export_main
 
@@ -181,13 +180,22 @@ def test_image_converter_rejects_bad_arguments(kwargs, fragment):
         GoogLeNetImageConverter(**kwargs)
 
 
-def test_classifier_rejects_bad_arguments():
-    backbone = GoogLeNetBackbone(variant="v1_bn", width_multiplier=WIDTH)
-    for kwargs, fragment in (({"num_classes": 0}, "`num_classes` must be a positive int"),
-                             ({"num_classes": 2, "pooling": "flatten"}, "`pooling` must be"),
-                             ({"num_classes": 2, "dropout": 1.0}, "`dropout` must be a rate"),
-                             ({"num_classes": 2, "activation": "nope"}, "`activation` must")):
-        with pytest.raises(ValueError, match=fragment):
+def test_classifier_is_keras_hubs_image_classifier_and_its_config_round_trips():
+    backbone = GoogLeNetBackbone(variant="v1_bn", width_multiplier=WIDTH, dtype="float32")
+    classifier = GoogLeNetImageClassifier(backbone=backbone, num_classes=3, dropout=0.4)
+    assert [layer.name for layer in classifier.layers][-3:] == ["pooler", "output_dropout",
+                                                                "predictions"]
+    assert keras.saving.get_registered_name(type(classifier)) == \
+        "keras_googlenet>GoogLeNetImageClassifier"
+    config = json.loads(json.dumps(classifier.get_config()))  # as task.json holds it
+    restored = GoogLeNetImageClassifier.from_config(json.loads(json.dumps(config)))
+    assert type(restored.backbone) is GoogLeNetBackbone
+    assert json.loads(json.dumps(restored.get_config())) == config
+    assert (config["num_classes"], config["dropout"]) == (3, 0.4)
+    for kwargs, fragment in (({"num_classes": 0}, "expected a positive integer"),
+                             ({"num_classes": 2, "pooling": "flatten"}, "Unknown `pooling`"),
+                             ({"num_classes": 2, "activation": "nope"}, "activation function")):
+        with pytest.raises(ValueError, match=fragment):  # KerasHub's and Keras' own checks
             GoogLeNetImageClassifier(backbone=backbone, **kwargs)
 
 
@@ -224,8 +232,7 @@ def test_from_preset_predicts_like_googlenet(preset, source_model):
     assert type(classifier) is GoogLeNetImageClassifier
     assert type(classifier.preprocessor) is GoogLeNetImageClassifierPreprocessor
     assert type(classifier.preprocessor.image_converter) is GoogLeNetImageConverter
-    assert [layer.name for layer in classifier.layers][-3:] == ["avg_pool", "dropout",
-                                                                "predictions"]
+    assert classifier.get_layer("output_dropout").rate == 0.4  # GoogLeNet's, from the model
     images = _uint8_images(4, 41, 37)  # raw pixels: the preset crops, resizes and scales
     want = _run(source_model, _reference_inputs(images))
     got = classifier.predict(images, verbose=0)  # the task API: preprocessing inside
@@ -283,13 +290,9 @@ def test_fine_tuning_through_the_task_api(preset, freeze_backbone):
 
 @pytest.mark.slow
 def test_torchvision_preset_gives_torchvision_logits(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "make_torchvision_fixture", ROOT / "scripts" / "make_torchvision_fixture.py")
-    fixture_script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fixture_script)
     manifest = json.loads((ROOT / "tests" / "fixtures" / "torchvision_googlenet.json").read_text())
     state_npz = tmp_path / "googlenet-synthetic.npz"
-    np.savez(state_npz, **fixture_script.synthetic_state_dict(manifest))
+    np.savez(state_npz, **synthetic_torchvision.synthetic_state_dict(manifest))
     with np.load(ROOT / "tests" / "fixtures" / "torchvision_googlenet.npz") as data:
         reference = {key: data[key] for key in data.files}
 
@@ -391,41 +394,6 @@ def test_another_architectures_files_are_named(preset, resnet_preset, tmp_path):
         check_preset(mixed)
 
 
-@pytest.mark.slow
-def test_upload_preset_checks_the_files_before_any_network_call(preset, tmp_path,
-                                                                monkeypatch):
-    from keras_hub.src.utils import preset_utils
-
-    calls = []
-    monkeypatch.setattr(preset_utils.kagglehub, "model_upload",
-                        lambda handle, path: calls.append(("kaggle", handle, path)))
-    monkeypatch.setattr(preset_utils.huggingface_hub, "create_repo",
-                        lambda repo_id, exist_ok: type("Repo", (), {"repo_id": repo_id}))
-    monkeypatch.setattr(preset_utils.huggingface_hub, "file_exists", lambda **kwargs: True)
-    monkeypatch.setattr(preset_utils.huggingface_hub, "upload_folder",
-                        lambda repo_id, folder_path: calls.append(("hf", repo_id, folder_path)))
-
-    handle = "kaggle://someone/googlenet/keras/googlenet_digits"
-    with pytest.raises(FileNotFoundError, match="doesn't exist"):
-        keras_hub.upload_preset(handle, str(tmp_path / "nowhere"))
-    no_weights = _copy(preset, tmp_path, "no_weights")
-    (no_weights / "model.weights.h5").unlink()
-    with pytest.raises(FileNotFoundError, match="weights file is missing"):
-        keras_hub.upload_preset(handle, str(no_weights))
-    no_config = _copy(preset, tmp_path, "no_config")
-    (no_config / "config.json").unlink()
-    with pytest.raises(FileNotFoundError, match=r"`config\.json` is missing"):
-        keras_hub.upload_preset("hf://someone/googlenet_digits", str(no_config))
-    with pytest.raises(ValueError, match="Unknown URI"):
-        keras_hub.upload_preset("s3://bucket/googlenet", str(preset))
-    assert calls == []  # every refusal came before the upload
-
-    keras_hub.upload_preset(handle, str(preset))
-    keras_hub.upload_preset("hf://someone/googlenet_digits", str(preset))
-    assert calls == [("kaggle", "someone/googlenet/keras/googlenet_digits", str(preset)),
-                     ("hf", "someone/googlenet_digits", str(preset))]
-
-
 # --------------------------------------------------------------------------- registration
 
 
@@ -439,8 +407,8 @@ def _python(script, *args):
 
 @pytest.fixture(scope="module")
 def fresh_processes(preset):
-    """Loading in new interpreters: keras_googlenet imported first, or never before loading."""
-    googlenet_first = _python("""
+    """Loading in new interpreters: with `import keras_googlenet.hub`, and without it."""
+    with_hub = _python("""
         import json, sys
         sys.modules["keras_googlenet_training"] = None  # loading must not need the training code
         import keras_googlenet
@@ -451,25 +419,25 @@ def fresh_processes(preset):
         except ImportError as error:
             print(json.dumps({"without_keras_hub": str(error)}))
         del sys.modules["keras_hub"]
-        import keras_hub  # registers keras_googlenet's classes as it completes
+        import keras_hub
+        import keras_googlenet.hub  # registers the classes
         classifier = keras_hub.models.ImageClassifier.from_preset(sys.argv[1])
         backbone = keras_hub.models.Backbone.from_preset(sys.argv[1])
         print(json.dumps({"classes": [type(classifier).__name__, type(backbone).__name__]}))
         """, preset)
-    keras_hub_only = _python("""
+    without_hub = _python("""
         import json, sys
         import keras_hub
+        import keras_googlenet  # the core package alone registers nothing with KerasHub
         try:
             keras_hub.models.ImageClassifier.from_preset(sys.argv[1])
         except ValueError as error:
             print(json.dumps({"error": str(error)}))
-        import keras_googlenet  # keras_hub is imported: registers at once
-        classifier = keras_hub.models.ImageClassifier.from_preset(sys.argv[1])
-        print(json.dumps({"classes": [type(classifier).__name__]}))
+        with open(sys.argv[1] + "/metadata.json") as f:
+            print(json.dumps({"loading": json.load(f)["loading"]}))
         """, preset)
     results = {}
-    for name, process in (("googlenet_first", googlenet_first),
-                          ("keras_hub_only", keras_hub_only)):
+    for name, process in (("with_hub", with_hub), ("without_hub", without_hub)):
         stdout, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr[-3000:]
         results[name] = {}
@@ -480,17 +448,15 @@ def fresh_processes(preset):
 
 
 @pytest.mark.slow  # two fresh interpreters importing TensorFlow and KerasHub
-def test_import_keras_googlenet_neither_imports_nor_needs_keras_hub(fresh_processes):
-    result = fresh_processes["googlenet_first"]
+def test_import_keras_googlenet_hub_registers_the_classes(fresh_processes):
+    result = fresh_processes["with_hub"]
     assert "pip install 'keras-googlenet[hub]'" in result["without_keras_hub"]
     assert result["classes"] == ["GoogLeNetImageClassifier", "GoogLeNetBackbone"]
-    in_this_process = sys.modules.get("keras_googlenet.hub")
-    assert in_this_process is not None and keras_googlenet.hub is in_this_process
 
 
 @pytest.mark.slow
-def test_without_import_keras_googlenet_the_error_names_the_package(fresh_processes):
-    result = fresh_processes["keras_hub_only"]
+def test_without_import_keras_googlenet_hub_the_error_names_the_class(fresh_processes):
+    result = fresh_processes["without_hub"]
     assert "no class registered with Keras for keras_googlenet>GoogLeNetBackbone" \
         in result["error"]
-    assert result["classes"] == ["GoogLeNetImageClassifier"]
+    assert "`import keras_googlenet.hub`" in result["loading"]  # what the preset says to do

@@ -1,4 +1,5 @@
-"""FusedBatchNormalization must be a drop-in for keras.layers.BatchNormalization."""
+"""FusedBatchNormalization must be a drop-in for keras.layers.BatchNormalization, and
+`portable_model` must turn it back into one."""
 
 import keras
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from keras_googlenet import GoogLeNet
-from keras_googlenet.layers import FusedBatchNormalization
+from keras_googlenet.layers import FusedBatchNormalization, portable_model
 
 
 def _pair(dtype, rng, channels=8, **kwargs):
@@ -82,9 +83,33 @@ def test_builder_uses_it_and_it_round_trips(tmp_path):
                    if isinstance(layer, keras.layers.BatchNormalization)]
     assert batch_norms and all(isinstance(layer, FusedBatchNormalization)
                                for layer in batch_norms)
-    path = tmp_path / "m.keras"
-    model.save(path)
-    loaded = keras.models.load_model(path)  # saved as Keras' own layer (#14)
-    assert type(loaded.get_layer("conv1_bn")) is keras.layers.BatchNormalization
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")  # registered: no custom_objects
+    assert type(loaded.get_layer("conv1_bn")) is FusedBatchNormalization
     x = np.random.default_rng(0).random((2, 48, 48, 3)).astype("float32")
     np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+
+
+def test_portable_model_has_keras_own_batch_norm_and_keeps_compile_and_optimizer(tmp_path):
+    model = GoogLeNet(variant="v1_bn", input_shape=(48, 48, 3), classes=3, width_multiplier=0.25)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    x = np.random.default_rng(0).random((4, 48, 48, 3)).astype("float32")
+    model.fit(x, np.arange(4) % 3, epochs=1, verbose=0)  # builds the optimizer's slots
+    portable = portable_model(model)
+    assert portable is not model and [layer.name for layer in portable.layers] == [
+        layer.name for layer in model.layers]
+    assert not any(isinstance(layer, FusedBatchNormalization) for layer in portable.layers)
+    assert type(portable.get_layer("conv1_bn")) is keras.layers.BatchNormalization
+    np.testing.assert_array_equal(portable(x), model(x))
+    assert portable.get_compile_config() == model.get_compile_config()
+    for ours, theirs in zip(portable.optimizer.variables, model.optimizer.variables,
+                            strict=True):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    portable.save(tmp_path / "p.keras")
+    loaded = keras.models.load_model(tmp_path / "p.keras")
+    assert type(loaded.get_layer("conv1_bn")) is keras.layers.BatchNormalization
+    assert int(loaded.optimizer.iterations.numpy()) == 1
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+    plain = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    assert portable_model(plain) is plain  # nothing to replace

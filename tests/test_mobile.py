@@ -5,8 +5,10 @@ The trained run and its exports come from conftest.py (the paper's v1 with LRN, 
 trained on sklearn's digits), shared with test_export.py.
 """
 
+import io
 import json
 import os
+import zipfile
 
 import keras
 import numpy as np
@@ -16,9 +18,10 @@ from mediapipe.tasks.metadata import metadata_schema_py_generated as mp_schema
 from PIL import Image
 
 from keras_googlenet import GoogLeNet, float32_inference_model, inference_model
-from keras_googlenet.export import export_model, has_preprocessing_layer
+from keras_googlenet.export import export_model
 from keras_googlenet.export import tflite_metadata as tm
 from keras_googlenet.export.tflite_gpu import gpu_delegate_report
+from keras_googlenet.model_card import has_preprocessing_layer
 from keras_googlenet.preprocessing import (
     EVAL_CROP_FRACTION,
     central_crop_box,
@@ -101,14 +104,35 @@ def test_mediapipe_image_classifier_runs_every_tflite_export(
     assert agreement >= 0.99, f"{fmt}: MediaPipe agrees with googlenet-predict on {agreement:.2%}"
 
 
+def metadata_buffer(model_bytes):
+    """The raw `ModelMetadata` flatbuffer stored in a TFLite model, or None."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(tm.strip_appended_zip(bytes(model_bytes)), 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() and entry.Name().decode() == tm.METADATA_BUFFER_NAME:
+            return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+    return None
+
+
+def associated_files(model_bytes):
+    """`{name: bytes}` of the files packed after a TFLite model (the zip MediaPipe reads)."""
+    stream = io.BytesIO(bytes(model_bytes))
+    if not zipfile.is_zipfile(stream):
+        return {}
+    with zipfile.ZipFile(stream) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
 def read_metadata(path):
     with open(path, "rb") as f:
         content = f.read()
-    buffer = tm.metadata_buffer(content)
+    buffer = metadata_buffer(content)
     assert buffer is not None, f"{path} has no TFLITE_METADATA"
     assert mp_schema.ModelMetadata.ModelMetadataBufferHasIdentifier(buffer, 0)
     return mp_schema.ModelMetadataT.InitFromObj(
-        mp_schema.ModelMetadata.GetRootAs(buffer, 0)), tm.associated_files(content)
+        mp_schema.ModelMetadata.GetRootAs(buffer, 0)), associated_files(content)
 
 
 @pytest.mark.parametrize("fmt, mean, std, low, high", [
@@ -146,8 +170,8 @@ def test_metadata_does_not_change_the_numbers(exported, digits):
     with open(report["tflite-fp32"].path, "rb") as f:
         with_metadata = f.read()
     # the same flatbuffer with its metadata entry and appended labels removed
-    bare = tm._strip_appended_zip(with_metadata)
-    assert tm.associated_files(bare) == {} and len(bare) < len(with_metadata)
+    bare = tm.strip_appended_zip(with_metadata)
+    assert associated_files(bare) == {} and len(bare) < len(with_metadata)
 
     def run(content):
         interpreter = Interpreter(model_content=content)
@@ -162,7 +186,7 @@ def test_metadata_does_not_change_the_numbers(exported, digits):
     # the weights keep the 16-byte alignment the schema asks for after repacking
     from tensorflow.lite.python import schema_py_generated as schema
 
-    model = schema.Model.GetRootAs(tm._strip_appended_zip(relabelled), 0)
+    model = schema.Model.GetRootAs(tm.strip_appended_zip(relabelled), 0)
     starts = [model.Buffers(i)._tab.Vector(model.Buffers(i)._tab.Offset(4))
               for i in range(model.BuffersLength()) if model.Buffers(i).DataLength() > 64]
     assert starts and all(start % 16 == 0 for start in starts)
@@ -329,7 +353,7 @@ def test_labels_that_do_not_match_the_classes_fail_before_conversion(tmp_path, c
 
 @pytest.mark.slow
 def test_metadata_that_cannot_be_written_fails_that_format_only(tmp_path, monkeypatch, capsys):
-    from keras_googlenet.export import core as export_core
+    from keras_googlenet.export import cards
 
     def broken(flatbuffer, card):
         raise tm.MetadataError("simulated: the metadata writer failed")
@@ -340,7 +364,7 @@ def test_metadata_that_cannot_be_written_fails_that_format_only(tmp_path, monkey
     out = tmp_path / "out"
     out.mkdir()
     (out / "m_fp32.tflite").write_bytes(b"the previous good artefact")
-    monkeypatch.setattr(export_core, "_with_tflite_metadata", broken)
+    monkeypatch.setattr(cards, "with_tflite_metadata", broken)
     status = export_cli.main([str(tmp_path / "m.keras"), "--out", str(out), "--name", "m",
                               "--formats", "savedmodel,tflite-fp32", "--no-verify"])
     assert status == 1

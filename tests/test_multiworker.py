@@ -17,7 +17,7 @@ from _processes import alive as _alive
 
 from keras_googlenet_training import run_dir as run_dir_lib
 from keras_googlenet_training.multiworker import ClusterInfo, cluster_from_tf_config
-from keras_googlenet_training.train import TrainConfig
+from keras_googlenet_training.train_config import TrainConfig
 
 SMALL = ["--input-size", "65", "--width-multiplier", "0.25", "--batch-size", "8",
          "--steps-per-epoch", "4", "--learning-rate", "3e-3"]

@@ -264,7 +264,9 @@ def test_ties_rank_to_the_lower_index_in_every_entry_point(cardless, capsys):
     predictor = load_predictor(path)
     row = predictor.predict(_inputs(predictor, files[:1]))[0]
     assert row[3] == row[7] == row[500] and row[1] == row[999]  # exact ties
-    assert [label for label, _ in predictor.top_k(row, 5)] == [str(i) for i in expected]
+    best = predictor.top_k(row, 5)
+    assert [p["index"] for p in best] == expected and [p["label"] for p in best] == \
+        [str(i) for i in expected]
     index = imagenet_class_index()
     assert [d[0] for d in decode_predictions(row[None], top=5)[0]] == \
         [index[i][0] for i in expected]
@@ -281,14 +283,17 @@ def test_the_three_rankings_agree_on_random_rows(cardless, capsys):
     decoded = decode_predictions(rows, top=7)
     for result, row, decoded_row in zip(out["results"], rows, decoded, strict=True):
         cli = [p["index"] for p in result["predictions"]]
-        assert [int(label) for label, _ in predictor.top_k(row, 7)] == cli
+        best = predictor.top_k(row, 7)
+        assert [(p["index"], p["label"]) for p in best] == [(i, str(i)) for i in cli]
+        np.testing.assert_allclose([p["probability"] for p in best],
+                                   [p["probability"] for p in result["predictions"]], rtol=1e-6)
         assert [d[0] for d in decoded_row] == [index[i][0] for i in cli]
         assert cli == list(np.argsort(-row)[:7])  # best first
     # Rows full of ties (quantized scores), through the library's two entry points.
     quantized = np.random.default_rng(1).integers(0, 4, (20, 1000)).astype("uint8")
     for row, decoded_row in zip(quantized, decode_predictions(quantized, top=10), strict=True):
         lower_first = sorted(range(1000), key=lambda i: (-int(row[i]), i))[:10]
-        assert [int(label) for label, _ in predictor.top_k(row, 10)] == lower_first
+        assert [p["index"] for p in predictor.top_k(row, 10)] == lower_first
         assert [d[0] for d in decoded_row] == [index[i][0] for i in lower_first]
 
 

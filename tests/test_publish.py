@@ -1,15 +1,13 @@
-"""Atomic publishing (`keras_googlenet.export.publish`), shared by the export, the KerasHub
+"""Atomic publishing (`keras_googlenet.publish`), shared by the export, the KerasHub
 preset writer, the weights cache and training run directories."""
 
-import importlib
 import os
 import stat
 import sys
 
 import pytest
 
-# By module name: `keras_googlenet.export.publish` the attribute is the function `publish`.
-publish_lib = importlib.import_module("keras_googlenet.export.publish")
+from keras_googlenet import publish as publish_lib
 
 
 @pytest.fixture

@@ -20,20 +20,23 @@ import pytest
 import keras_googlenet as kg
 from keras_googlenet_training import run_dir as run_dir_lib
 from keras_googlenet_training.cli.train import main
+from keras_googlenet_training.optimization import ema_momentum_for
 from keras_googlenet_training.precision import select_precision
-from keras_googlenet_training.train import TrainConfig, ema_momentum_for, train
+from keras_googlenet_training.train import train
+from keras_googlenet_training.train_config import TrainConfig
 
 SMALL = ["--input-size", "65", "--width-multiplier", "0.25", "--batch-size", "16"]
 RUN_FILES = {"model.keras", "inference.keras", "history.csv", "metrics.json", "config.json",
              "labels.txt", "curves.png", "best.weights.h5"}
 
 
+TRAIN_COMMAND = [sys.executable, "-m", "keras_googlenet_training.cli.train"]
+QUIET_TF = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
 def _cli(*args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "keras_googlenet_training.cli.train", *args],
-        capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
+    return subprocess.run([*TRAIN_COMMAND, *args], capture_output=True, text=True,
+                          timeout=timeout, env=QUIET_TF)
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +197,7 @@ def test_a_diverged_run_never_finishes_and_restarts_with_new_settings(tmp_path, 
         ({"variant": "v2"}, "`variant` must be one of"),
         ({"input_size": 40}, "`input_size` must be >= 65"),
         ({"learning_rate": 0}, "`learning_rate` must be a positive number"),
-        ({"label_smoothing": 1.5}, "`label_smoothing` must be in"),
+        ({"label_smoothing": 1.5}, "`label_smoothing` must be a rate in \\[0, 1\\)"),
         ({"freeze_backbone": True}, "`freeze_backbone` needs `init_weights`"),
         ({"init_weights": "nowhere.keras"}, "`init_weights` not found"),
         ({"run_name": "a/b"}, "`run_name` must be"),
@@ -336,11 +339,30 @@ def test_folder_dataset_training_emits_no_spurious_keras_warnings(tmp_path):
     assert not [m for m in messages if "ran out of data" in m], messages
 
 
-def _start(args):
-    return subprocess.Popen(
-        [sys.executable, "-m", "keras_googlenet_training.cli.train", *args], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
+def _signalled(args, signum, ready):
+    """Start `googlenet-train ARGS`, call `ready(process)` (it returns once the moment to
+    stop has come), send `signum`: `(exit status, stderr)`. It never outlives the test."""
+    process = subprocess.Popen([*TRAIN_COMMAND, *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=QUIET_TF)
+    try:
+        ready(process)
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return process.returncode, err
+
+
+def _interrupted_at(err, epochs):
+    """The epoch N of stderr's one line "interrupted after epoch N of EPOCHS; ...", which
+    must be the only line saying so, with no traceback."""
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if "interrupted" in line]
+    match = re.fullmatch(rf"interrupted after epoch (\d) of {epochs}; run the same command "
+                         r"to resume\.", lines[0]) if len(lines) == 1 else None
+    assert match, err[-3000:]
+    return int(match[1])
 
 
 def _wait_for_backup(process, pointer, epoch, timeout=240):
@@ -365,34 +387,20 @@ def test_ctrl_c_then_sigkill_then_the_same_command_ends_with_the_uninterrupted_s
     run = tmp_path / "stopped"
     pointer = run / "backup" / "phase0" / "latest.json"
 
-    process = _start(args)
-    try:
-        _wait_for_backup(process, pointer, epoch=1)  # then interrupt epoch 2
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 130, err[-3000:]
-    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
-    lines = [line for line in err.splitlines() if "interrupted" in line]
-    assert len(lines) == 1, err[-3000:]
-    match = re.fullmatch(
-        rf"interrupted after epoch ([12]) of {epochs}; run the same command to resume\.",
-        lines[0])
-    assert match, lines
-    assert int(match[1]) == json.loads(pointer.read_text())["epoch"]
+    # Interrupted in epoch 2, once epoch 1 is backed up.
+    code, err = _signalled(args, signal.SIGINT,
+                           lambda process: _wait_for_backup(process, pointer, epoch=1))
+    assert code == 130, err[-3000:]
+    backed_up = _interrupted_at(err, epochs)
+    assert backed_up in (1, 2) and backed_up == json.loads(pointer.read_text())["epoch"]
     assert not (run / "metrics.json").exists()
 
-    process = _start(args)  # resumes; killed mid-epoch once one more epoch is backed up
-    try:
-        _wait_for_backup(process, pointer, epoch=int(match[1]) + 1)
+    def one_more_epoch_backed_up(process):  # resumed, then killed mid-epoch
+        _wait_for_backup(process, pointer, epoch=backed_up + 1)
         time.sleep(0.5)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
+
+    code, _ = _signalled(args, signal.SIGKILL, one_more_epoch_backed_up)
+    assert code == -signal.SIGKILL
     assert not (run / "metrics.json").exists()
 
     result = _cli(*args)
@@ -522,20 +530,18 @@ def test_overwrite_keeps_the_finished_run_until_its_replacement_has_finished(tmp
     # A replacement interrupted by Ctrl-C in its first epoch.
     staging = tmp_path / ".r.replacement"
     started = time.time()
-    process = _start([*args, "--overwrite", "--epochs", "3"])
-    try:
+
+    def replacement_began(process):
         deadline = started + 600
         # config.json is rewritten just before training (the diverged attempt left one)
         while not ((staging / "config.json").exists()
                    and (staging / "config.json").stat().st_mtime > started):
             assert process.poll() is None and time.time() < deadline, "no replacement began"
             time.sleep(0.05)
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 130, err[-3000:]
+
+    code, err = _signalled([*args, "--overwrite", "--epochs", "3"], signal.SIGINT,
+                           replacement_began)
+    assert code == 130, err[-3000:]
     assert "The finished run it was to replace is unchanged" in err and "Traceback" not in err
     old_run_is_intact()
 
@@ -555,8 +561,8 @@ def test_sigterm_stops_like_ctrl_c_and_a_second_trainer_is_refused_at_once(tmp_p
     args = [*TINY, "--epochs", str(epochs), "--steps-per-epoch", "3", "--output-dir",
             str(tmp_path), "--run-name", "held"]
     run = tmp_path / "held"
-    first = _start(args)
-    try:
+
+    def second_refused_then_epoch_1_backed_up(first):
         deadline = time.time() + 600
         while not (run / "labels.txt").exists():  # written under the lock, before training
             assert first.poll() is None and time.time() < deadline, "the first did not start"
@@ -575,18 +581,10 @@ def test_sigterm_stops_like_ctrl_c_and_a_second_trainer_is_refused_at_once(tmp_p
         assert first.poll() is None, "the first trainer ended before the second was refused"
         _wait_for_backup(first, run / "backup" / "phase0" / "latest.json", epoch=1,
                          timeout=600)
-        first.send_signal(signal.SIGTERM)
-        _, err = first.communicate(timeout=120)
-    finally:
-        if first.poll() is None:
-            first.kill()
-    assert first.returncode == 143, err[-3000:]
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if "interrupted" in line]
-    match = re.fullmatch(rf"interrupted after epoch (\d) of {epochs}; run the same command "
-                         r"to resume\.", lines[0]) if len(lines) == 1 else None
-    assert match, err[-3000:]
-    assert int(match[1]) == json.loads(
+
+    code, err = _signalled(args, signal.SIGTERM, second_refused_then_epoch_1_backed_up)
+    assert code == 143, err[-3000:]
+    assert _interrupted_at(err, epochs) == json.loads(
         (run / "backup" / "phase0" / "latest.json").read_text())["epoch"]
     assert not (run / "metrics.json").exists()
     assert not (tmp_path / ".held.lock").exists()  # released with the process
@@ -610,17 +608,15 @@ def _deterministic(args):
 def test_a_run_killed_after_epoch_1_and_resumed_ends_with_the_uninterrupted_history(tmp_path):
     """#18: the resumed epochs saw the images (and dropout masks) of the first epochs
     again, so the curve differed from an uninterrupted run's."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-
     def args(name):  # dropout on: its random state must resume too
         return [*TINY, "--epochs", "3", "--steps-per-epoch", "3", "--output-dir",
                 str(tmp_path), "--run-name", name]
 
     # Both at once: the test takes the time of one run, not two.
     whole_log = open(tmp_path / "whole.log", "w+", encoding="utf-8")  # noqa: SIM115
-    whole = subprocess.Popen(_deterministic(args("whole")), env=env, stdout=whole_log,
+    whole = subprocess.Popen(_deterministic(args("whole")), env=QUIET_TF, stdout=whole_log,
                              stderr=subprocess.STDOUT, text=True)
-    killed = subprocess.Popen(_deterministic(args("killed")), env=env,
+    killed = subprocess.Popen(_deterministic(args("killed")), env=QUIET_TF,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
     try:
         _wait_for_backup(killed, tmp_path / "killed" / "backup" / "phase0" / "latest.json", 1,
@@ -634,7 +630,7 @@ def test_a_run_killed_after_epoch_1_and_resumed_ends_with_the_uninterrupted_hist
             if process.poll() is None:
                 process.kill()
     assert not (tmp_path / "killed" / "metrics.json").exists()
-    resumed = subprocess.run(_deterministic(args("killed")), env=env, capture_output=True,
+    resumed = subprocess.run(_deterministic(args("killed")), env=QUIET_TF, capture_output=True,
                              text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "(resuming)" in resumed.stdout

@@ -26,8 +26,9 @@ from keras_googlenet.complexity import model_profile
 from keras_googlenet_training import run_lock
 from keras_googlenet_training.cli.tune import EXIT_BAD_ARGUMENTS, EXIT_SEARCH_FAILED, main
 from keras_googlenet_training.oracle_server import distributed_role
-from keras_googlenet_training.trial_log import EXECUTIONS_DIR
-from keras_googlenet_training.tune import NoScoreError, TuneConfig, read_executions, run_search
+from keras_googlenet_training.trial_log import EXECUTIONS_DIR, read_executions
+from keras_googlenet_training.tune import run_search
+from keras_googlenet_training.tune_config import NoScoreError, TuneConfig
 from keras_googlenet_training.tuner import make_tuner
 
 TINY = dict(dataset="digits", input_size=32, aux=False, variants=("v1",), width_multiplier=0.25,

@@ -3,7 +3,7 @@
 The fixture (`tests/fixtures/torchvision_googlenet.*`, made by
 `scripts/make_torchvision_fixture.py`) holds torchvision's state-dict manifest, a few uint8
 images and the logits torchvision computed for them; the tensors themselves regenerate
-deterministically from the manifest (`keras_googlenet.synthetic_torchvision`).
+deterministically from the manifest (`tests/_synthetic_torchvision.py`).
 """
 
 import json
@@ -11,13 +11,20 @@ import pathlib
 import shutil
 import sys
 
+import _synthetic_torchvision as synthetic_torchvision
 import numpy as np
 import pytest
 
-from keras_googlenet import GoogLeNet, preprocess_input, synthetic_torchvision
+from keras_googlenet import GoogLeNet, preprocess_input
 from keras_googlenet import weights as weights_lib
 from keras_googlenet.__main__ import main as cli_main
 from keras_googlenet.weights import mapping as weights_mapping
+from keras_googlenet.weights.imagenet import (
+    CACHE_ENV,
+    IMAGENET_WEIGHTS_FILE,
+    OFFLINE_ENV,
+    TORCHVISION_URL,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -189,8 +196,8 @@ def test_pth_without_pytorch_explains_the_extra(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="convert-torchvision"):
         GoogLeNet(variant="torchvision", weights=str(path))
     # weights="imagenet" finds the .pth in the cache, cannot read it, and never downloads.
-    monkeypatch.setenv(weights_lib.CACHE_ENV, str(tmp_path))
-    monkeypatch.delenv(weights_lib.OFFLINE_ENV, raising=False)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    monkeypatch.delenv(OFFLINE_ENV, raising=False)
     with pytest.raises(ValueError, match=r"found .*googlenet-1378be20\.pth.* needs PyTorch"):
         GoogLeNet(variant="torchvision", weights="imagenet", include_top=False,
                   input_shape=(64, 64, 3))
@@ -212,10 +219,10 @@ def test_cli_converts_to_weights_file_that_googlenet_loads(state_npz, tmp_path, 
 
 def test_imagenet_weights_come_from_the_cache(state_npz, tmp_path, monkeypatch, inputs,
                                               reference):
-    monkeypatch.setenv(weights_lib.CACHE_ENV, str(tmp_path))
-    monkeypatch.setenv(weights_lib.OFFLINE_ENV, "1")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(OFFLINE_ENV, "1")
     assert weights_lib.cache_dir() == str(tmp_path)
-    cached = tmp_path / weights_lib.IMAGENET_WEIGHTS_FILE
+    cached = tmp_path / IMAGENET_WEIGHTS_FILE
     with pytest.raises(ValueError, match=r"not in the cache.*convert-torchvision "
                                          r"googlenet-1378be20\.pth") as error:
         GoogLeNet(variant="torchvision", weights="imagenet")
@@ -236,7 +243,7 @@ def test_imagenet_weights_come_from_the_cache(state_npz, tmp_path, monkeypatch, 
 
 
 def test_imagenet_weights_need_the_torchvision_topology(tmp_path, monkeypatch):
-    monkeypatch.setenv(weights_lib.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     with pytest.raises(ValueError, match="classes=1000"):
         GoogLeNet(variant="torchvision", weights="imagenet", classes=10,
                   input_shape=(64, 64, 3))
@@ -268,7 +275,7 @@ def test_backbone_port_and_keras_output_with_model_card(state_npz, tmp_path, inp
     assert card["preprocessing"]["mode"] == "tf"
     assert card["preprocessing"]["input_range"] == [-1.0, 1.0]
     assert card["labels"][0] == "tench" and len(card["labels"]) == 1000
-    assert card["source"]["weights"]["url"] == weights_lib.TORCHVISION_URL
+    assert card["source"]["weights"]["url"] == TORCHVISION_URL
     predictor = load_predictor(str(out))
     probs = predictor.predict(inputs)
     best = int(np.argmax(probs[0]))
@@ -278,8 +285,8 @@ def test_backbone_port_and_keras_output_with_model_card(state_npz, tmp_path, inp
 
 
 def test_a_cache_file_that_is_not_converted_weights_says_how_to_remake_it(tmp_path, monkeypatch):
-    monkeypatch.setenv(weights_lib.CACHE_ENV, str(tmp_path))
-    (tmp_path / weights_lib.IMAGENET_WEIGHTS_FILE).write_bytes(b"not an HDF5 file")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    (tmp_path / IMAGENET_WEIGHTS_FILE).write_bytes(b"not an HDF5 file")
     with pytest.raises(ValueError, match=r"is not a converted main-head .*rerun "
                                          r"`python -m keras_googlenet convert-torchvision"):
         GoogLeNet(variant="torchvision", weights="imagenet", input_shape=(64, 64, 3))

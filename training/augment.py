@@ -12,10 +12,9 @@ out as float32 in [0, 255]; scaling for the model is `preprocess_input`'s job.
 
 from __future__ import annotations
 
-import numbers
-
 import tensorflow as tf
 
+from keras_googlenet import checks
 from keras_googlenet.preprocessing import EVAL_CROP_FRACTION, eval_crop_resize
 
 # The paper's crop distribution.
@@ -29,11 +28,6 @@ BRIGHTNESS_MAX_DELTA = 32.0 / 255.0
 SATURATION_RANGE = (0.5, 1.5)
 HUE_MAX_DELTA = 0.2
 CONTRAST_RANGE = (0.5, 1.5)
-
-
-def _check_size(size):
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
-        raise ValueError(f"`size` must be a positive int; received size={size!r}.")
 
 
 def _as_seed(seed):
@@ -105,7 +99,7 @@ def inception_crop(image, size, seed, area_range=AREA_RANGE):
     Returns:
         float32 tensor of shape (size, size, 3) in [0, 255].
     """
-    _check_size(size)
+    checks.positive_int("size", size)
     image = tf.convert_to_tensor(image)
     offset_y, offset_x, height, width = inception_crop_box(tf.shape(image), seed, area_range)
     image = tf.image.crop_to_bounding_box(image, offset_y, offset_x, height, width)
@@ -123,11 +117,8 @@ def central_crop(image, size, fraction=EVAL_CROP_FRACTION):
     Returns:
         float32 tensor of shape (size, size, 3) in [0, 255].
     """
-    _check_size(size)
-    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
-        raise ValueError(f"`fraction` must be a number in (0, 1]; received fraction={fraction!r}.")
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"`fraction` must be in (0, 1]; received fraction={fraction!r}.")
+    checks.positive_int("size", size)
+    fraction = checks.fraction("fraction", fraction)
     image = eval_crop_resize(image, (size, size), fraction)
     image.set_shape((size, size, 3))
     return image

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from keras_googlenet.checks import positive_int
+
 
 def make_strategy(replicas=None):
     """A `MirroredStrategy` over the local devices.
@@ -14,10 +16,7 @@ def make_strategy(replicas=None):
     TensorFlow initialises its devices, i.e. before anything else touches TF ops.
     `replicas` None or 1 on a CPU gives the default (single-device) strategy.
     """
-    if replicas is not None and (
-        isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1
-    ):
-        raise ValueError(f"`replicas` must be a positive int; received replicas={replicas!r}.")
+    replicas = positive_int("replicas", replicas, optional=True)
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         if replicas is not None and replicas > len(gpus):

@@ -18,8 +18,12 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from keras_googlenet.input_files import ImageTooLargeError, open_image
-from keras_googlenet.runtime import HIGH_BIT_DEPTH_MODES, pil_to_rgb8
+from keras_googlenet.input_files import (
+    HIGH_BIT_DEPTH_MODES,
+    ImageTooLargeError,
+    open_image,
+    pil_to_rgb8,
+)
 
 logger = logging.getLogger("keras_googlenet.data")
 

@@ -37,8 +37,10 @@ class PortReservation:
     """
 
     def __init__(self, count, host="127.0.0.1"):
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError(f"`count` must be a positive int; received count={count!r}.")
+        # Imported here: the CLIs import this module before they quiet TensorFlow's start.
+        from keras_googlenet.checks import positive_int
+
+        count = positive_int("count", count)
         self.host = host
         self._sockets = []
         try:
@@ -70,7 +72,9 @@ def reserve_ports(count, host="127.0.0.1"):
     return PortReservation(count, host)
 
 
-EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, the shell's status for a SIGTERM'd process
+# The shell's statuses of a process stopped by Ctrl-C and by SIGTERM (what schedulers expect).
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 
 
 class Terminated(KeyboardInterrupt):
@@ -81,16 +85,22 @@ class Terminated(KeyboardInterrupt):
 def sigterm_as_interrupt():
     """Turn SIGTERM into `Terminated` (a KeyboardInterrupt) in the main thread, so that
     `kill PID`, a job scheduler's timeout or Kubernetes stops a process the way Ctrl-C
-    does: the launcher still stops its children, the trainer keeps its backup."""
+    does: the CLIs and launchers clean up as on Ctrl-C, the trainer keeps its backup.
+    `interrupted_status(error)` then gives 143 instead of 130."""
 
     def interrupted(signum, frame):
-        raise Terminated
+        raise Terminated(f"terminated by signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, interrupted)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted_status(error):
+    """The exit status of a process stopped by the KeyboardInterrupt `error`."""
+    return EXIT_TERMINATED if isinstance(error, Terminated) else EXIT_INTERRUPTED
 
 
 class ProcessGroup:

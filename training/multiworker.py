@@ -29,7 +29,7 @@ import time
 import keras
 import tensorflow as tf
 
-from keras_googlenet.layers import load_weights
+from keras_googlenet import _compat
 from keras_googlenet_training import launcher
 from keras_googlenet_training import run_dir as run_dir_lib
 
@@ -118,10 +118,9 @@ class EpochBackup(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.restore_on_train_begin:
-            # Model.fit starts from `model._initial_epoch or initial_epoch`, read after this
-            # hook. Keras never resets it, so a value left by an earlier fit (an earlier
-            # training phase) must be cleared when there is nothing to restore.
-            self.model._initial_epoch = self.restore() or None
+            # A value left by an earlier fit (an earlier training phase) must be cleared
+            # when there is nothing to restore.
+            _compat.set_fit_initial_epoch(self.model, self.restore() or None)
 
     def _pointer(self):
         return os.path.join(self.backup_dir, "latest.json")
@@ -140,7 +139,7 @@ class EpochBackup(keras.callbacks.Callback):
             optimizer = self.model.optimizer
             if not optimizer.built:
                 optimizer.build(self.model.trainable_variables)
-            load_weights(self.model, os.path.join(self.backup_dir, f"epoch-{epoch}.weights.h5"))
+            self.model.load_weights(os.path.join(self.backup_dir, f"epoch-{epoch}.weights.h5"))
             self._restore_seed_states()
         return epoch
 
@@ -329,10 +328,8 @@ def launch_local_workers(argv, workers, stream=None, env=None, timeout=None):
                         return code
                 stream.write("a worker's port was taken before it could bind it; starting "
                              "the workers again on new ports\n")
-    except launcher.Terminated:
-        return launcher.EXIT_TERMINATED
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as error:
+        return launcher.interrupted_status(error)
     finally:
         shutil.rmtree(log_dir, ignore_errors=True)
 

@@ -4,9 +4,10 @@ KerasTuner's processes find their role in `KERASTUNER_TUNER_ID`,
 `KERASTUNER_ORACLE_IP` and `KERASTUNER_ORACLE_PORT`. The chief serves the oracle over
 gRPC; the workers ask it for trials and report their results.
 
-KerasTuner has no public API for the server, so this uses `keras_tuner.src` internals
-(the generated gRPC service and `OracleServicer`); pyproject pins keras-tuner below the
-next minor release and `tests/test_tuning_internals.py` fails loudly if they change.
+KerasTuner has no public API for the server, so this uses KerasTuner's internals
+(the generated gRPC service and `OracleServicer`) through `keras_googlenet/_compat.py`;
+pyproject pins keras-tuner below the next minor release and `tests/test_keras_internals.py`
+fails loudly if they change.
 """
 
 from __future__ import annotations
@@ -54,14 +55,13 @@ def serve_oracle(oracle, poll_seconds=0.5, environ=None):
     from concurrent import futures
 
     import grpc
-    from keras_tuner.src import protos
-    from keras_tuner.src.distribute import oracle_chief
+
+    from keras_googlenet import _compat
 
     environ = os.environ if environ is None else environ
     address = f"{environ['KERASTUNER_ORACLE_IP']}:{environ['KERASTUNER_ORACLE_PORT']}"
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    servicer = oracle_chief.OracleServicer(oracle)
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    servicer = _compat.serve_oracle_servicer(oracle, server)
     try:
         bound = server.add_insecure_port(address)
     except RuntimeError:
@@ -73,7 +73,7 @@ def serve_oracle(oracle, poll_seconds=0.5, environ=None):
         )
     server.start()
     try:
-        while not (servicer.stop_triggered and oracle_chief.exit_chief(oracle)):
+        while not _compat.oracle_search_over(oracle, servicer):
             time.sleep(poll_seconds)
     finally:
         server.stop(grace=1)

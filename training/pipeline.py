@@ -17,14 +17,14 @@ import numpy as np
 import tensorflow as tf
 
 import keras_googlenet
+from keras_googlenet.checks import fail, positive_int
 from keras_googlenet_training.augment import (
     AREA_RANGE,
-    EVAL_CROP_FRACTION,
     central_crop,
     check_area_range,
     train_augment,
 )
-from keras_googlenet_training.checks import positive_int
+from keras_googlenet_training.splits import DatasetSplits
 
 
 def make_pipeline(
@@ -80,6 +80,34 @@ def make_pipeline(
         A `tf.data.Dataset` of `(images, labels)`: float32 (batch, input_size,
         input_size, 3) in [-1, 1] and int32 (batch,).
     """
+    input_size, batch_size, shuffle_buffer, seed, area_range, drop_remainder = _checked(
+        dataset, input_size=input_size, batch_size=batch_size, training=training, seed=seed,
+        variant=variant, flip=flip, distort=distort, cache=cache,
+        shuffle_buffer=shuffle_buffer, drop_remainder=drop_remainder, area_range=area_range,
+        epoch=epoch)
+
+    ds = dataset.cache() if cache else dataset
+    if training:
+        augment = _augmenter(input_size, flip, distort, tuple(area_range), variant)
+        ds = _shuffled_and_augmented(ds, shuffle_buffer, seed, epoch, augment)
+    else:
+
+        def evaluate(image, label):
+            return _finish(central_crop(image, input_size), label, variant)
+
+        ds = ds.map(evaluate, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    ds = ds.batch(batch_size, drop_remainder=bool(drop_remainder))
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options)
+
+
+def _checked(dataset, *, input_size, batch_size, training, seed, variant, flip, distort, cache,
+             shuffle_buffer, drop_remainder, area_range, epoch):
+    """`make_pipeline`'s arguments checked: `(input_size, batch_size, shuffle_buffer, seed,
+    area_range, drop_remainder)`, resolved; a `ValueError` naming the first bad one."""
     _check_dataset(dataset)
     input_size = positive_int("input_size", input_size)
     batch_size = positive_int("batch_size", batch_size)
@@ -105,22 +133,7 @@ def make_pipeline(
             "with drop_remainder=True there would be no batch; lower `batch_size`."
         )
 
-    ds = dataset.cache() if cache else dataset
-    if training:
-        augment = _augmenter(input_size, flip, distort, tuple(area_range), variant)
-        ds = _shuffled_and_augmented(ds, shuffle_buffer, seed, epoch, augment)
-    else:
-
-        def evaluate(image, label):
-            return _finish(central_crop(image, input_size, EVAL_CROP_FRACTION), label, variant)
-
-        ds = ds.map(evaluate, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-    ds = ds.batch(batch_size, drop_remainder=bool(drop_remainder))
-    ds = ds.prefetch(tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    options.deterministic = True
-    return ds.with_options(options)
+    return input_size, batch_size, shuffle_buffer, seed, area_range, drop_remainder
 
 
 def _finish(image, label, variant):
@@ -162,6 +175,20 @@ def _shuffled_and_augmented(ds, shuffle_buffer, seed, epoch, augment):
         ds = ds.map(lambda index, example: (example, tf.stack([tf.constant(key, tf.int64),
                                                                index])))
     return ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def epoch_steps(num_train, batch_size, replicas, cap=None):
+    """`(global_batch, steps_per_epoch)` for `batch_size` examples per replica: one pass
+    over the `num_train` training examples, at most `cap` steps; a `ValueError` naming
+    `batch_size` when the global batch exceeds the examples."""
+    global_batch = batch_size * replicas
+    steps = num_train // global_batch
+    if steps < 1:
+        raise ValueError(
+            f"`batch_size`: the global batch {global_batch} ({batch_size} per replica x "
+            f"{replicas} replica(s)) exceeds the {num_train} training images."
+        )
+    return global_batch, (min(steps, cap) if cap else steps)
 
 
 def training_stream(dataset, *, first_epoch, end_epoch, steps_per_epoch, **pipeline_args):
@@ -209,7 +236,7 @@ def _check_flags(drop_remainder, **flags):
 
 
 def _check_dataset(dataset):
-    if type(dataset).__name__ == "DatasetSplits":  # by name: data.py imports this module
+    if isinstance(dataset, DatasetSplits):
         raise ValueError(
             "`dataset` must be one split, e.g. `splits.train` or `splits.val`; "
             "received the whole DatasetSplits."
@@ -232,6 +259,7 @@ def _check_dataset(dataset):
 
 
 def check_seed(seed):
+    """`seed` as an int; a `ValueError` unless it is an int in [0, 2**31)."""
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**31:
-        raise ValueError(f"`seed` must be an int in [0, 2**31); received seed={seed!r}.")
+        fail("seed", "an int in [0, 2**31)", seed)
     return int(seed)

@@ -13,8 +13,9 @@ import shutil
 import numpy as np
 
 from keras_googlenet import paths
-from keras_googlenet.export.publish import atomic_path as _atomic_publish
-from keras_googlenet.export.publish import is_disk_full, replace_owned, staging_path, unwritable  # noqa: F401 (re-exported)
+from keras_googlenet.layers import portable_model
+from keras_googlenet.publish import atomic_path as _atomic_publish
+from keras_googlenet.publish import is_disk_full, replace_owned, staging_path
 
 FINISHED_MARKER = "metrics.json"  # written last: its presence means the run finished
 DIVERGED_MARKER = "diverged.json"  # the last attempt stopped on NaN/inf: may restart anew
@@ -117,10 +118,11 @@ def write_json(path, data):
 
 
 def save_keras(model, path):
-    """`model.save` with an atomic rename (a crash never leaves half a `.keras` file)."""
+    """`model.save` with an atomic rename (a crash never leaves half a `.keras` file), as
+    Keras' own layers (`portable_model`): the file loads without keras_googlenet."""
     check_free_space(path, _model_bytes(model))
     with atomic_path(path, suffix=".keras") as tmp:
-        model.save(tmp)
+        portable_model(model).save(tmp)
 
 
 def save_weights(model, path):

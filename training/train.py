@@ -28,31 +28,19 @@ import numpy as np
 import tensorflow as tf
 
 import keras_googlenet as kg
+from keras_googlenet import _compat
 from keras_googlenet.googlenet import set_batch_norm_momentum
 from keras_googlenet_training import callbacks as callbacks_lib
 from keras_googlenet_training import data as data_lib
 from keras_googlenet_training import launcher, multiworker, resume, run_lock
 from keras_googlenet_training import pipeline as pipeline_lib
 from keras_googlenet_training import run_dir as run_dir_lib
-from keras_googlenet_training.data import DATASET_DEFAULTS, GENERIC_DEFAULTS  # noqa: F401
 from keras_googlenet_training.distribute import make_strategy
-from keras_googlenet_training.optimization import (  # noqa: F401 - the public names
-    ema_momentum_for,
-    learning_rate_schedule,
-    make_optimizer,
-)
+from keras_googlenet_training.optimization import learning_rate_schedule, make_optimizer
 from keras_googlenet_training.precision import apply_precision, select_precision
-from keras_googlenet_training.train_config import (  # noqa: F401 - the public names
-    DEFAULT_LEARNING_RATES,
-    LOOPS,
-    OPTIMIZERS,
-    SCHEDULES,
-    STRATEGIES,
-    TrainConfig,
-)
-from keras_googlenet_training.transfer import (  # noqa: F401 - the public names
-    HEAD_LAYER_PREFIXES,
-    is_head_layer,
+from keras_googlenet_training.splits import DatasetSplits
+from keras_googlenet_training.train_config import TrainConfig
+from keras_googlenet_training.transfer import (
     load_source_model,
     set_backbone_trainable,
     transfer_weights,
@@ -75,7 +63,7 @@ class TrainResult:
 class _Data:
     """The batched datasets and the batch arithmetic of one run."""
 
-    splits: data_lib.DatasetSplits
+    splits: DatasetSplits
     global_batch: int
     steps_per_epoch: int
     val: tf.data.Dataset | None = None  # set by `_build_pipelines`
@@ -264,15 +252,8 @@ def _load_data(run):
         config.dataset, data_dir=config.data_dir, seed=config.seed,
         val_fraction=config.val_fraction, download=config.download,
     )
-    global_batch = config.batch_size * replicas
-    steps_per_epoch = splits.num_train // global_batch
-    if steps_per_epoch < 1:
-        raise ValueError(
-            f"`batch_size`: the global batch {global_batch} ({config.batch_size} per replica x "
-            f"{replicas} replicas) exceeds the {splits.num_train} training images."
-        )
-    if config.steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch)
+    global_batch, steps_per_epoch = pipeline_lib.epoch_steps(
+        splits.num_train, config.batch_size, replicas, cap=config.steps_per_epoch)
     return _Data(splits, global_batch, steps_per_epoch)
 
 
@@ -285,7 +266,7 @@ def _build_pipelines(run, data):
         flip=config.flip, distort=config.distort, area_range=(config.min_crop_area, 1.0),
         **({"shuffle_buffer": splits.shuffle_buffer} if splits.shuffle_buffer else {}),
         **common)
-    data.val = _for_the_heads(run, data_lib.make_pipeline(splits.val, training=False,
+    data.val = _for_the_heads(run, pipeline_lib.make_pipeline(splits.val, training=False,
                                                           **common))
     _training_stream(run, data, 0, 1)  # check the training arguments before any write
 
@@ -431,9 +412,8 @@ def _run_phase(run, data, model, index, phase, best, stop_on_nan):
         epoch, batch = stop_on_nan.diverged_at
         resume.mark_diverged(config, run.run_dir, run.is_chief, run.policy, base_lr,
                   f"the loss became NaN/inf at epoch {epoch + 1}, batch {batch + 1}")
-    # A private Keras flag (no public way to ask): fit ran no epoch, everything was
-    # restored, so the average must be put in place here.
-    if swap and not swap._ema_weights_in_model:
+    # Fit ran no epoch, everything was restored: the average must be put in place here.
+    if swap and not _compat.ema_weights_in_model(swap):
         model.optimizer.finalize_variable_values(model.trainable_variables)
     if not last_phase and run.is_chief:
         run_dir_lib.save_weights(model, phase_done)
@@ -485,7 +465,7 @@ def _evaluate_test(run, data, model, custom_loop):
     splits, config = data.splits, run.config
     if splits.test is None or not splits.num_test:
         return {}
-    test = _for_the_heads(run, data_lib.make_pipeline(
+    test = _for_the_heads(run, pipeline_lib.make_pipeline(
         splits.test, training=False, input_size=config.input_size, variant=config.variant,
         seed=config.seed, batch_size=data.global_batch))
     if config.loop == "fit":

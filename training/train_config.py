@@ -8,8 +8,8 @@ import re
 
 from keras_googlenet import paths
 from keras_googlenet import spec as spec_lib
+from keras_googlenet.checks import fail, fraction, positive_int, positive_number, rate
 from keras_googlenet_training import run_dir as run_dir_lib
-from keras_googlenet_training.checks import fail, positive_int
 from keras_googlenet_training.data import dataset_defaults
 from keras_googlenet_training.precision import PRECISIONS
 
@@ -132,21 +132,18 @@ class TrainConfig:
             fail("schedule", f"one of {SCHEDULES}", self.schedule)
 
     def _check_rates(self):
-        if self.learning_rate is not None and not self.learning_rate > 0:
-            fail("learning_rate", "a positive number", self.learning_rate)
+        positive_number("learning_rate", self.learning_rate, optional=True)
         for arg in ("weight_decay", "warmup_epochs"):
             if not getattr(self, arg) >= 0:
                 fail(arg, "a number >= 0", getattr(self, arg))
         for arg in ("label_smoothing", "ema_momentum", "bn_momentum"):
-            value = getattr(self, arg)
-            if value is not None and not 0 <= value < 1:
-                fail(arg, "in [0, 1)", value)
+            if getattr(self, arg) is not None:
+                rate(arg, getattr(self, arg))
         if not self.aux_loss_weight >= 0:
             fail("aux_loss_weight", "a number >= 0", self.aux_loss_weight)
-        if not 0 < self.val_fraction < 1:
-            fail("val_fraction", "in (0, 1)", self.val_fraction)
-        if self.min_crop_area is not None and not 0 < self.min_crop_area <= 1:
-            fail("min_crop_area", "in (0, 1]", self.min_crop_area)
+        fraction("val_fraction", self.val_fraction, include_one=False)
+        if self.min_crop_area is not None:
+            fraction("min_crop_area", self.min_crop_area)
 
     def _check_transfer(self):
         if self.freeze_backbone and not self.init_weights:

@@ -3,8 +3,8 @@
 `run_search(TuneConfig(...))` runs in this process, or as one role of a distributed
 search when KerasTuner's variables are set (`KERASTUNER_TUNER_ID` = `chief` or
 `tuner0`, `tuner1`, ...; `KERASTUNER_ORACLE_IP`, `KERASTUNER_ORACLE_PORT`). The chief
-serves the oracle and writes the results; workers train. `launch_local` starts a chief
-and N workers on 127.0.0.1.
+serves the oracle and writes the results; workers train. `tune_launch.launch_local`
+starts a chief and N workers on 127.0.0.1.
 
 The parts: `tune_config` (the settings), `tuner` (KerasTuner tuners under the budget),
 `oracle_server` (the chief), `trial_log` (who ran what), `tune_report` (results table,
@@ -20,12 +20,8 @@ import logging
 import os
 
 from keras_googlenet_training import run_lock
-from keras_googlenet_training.oracle_server import TUNE_ENV, distributed_role  # noqa: F401
-from keras_googlenet_training.trial_log import read_executions  # noqa: F401
-from keras_googlenet_training.tune_config import (  # noqa: F401 - the public names
-    BEST_DIR,
-    PARETO_PNG,
-    RESULTS_CSV,
+from keras_googlenet_training.oracle_server import distributed_role
+from keras_googlenet_training.tune_config import (
     RESULTS_MD,
     RESUMABLE_CHANGES,
     SEARCH_CONFIG,
@@ -39,33 +35,26 @@ from keras_googlenet_training.tune_config import (  # noqa: F401 - the public na
     project_dir,
     work_dir,
 )
-from keras_googlenet_training.tune_launch import launch_local  # noqa: F401
-from keras_googlenet_training.tune_report import (  # noqa: F401 - the public names
-    TABLE_COLUMNS,
-    format_markdown,
-    no_score_message,
-    plot_pareto,
-    save_best_model,
-    write_results,
-)
+from keras_googlenet_training.tune_report import no_score_message, save_best_model, write_results
 
 logger = logging.getLogger("keras_googlenet.training")
 
 
 def _datasets(config, splits, global_batch):
-    from keras_googlenet_training import data as data_lib
+    from keras_googlenet_training.data import dataset_defaults
+    from keras_googlenet_training.pipeline import make_pipeline
 
-    defaults = data_lib.dataset_defaults(config.dataset)
+    defaults = dataset_defaults(config.dataset)
     # The pipeline's preprocessing is the same ("tf" mode) for every variant.
     common = dict(input_size=config.input_size, variant=config.variants[0], seed=config.seed,
                   cache=defaults["cache"])
-    train_ds = data_lib.make_pipeline(
+    train_ds = make_pipeline(
         splits.train, batch_size=global_batch, training=True, flip=defaults["flip"],
         area_range=(defaults["min_crop_area"], 1.0), **common,
         **({"shuffle_buffer": splits.shuffle_buffer} if splits.shuffle_buffer else {}),
     ).repeat()
     # The objective is scored on the validation split, never on `test` (held out).
-    val_ds = data_lib.make_pipeline(splits.val, batch_size=global_batch, training=False,
+    val_ds = make_pipeline(splits.val, batch_size=global_batch, training=False,
                                     **common)
     if config.validation_steps:
         val_ds = val_ds.take(config.validation_steps)
@@ -119,6 +108,7 @@ def run_search(config: TuneConfig, log=print, callbacks=None) -> SearchResult:
     import keras
 
     from keras_googlenet_training import data as data_lib
+    from keras_googlenet_training.pipeline import epoch_steps
     from keras_googlenet_training.precision import apply_precision, select_precision
 
     policy = apply_precision(select_precision(config.precision))
@@ -129,15 +119,8 @@ def run_search(config: TuneConfig, log=print, callbacks=None) -> SearchResult:
                                    val_fraction=config.val_fraction)
     hypermodel = make_hypermodel(config, splits.num_classes)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
-    global_batch = config.batch_size * replicas
-    steps = splits.num_train // global_batch
-    if steps < 1:
-        raise ValueError(
-            f"`batch_size`: the global batch {global_batch} exceeds the {splits.num_train} "
-            "training images."
-        )
-    if config.steps_per_epoch:
-        steps = min(steps, config.steps_per_epoch)
+    global_batch, steps = epoch_steps(splits.num_train, config.batch_size, replicas,
+                                      cap=config.steps_per_epoch)
     plan = dict(role=role, directory=directory, config=config, splits=splits,
                 hypermodel=hypermodel, global_batch=global_batch, steps=steps,
                 replicas=replicas, policy=policy, callbacks=callbacks, log=log,
@@ -157,7 +140,7 @@ def _start_record(directory, record, overwrite, log):
     """Write `search.json`, under the lock. A replacement left by an interrupted
     `--overwrite` with the same settings is continued; with other settings it is
     discarded (it never was the user's search)."""
-    from keras_googlenet.export.publish import remove_path
+    from keras_googlenet.publish import remove_path
     from keras_googlenet_training import run_dir as run_dir_lib
 
     path = os.path.join(directory, SEARCH_CONFIG)
@@ -176,7 +159,7 @@ def _start_record(directory, record, overwrite, log):
 def _swap_in(result, staging, final_dir, log):
     """Replace the old search by the finished one in `staging`, keeping the user's own
     files; the result's paths then name their final place."""
-    from keras_googlenet.export.publish import replace_owned
+    from keras_googlenet.publish import replace_owned
 
     replace_owned(staging, final_dir, owned=is_owned)
     staging = os.path.abspath(staging)

@@ -7,7 +7,7 @@ import os
 import re
 
 from keras_googlenet import paths
-from keras_googlenet_training.checks import fail, positive_int
+from keras_googlenet.checks import fail, fraction, positive_int
 
 RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
@@ -82,15 +82,14 @@ class TuneConfig:
             positive_int(arg, getattr(self, arg))
         for arg in ("steps_per_epoch", "validation_steps", "input_size", "replicas"):
             positive_int(arg, getattr(self, arg), optional=True)
-        if not 0 < self.val_fraction < 1:
-            fail("val_fraction", "in (0, 1)", self.val_fraction)
+        fraction("val_fraction", self.val_fraction, include_one=False)
         self._check_destination()
 
     def _check_destination(self):
         """`directory` must be (or go under) a writable directory and `project_name` one
         name inside it; writes nothing, so a refused command changes nothing."""
         paths.writable_destination(self.directory, "directory", "--directory")
-        from keras_googlenet.export.publish import staging_path
+        from keras_googlenet.publish import staging_path
 
         project = paths.child_path(self.directory, self.project_name, "project_name")
         paths.refuse_symlink(staging_path(project), "project_name")
@@ -130,7 +129,7 @@ def project_dir(config):
 def work_dir(config):
     """Where this search writes: the project directory or, with `overwrite`, the sibling
     its replacement is built in (swapped in only once the new search has finished)."""
-    from keras_googlenet.export.publish import staging_path
+    from keras_googlenet.publish import staging_path
 
     directory = project_dir(config)
     if not config.overwrite:

@@ -28,11 +28,11 @@ def launch_local(child_args, workers, directory, project_name, out=None, host="1
     staging directory with `overwrite`). If any process fails, or on Ctrl-C/SIGTERM,
     every child is stopped. Returns an exit code.
     """
+    from keras_googlenet.checks import positive_int
     from keras_googlenet_training import run_lock
     from keras_googlenet_training.tune_config import work_dir
 
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"`workers` must be a positive int; received workers={workers!r}.")
+    workers = positive_int("workers", workers)
     if "KERASTUNER_ORACLE_IP" in os.environ:
         raise ValueError("--workers starts its own chief and workers; unset "
                          "KERASTUNER_ORACLE_IP to use it.")
@@ -73,7 +73,7 @@ def launch_local(child_args, workers, directory, project_name, out=None, host="1
             return _supervise(group, out, worker_grace, stop_grace)
     except KeyboardInterrupt as error:
         out.write("interrupted: stopping the chief and the workers (re-run to resume)\n")
-        return launcher.EXIT_TERMINATED if isinstance(error, launcher.Terminated) else 130
+        return launcher.interrupted_status(error)
 
 
 def _supervise(group, out, worker_grace, stop_grace):

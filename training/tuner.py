@@ -15,9 +15,9 @@ distributed tuning too), and the search moves on. Rejections do not count toward
 KerasTuner gives up.
 
 KerasTuner offers no public hook for these, so the subclasses override private methods
-(`_try_run_and_update_trial`, `_check_consecutive_failures`) and use
-`keras_tuner.src.engine.tuner_utils`; pyproject pins keras-tuner below the next minor
-release and `tests/test_tuning_internals.py` fails loudly when they change.
+(`_try_run_and_update_trial`, `_check_consecutive_failures`) and call KerasTuner's private
+helpers through `keras_googlenet/_compat.py`; pyproject pins keras-tuner below the next minor
+release and `tests/test_keras_internals.py` fails loudly when they change.
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ import traceback
 import warnings
 
 import keras_tuner as kt
-from keras_tuner.src.engine import tuner_utils  # turns fit histories into trial metrics
 
+from keras_googlenet import _compat
+from keras_googlenet.checks import positive_int
+from keras_googlenet.compute_budget import budget_violations
 from keras_googlenet.tuning import (
     COST_METRICS,
     OBJECTIVE,
@@ -39,7 +41,6 @@ from keras_googlenet.tuning import (
     TUNERS,
     BudgetExceededError,
     GoogLeNetHyperModel,
-    budget_violations,
 )
 from keras_googlenet_training import oracle_server, trial_log
 
@@ -127,7 +128,7 @@ class _BudgetedTuner:
         except Exception as error:
             self._record_execution(trial, "failed", started, error=error)
             raise
-        metrics = tuner_utils.convert_to_metrics_dict(results, self.oracle.objective)
+        metrics = _compat.trial_metrics(results, self.oracle.objective)
         metrics = {name: float(value) for name, value in metrics.items()}
         metrics.update(cost.as_metrics())
         metrics[SECONDS_METRIC] = time.perf_counter() - started
@@ -137,7 +138,7 @@ class _BudgetedTuner:
     def _try_run_and_update_trial(self, trial, *fit_args, **fit_kwargs):
         # KerasTuner 1.4.8's handling, except that a rejection (expected) prints no traceback.
         try:
-            self._run_and_update_trial(trial, *fit_args, **fit_kwargs)
+            _compat.run_and_update_trial(self, trial, *fit_args, **fit_kwargs)
             trial.status = _COMPLETED
         except BudgetExceededError as error:
             trial.status = _FAILED
@@ -217,12 +218,7 @@ def make_tuner(
             "`hypermodel` must be a GoogLeNetHyperModel (it carries the budget); "
             f"received {type(hypermodel).__name__}."
         )
-    if max_trials is not None and (
-        isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1
-    ):
-        raise ValueError(
-            f"`max_trials` must be a positive int; received max_trials={max_trials!r}."
-        )
+    max_trials = positive_int("max_trials", max_trials, optional=True)
     if max_rejected_trials is None:
         max_rejected_trials = 10 * (max_trials or 10)
     # KerasTuner replaces a seed of 0 by a random one: shift so every seed is honoured.
@@ -233,11 +229,8 @@ def make_tuner(
     elif kind == "bayesian":
         oracle = BayesianOptimizationOracle(max_trials=max_trials, **common)
     else:
-        if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
-            raise ValueError(
-                f"`max_epochs` must be a positive int for Hyperband; received {max_epochs!r}."
-            )
-        oracle = HyperbandOracle(max_epochs=max_epochs, factor=hyperband_factor, **common)
+        oracle = HyperbandOracle(max_epochs=positive_int("max_epochs", max_epochs),
+                                 factor=hyperband_factor, **common)
         oracle.max_trials = max_trials  # a cap; Hyperband sizes its brackets itself
     oracle.max_rejected_trials = int(max_rejected_trials)
     tuner_class = GoogLeNetHyperband if kind == "hyperband" else GoogLeNetTuner

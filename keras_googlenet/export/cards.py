@@ -10,9 +10,12 @@ import keras
 import numpy as np
 
 from keras_googlenet.export.formats import UINT8_SIGNATURE
-from keras_googlenet.export.publish import json_default
 from keras_googlenet.export.report import log_progress
 from keras_googlenet.model_card import INPUT_NAME, OUTPUT_NAME, resolve_source
+from keras_googlenet.publish import json_default
+
+__all__ = ["fill_io", "format_card", "gpu_warning", "predictor_for", "read_labels",
+           "resolve_labels", "with_tflite_metadata"]
 
 
 def read_labels(labels):
@@ -32,7 +35,7 @@ def read_labels(labels):
     return [label.strip() for label in labels]
 
 
-def _resolve_labels(explicit, source, card, verbose):
+def resolve_labels(explicit, source, card, verbose):
     """The class names for the cards and the TFLite metadata (see `export_model`)."""
     classes = card["model"]["classes"]
     if explicit is not None:
@@ -58,26 +61,20 @@ def _resolve_labels(explicit, source, card, verbose):
     return None
 
 
-def _versions():
+def format_card(base_card, fmt, precision, target, opset, int8_io, uint8_signature):
+    """`base_card` (a copy) with the fields of `fmt`'s artefact at `target`."""
     import tensorflow as tf
 
-    versions = {"tensorflow": tf.__version__, "keras": keras.version()}
-    try:
-        from keras_googlenet._version import __version__
-        versions["keras_googlenet"] = __version__
-    except ImportError:  # pragma: no cover
-        pass
-    return versions
+    from keras_googlenet._version import __version__
 
-
-def _card(base_card, fmt, precision, target, opset, int8_io, uint8_signature):
     card = json.loads(json.dumps(base_card, default=json_default))
     card.update({
         "format": fmt,
         "file": os.path.basename(target),
         "precision": precision,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "versions": _versions(),
+        "versions": {"tensorflow": tf.__version__, "keras": keras.version(),
+                     "keras_googlenet": __version__},
     })
     if fmt == "savedmodel":
         card["signatures"] = {
@@ -95,16 +92,14 @@ def _card(base_card, fmt, precision, target, opset, int8_io, uint8_signature):
         import tf2onnx
 
         card["onnx"] = {"opset": opset, "tf2onnx": tf2onnx.__version__}
-    elif fmt == "tflite-int8":
+    if fmt == "tflite-int8":
         card["int8_io"] = int8_io
-    else:
-        card.pop("calibration", None)
-    if fmt != "tflite-int8":
+    else:  # only the int8 artefact was calibrated
         card.pop("calibration", None)
     return card
 
 
-def _fill_io(card, fmt, predictor, path=None):
+def fill_io(card, fmt, predictor, path=None):
     """Record the artefact's real input/output dtypes and quantization in the card."""
     if fmt.startswith("tflite"):
         if predictor is None:
@@ -118,14 +113,13 @@ def _fill_io(card, fmt, predictor, path=None):
                 {"scale": float(scale), "zero_point": int(zero_point)} if scale else None)
 
 
-def _predictor_for(fmt, path, card):
+def predictor_for(fmt, path, card):
+    """The `keras_googlenet.runtime` predictor of `fmt`'s artefact at `path`."""
     from keras_googlenet import runtime
 
-    if fmt == "savedmodel":
-        return runtime.SavedModelPredictor(path, card=card)
-    if fmt == "onnx":
-        return runtime.ONNXPredictor(path, card=card)
-    return runtime.TFLitePredictor(path, card=card)
+    predictor = {"savedmodel": runtime.SavedModelPredictor,
+                 "onnx": runtime.ONNXPredictor}.get(fmt, runtime.TFLitePredictor)
+    return predictor(path, card=card)
 
 
 def _tflite_metadata_fields(card):
@@ -154,19 +148,15 @@ def _tflite_metadata_fields(card):
     }
 
 
-def _with_tflite_metadata(flatbuffer, card):
-    from keras_googlenet.export.tflite_metadata import add_image_classifier_metadata
+def with_tflite_metadata(flatbuffer, card):
+    """(the `.tflite` bytes with the TFLite Metadata that `card` describes, what it says for
+    the card: the labels counted, not listed)."""
+    from keras_googlenet.export.tflite_metadata import LABELS_FILE, add_image_classifier_metadata
 
     fields = _tflite_metadata_fields(card)
-    return add_image_classifier_metadata(flatbuffer, **fields)
-
-
-def _metadata_summary(card):
-    from keras_googlenet.export.tflite_metadata import LABELS_FILE
-
-    fields = _tflite_metadata_fields(card)
-    return {**{k: v for k, v in fields.items() if k != "labels"},
-            "labels_file": LABELS_FILE, "labels_count": len(fields["labels"])}
+    summary = {**{k: v for k, v in fields.items() if k != "labels"},
+               "labels_file": LABELS_FILE, "labels_count": len(fields["labels"])}
+    return add_image_classifier_metadata(flatbuffer, **fields), summary
 
 
 def gpu_warning(gpu):

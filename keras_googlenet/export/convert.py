@@ -11,26 +11,6 @@ from keras_googlenet.model_card import INPUT_NAME, OUTPUT_NAME, has_preprocessin
 from keras_googlenet.preprocessing import eval_crop_resize
 
 
-def _serving_fns(model, size, in_model=False):
-    import tensorflow as tf
-
-    @tf.function(autograph=False)
-    def serve(image):
-        return {OUTPUT_NAME: model(image, training=False)}
-
-    @tf.function(autograph=False)
-    def serve_uint8(image):
-        # The training pipeline's evaluation transform, in the graph.
-        x = eval_crop_resize(image, size)
-        if not in_model:
-            x = x / 127.5 - 1.0
-        return {OUTPUT_NAME: model(x, training=False)}
-
-    float_spec = tf.TensorSpec((None, *size, 3), tf.float32, name=INPUT_NAME)
-    uint8_spec = tf.TensorSpec((None, None, None, 3), tf.uint8, name=INPUT_NAME)
-    return (serve, float_spec), (serve_uint8, uint8_spec)
-
-
 def write_savedmodel(model, path, uint8_signature=True):
     """A SavedModel with `serving_default` (float32 'image' [N,H,W,3] -> 'predictions').
 
@@ -38,15 +18,27 @@ def write_savedmodel(model, path, uint8_signature=True):
     (decoded pixels), resized bilinearly and scaled to [-1, 1] inside the graph.
     A model with its preprocessing inside takes pixels in [0, 255] in both.
     """
+    import tensorflow as tf
 
     size = tuple(model.input_shape[1:3])
-    (serve, float_spec), (serve_uint8, uint8_spec) = _serving_fns(
-        model, size, in_model=has_preprocessing_layer(model))
+    in_model = has_preprocessing_layer(model)
+
+    @tf.function(autograph=False)
+    def serve(image):
+        return {OUTPUT_NAME: model(image, training=False)}
+
+    @tf.function(autograph=False)
+    def serve_uint8(image):
+        x = eval_crop_resize(image, size)  # the training pipeline's evaluation transform
+        return {OUTPUT_NAME: model(x if in_model else x / 127.5 - 1.0, training=False)}
+
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serving_default", serve, input_signature=[float_spec])
+    archive.add_endpoint("serving_default", serve, input_signature=[
+        tf.TensorSpec((None, *size, 3), tf.float32, name=INPUT_NAME)])
     if uint8_signature:
-        archive.add_endpoint(UINT8_SIGNATURE, serve_uint8, input_signature=[uint8_spec])
+        archive.add_endpoint(UINT8_SIGNATURE, serve_uint8, input_signature=[
+            tf.TensorSpec((None, None, None, 3), tf.uint8, name=INPUT_NAME)])
     archive.write_out(os.fspath(path), verbose=False)
 
 

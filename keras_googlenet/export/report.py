@@ -66,20 +66,44 @@ class ExportReport:
 
 
 def format_verification(v):
+    """One line of a format's verification figures and of the bounds it missed."""
     if not v:
         return "skipped"
     parts = [f"max|Δp|={v['max_abs_diff']:.2e}",
              f"top-1 agreement={v['top1_agreement']:.2%} on {v['samples']} {v['data']} images"]
-    if v.get("keras_accuracy") is not None:
-        parts.append(f"accuracy keras={v['keras_accuracy']:.2%} artefact={v['accuracy']:.2%}")
+    labelled = v.get("keras_accuracy") is not None  # agreement is then reported, not a bound
+    if labelled:
+        parts.append(f"top-1 accuracy keras={v['keras_accuracy']:.2%} "
+                     f"artefact={v['accuracy']:.2%} (drop {v['accuracy_drop']:.2f} pt)")
+    elif v.get("confident_agreement") is not None and v["data"] != "random":
+        parts.append(f"{v['confident_agreement']:.2%} on the {v['confident_samples']} where "
+                     f"Keras' top-1 leads by {v['confident_margin']}")
     if "uint8_signature_max_abs_diff" in v:
         parts.append(f"uint8 signature max|Δp|={v['uint8_signature_max_abs_diff']:.2e}")
     for check in v.get("checks", []):
-        if not check["enforced"]:
+        if check["enforced"] and not check["passed"]:
+            parts.append(f"MISSED {_describe_miss(check, v)}")
+        elif not check["enforced"] and not labelled:
             parts.append(f"({check['metric']} bound not enforced: {check['note']})")
-        elif not check["passed"]:
-            parts.append(f"MISSED {check['metric']} bound {check['bound']}")
     return "; ".join(parts)
+
+
+def missed_bounds(v):
+    """The line that refuses a format: every enforced bound its figures `v` missed."""
+    missed = [c for c in v["checks"] if c["enforced"] and not c["passed"]]
+    return "verification bound missed: " + "; ".join(_describe_miss(c, v) for c in missed)
+
+
+def _describe_miss(check, v):
+    metric, value, bound = check["metric"], check["value"], check["bound"]
+    if metric == "accuracy_drop":
+        return (f"top-1 accuracy {v['accuracy']:.2%} against Keras' {v['keras_accuracy']:.2%} "
+                f"on {v['samples']} labelled images, a drop of {value:.2f} pt > {bound:g} pt "
+                "(max_accuracy_drop / --max-accuracy-drop)")
+    if metric == "top1_agreement":
+        return (f"top-1 agreement {value:.2%} < {bound:.2%} on the {v['confident_samples']} "
+                f"images where Keras' top-1 leads by {v['confident_margin']}")
+    return f"{metric}={value:.3g} > {bound:g}"
 
 
 def log_progress(verbose, message):

@@ -28,11 +28,12 @@ def load_source(source, input_size=None):
         model = load_keras_model(path, "source")
     model = float32_inference_model(model)
     if input_size is not None or model.input_shape[1] is None or model.input_shape[2] is None:
-        size = _size_pair(input_size if input_size is not None else _config_size(run_info))
+        config_size = ((run_info.get("config") or {}).get("model") or {}).get("input_size")
+        size = _size_pair(input_size if input_size is not None else config_size)
         if size is None:
             raise ValueError(
-                "the model takes images of any size; pass `input_size` (e.g. 224) to fix the "
-                "exported input shape."
+                "the model takes images of any size; pass `input_size` (CLI: --input-size), "
+                "e.g. 224, to fix the exported input shape."
             )
         if model.input_shape[1] is not None and tuple(model.input_shape[1:3]) != size:
             raise ValueError(
@@ -40,17 +41,12 @@ def load_source(source, input_size=None):
                 f"{tuple(model.input_shape[1:3])}."
             )
         if model.input_shape[1] is None:
-            # A flat copy with a fixed input (not a nested model: the card and the graph
-            # rewrites read the layers).
+            # A flat copy with a fixed input (not a nested model: the card reads the layers).
             fixed = keras.models.clone_model(
                 model, input_tensors=keras.Input((*size, 3), name=INPUT_NAME))
             fixed.set_weights(model.get_weights())
             model = fixed
     return model, describe_source(path, model, run_info if path is not None else {})
-
-
-def _config_size(run_info):
-    return ((run_info.get("config") or {}).get("model") or {}).get("input_size")
 
 
 def _size_pair(size):
@@ -64,7 +60,7 @@ def _size_pair(size):
     raise ValueError(f"`input_size` must be a positive int or (height, width); received {size!r}.")
 
 
-def _take_images(data, limit, size, what):
+def take_images(data, limit, size, what):
     """Up to `limit` float32 model-ready images (and labels if present) from `data`.
 
     Accepts an array (N, H, W, 3), an `(images, labels)` tuple, a `tf.data.Dataset`
@@ -73,19 +69,17 @@ def _take_images(data, limit, size, what):
     """
     import tensorflow as tf
 
-    if isinstance(data, tuple) and len(data) == 2 and not isinstance(data[0], (int, float)):
-        chunks = [data]
-    elif isinstance(data, np.ndarray):
+    if isinstance(data, np.ndarray) or (isinstance(data, tuple) and len(data) == 2
+                                        and not isinstance(data[0], (int, float))):
         chunks = [data]
     else:
         try:
-            iterator = iter(data)
+            chunks = iter(data)
         except TypeError:
             raise ValueError(
                 f"`{what}` must be an array of images, an (images, labels) tuple, a "
                 f"tf.data.Dataset or an iterable of batches; received {type(data).__name__}."
             ) from None
-        chunks = iterator
     images, labels, count = [], [], 0
     for chunk in chunks:
         x, y = chunk if isinstance(chunk, (tuple, list)) and len(chunk) == 2 else (chunk, None)

@@ -1,14 +1,9 @@
-"""Which ops of a `.tflite` model LiteRT's GPU delegate can take.
+"""Which ops of a `.tflite` model LiteRT's GPU delegate can take (docs/mobile.md).
 
-`tf.lite.experimental.Analyzer.analyze(..., gpu_compatibility=True)` is the documented
-check, but in the TensorFlow 2.21 and ai-edge-litert 2.3 wheels it reports every model
-compatible: it passed LOCAL_RESPONSE_NORMALIZATION, CUMSUM and TOPK_V2 alike (measured,
-docs/export.md). So the verdict here comes from the delegate's own op table, the
-builtin ops with a case in `CheckGpuDelegateCompatibility`
-(tensorflow/lite/tools/versioning/gpu_compatibility.cc); an op outside it falls back to
-the CPU, splitting the graph between the GPU and the CPU. The check is per op type: it
-does not repeat the per-op shape and attribute checks, so treat "compatible" as
-"every op type is supported", as the analyzer does.
+`tf.lite.experimental.Analyzer`'s GPU check passes every model in TensorFlow 2.21, so the
+verdict comes from the delegate's own op table (`CheckGpuDelegateCompatibility` in
+tensorflow/lite/tools/versioning/gpu_compatibility.cc), per op type: an op outside it falls
+back to the CPU. Per-op shape and attribute limits are not checked.
 """
 
 from __future__ import annotations
@@ -41,11 +36,11 @@ def model_ops(model_bytes):
     """`Counter` of op names (builtin names, or custom codes) in every subgraph."""
     from tensorflow.lite.python import schema_py_generated as schema
 
-    from keras_googlenet.export.tflite_metadata import _strip_appended_zip
+    from keras_googlenet.export.tflite_metadata import strip_appended_zip
 
     names = {value: name for name, value in vars(schema.BuiltinOperator).items()
              if not name.startswith("_") and isinstance(value, int)}
-    model = schema.Model.GetRootAs(_strip_appended_zip(bytes(model_bytes)), 0)
+    model = schema.Model.GetRootAs(strip_appended_zip(bytes(model_bytes)), 0)
     codes = []
     for i in range(model.OperatorCodesLength()):
         code = model.OperatorCodes(i)
@@ -69,17 +64,13 @@ def gpu_delegate_report(model_bytes):
         `{"compatible": bool, "unsupported_ops": {op name: count}, "ops": {op name:
         count}, "method": str}`. `unsupported_ops` is empty when compatible.
     """
-    ops = model_ops(model_bytes)
-    unsupported = {}
-    for (kind, name), count in sorted(ops.items(), key=lambda item: item[0][1]):
-        allowed = GPU_DELEGATE_CUSTOM_OPS if kind == "custom" else GPU_DELEGATE_OPS
-        if name not in allowed:
-            unsupported[name] = count
+    ops = sorted(model_ops(model_bytes).items(), key=lambda item: item[0][1])
+    unsupported = {name: count for (kind, name), count in ops if name not in (
+        GPU_DELEGATE_CUSTOM_OPS if kind == "custom" else GPU_DELEGATE_OPS)}
     return {
         "compatible": not unsupported,
         "unsupported_ops": unsupported,
-        "ops": {name: count for (_, name), count in sorted(ops.items(),
-                                                           key=lambda item: item[0][1])},
+        "ops": {name: count for (_, name), count in ops},
         "method": "op types checked against the GPU delegate's op table "
                   "(tensorflow/lite/tools/versioning/gpu_compatibility.cc); per-op shape "
                   "limits not checked",

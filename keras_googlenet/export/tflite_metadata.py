@@ -1,20 +1,10 @@
-"""TFLite Metadata for image classifiers, written to the published schema.
+"""TFLite Metadata for image classifiers, written to the published schema (docs/mobile.md).
 
-MediaPipe Tasks' `ImageClassifier`, the TFLite Task Library and Android Studio's ML
-Model Binding read a `.tflite` through its metadata: a `ModelMetadata` flatbuffer
-(file identifier `M001`, schema `metadata_schema.fbs` of tflite-support / MediaPipe)
-stored in a model buffer named `TFLITE_METADATA`, and the associated files (here the
-class labels) packed as a zip archive appended to the model file.
-
-This module writes that format with the `flatbuffers` package TensorFlow already
-depends on. The official writers are not usable beside TensorFlow 2.21: MediaPipe's
-Python writer fails to import (`mediapipe.tasks.cc` is missing from its wheel) and
-tflite-support pins protobuf 3.20. The schema is stable and small; only the tables an
-image classifier needs are written, with their field slots taken from the schema.
-
-    model = add_image_classifier_metadata(
-        tflite_bytes, name="googlenet", labels=["cat", "dog"], mean=[127.5], std=[127.5],
-        input_range=(-1.0, 1.0))
+MediaPipe Tasks, the TFLite Task Library and Android Studio read a `.tflite` through a
+`ModelMetadata` flatbuffer (`metadata_schema.fbs`, identifier `M001`) in the model buffer
+`TFLITE_METADATA`, with the labels in a zip appended to the model. The official writers do not
+install beside TensorFlow 2.21, so the tables an image classifier needs are written here with
+`flatbuffers`, their field slots taken from the schema.
 """
 
 from __future__ import annotations
@@ -42,9 +32,6 @@ _FILE_TENSOR_AXIS_LABELS = 2
 
 class MetadataError(ValueError):
     """The metadata could not be written (bad arguments or an unreadable model)."""
-
-
-# --------------------------------------------------------------------------- writing
 
 
 def _table(builder, fields):
@@ -180,7 +167,7 @@ class _AlignedBuilder(flatbuffers.Builder):
         return self.EndVector()
 
 
-def _strip_appended_zip(model_bytes):
+def strip_appended_zip(model_bytes):
     """The flatbuffer part of a model file (drops a zip of associated files, if any)."""
     from tensorflow.lite.python import schema_py_generated as schema
 
@@ -209,7 +196,7 @@ def add_metadata(model_bytes, metadata, associated_files):
     """
     from tensorflow.lite.python import schema_py_generated as schema
 
-    model_bytes = _strip_appended_zip(bytes(model_bytes))
+    model_bytes = strip_appended_zip(bytes(model_bytes))
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(model_bytes, 0))
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(metadata, dtype=np.uint8)
@@ -264,27 +251,3 @@ def add_image_classifier_metadata(model_bytes, *, labels, mean, std, input_range
         output_description="Class scores, one per label.")
     labels_file = ("\n".join(labels) + "\n").encode("utf-8")
     return add_metadata(model_bytes, metadata, {LABELS_FILE: labels_file})
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def metadata_buffer(model_bytes):
-    """The raw `ModelMetadata` flatbuffer stored in a TFLite model, or None."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    model = schema.Model.GetRootAs(_strip_appended_zip(bytes(model_bytes)), 0)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if entry.Name() and entry.Name().decode() == METADATA_BUFFER_NAME:
-            return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
-    return None
-
-
-def associated_files(model_bytes):
-    """`{name: bytes}` of the files packed after a TFLite model (empty if none)."""
-    stream = io.BytesIO(bytes(model_bytes))
-    if not zipfile.is_zipfile(stream):
-        return {}
-    with zipfile.ZipFile(stream) as archive:
-        return {name: archive.read(name) for name in archive.namelist()}

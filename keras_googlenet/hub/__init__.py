@@ -1,15 +1,13 @@
 """GoogLeNet for KerasHub: a `Backbone`, an `ImageClassifier` and their preprocessing, as presets.
 
-    import keras_googlenet  # registers these classes with Keras, for `from_preset`
+Importing this module registers the classes with Keras, as `from_preset` needs:
+
     import keras_hub
+    import keras_googlenet.hub
 
     classifier = keras_hub.models.ImageClassifier.from_preset("path/to/preset")
-    classifier.predict(uint8_images)  # resize, scaling and the network, in one call
 
-Presets come from a training run (`googlenet-export RUN --formats keras-hub --out DIR`) or
-from torchvision's ImageNet weights (`python -m keras_googlenet convert-torchvision SRC
---preset DIR`); see `write_preset`. Needs the optional dependency KerasHub:
-`pip install 'keras-googlenet[hub]'`.
+Needs the optional dependency KerasHub: `pip install 'keras-googlenet[hub]'` (docs/keras_hub.md).
 """
 
 try:

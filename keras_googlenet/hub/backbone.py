@@ -131,12 +131,9 @@ class GoogLeNetBackbone(FeaturePyramidBackbone):
         load_weights_or_explain(
             lambda: super(GoogLeNetBackbone, self).load_weights(filepath, *args, **kwargs),
             f"{filepath} does not hold the weights of this {type(self).__name__} "
-            f"({self.describe()}): it was saved from another architecture, variant or width.")
-
-    def describe(self):
-        """`variant=..., width_multiplier=..., widths=...` as text, for messages."""
-        return (f"variant={self.variant!r}, width_multiplier={self.width_multiplier!r}, "
-                f"widths={self.widths!r}")
+            f"(variant={self.variant!r}, width_multiplier={self.width_multiplier!r}, "
+            f"widths={self.widths!r}): it was saved from another architecture, variant or "
+            "width.")
 
 
 def _widths_config(widths):

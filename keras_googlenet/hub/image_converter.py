@@ -8,18 +8,10 @@ from keras_hub.layers import ImageConverter
 
 from keras_googlenet import spec as spec_lib
 from keras_googlenet.hub.backbone import GoogLeNetBackbone
-from keras_googlenet.preprocessing import EVAL_CROP_FRACTION
+from keras_googlenet.preprocessing import EVAL_CROP_FRACTION, central_crop_box
 
-# `preprocess_input` modes as `x * scale + offset` on RGB in [0, 255].
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
-MODE_SCALE_OFFSET = {
-    "tf": (1.0 / 127.5, -1.0),
-    "torch": (
-        [1.0 / (255.0 * s) for s in _IMAGENET_STD],
-        [-m / s for m, s in zip(_IMAGENET_MEAN, _IMAGENET_STD, strict=True)],
-    ),
-}
+# `preprocess_input(mode="tf")`, every variant's, as `x * scale + offset` on [0, 255].
+TF_SCALE_OFFSET = (1.0 / 127.5, -1.0)
 # Set from `variant` and `crop_fraction`, never passed in.
 _DERIVED_ARGUMENTS = ("scale", "offset", "crop_to_aspect_ratio", "pad_to_aspect_ratio")
 
@@ -27,7 +19,7 @@ _DERIVED_ARGUMENTS = ("scale", "offset", "crop_to_aspect_ratio", "pad_to_aspect_
 class CentralCropResize(keras.layers.Layer):
     """Central crop of `crop_fraction` of each side, resize to (height, width), clip to [0, 255].
 
-    The evaluation transform of the training pipeline, of `runtime.resize_pixels` and of the
+    The evaluation transform of the training pipeline, of `preprocessing.resize_pixels` and of the
     SavedModel's `serving_uint8` signature: the crop box is computed in float32 like theirs.
     `height` and `width` are read at call time (the converter's `image_size` sets them).
     """
@@ -45,12 +37,8 @@ class CentralCropResize(keras.layers.Layer):
         x = ops.cast(images, self.compute_dtype)
         if self.crop_fraction < 1.0:
             shape = ops.shape(x)
-            height, width = shape[-3], shape[-2]
-            crop_h = ops.maximum(1, ops.cast(ops.cast(height, "float32") * self.crop_fraction,
-                                             "int32"))
-            crop_w = ops.maximum(1, ops.cast(ops.cast(width, "float32") * self.crop_fraction,
-                                             "int32"))
-            top, left = (height - crop_h) // 2, (width - crop_w) // 2
+            top, left, crop_h, crop_w = central_crop_box(shape[-3], shape[-2],
+                                                         self.crop_fraction)
             x = x[..., top:top + crop_h, left:left + crop_w, :]
         x = ops.image.resize(x, (self.height, self.width), interpolation=self.interpolation,
                              antialias=self.antialias)
@@ -65,7 +53,7 @@ class GoogLeNetImageConverter(ImageConverter):
     `crop_fraction` of each side (0.875, the Inception recipe; torchvision's "resize 256,
     crop 224" keeps the same fraction), a resize to `image_size`, then the variant's
     `keras_googlenet.preprocess_input` scaling (`x / 127.5 - 1` for every variant). On the
-    same pixels the output equals `keras_googlenet.runtime.resize_pixels`.
+    same pixels the output equals `keras_googlenet.preprocessing.resize_pixels`.
 
     Args:
         image_size: `(height, width)` or one int for a square, at least the variant's
@@ -106,12 +94,12 @@ class GoogLeNetImageConverter(ImageConverter):
                 "`crop_fraction` must be a number in (0, 1]; received "
                 f"crop_fraction={crop_fraction!r}."
             )
-        if variant_spec.preprocessing not in MODE_SCALE_OFFSET:
+        if variant_spec.preprocessing != "tf":
             raise ValueError(
-                f"variant={variant!r} uses preprocessing mode {variant_spec.preprocessing!r}, "
-                f"which GoogLeNetImageConverter does not do; modes: {list(MODE_SCALE_OFFSET)}."
+                f"variant={variant!r} uses preprocessing mode {variant_spec.preprocessing!r}; "
+                "GoogLeNetImageConverter does only 'tf'."
             )
-        scale, offset = MODE_SCALE_OFFSET[variant_spec.preprocessing]
+        scale, offset = TF_SCALE_OFFSET
         super().__init__(
             image_size=image_size,
             scale=scale,

@@ -1,15 +1,4 @@
-"""KerasHub preset directories from GoogLeNet models: write, verify, check.
-
-    from keras_googlenet.hub import write_preset
-    write_preset("saved_models/digits-v1_bn-80px", "presets/googlenet_digits")
-
-A preset holds `config.json` + `model.weights.h5` (the `GoogLeNetBackbone`), `task.json` +
-`task.weights.h5` (the `GoogLeNetImageClassifier` head), `preprocessor.json` and
-`image_converter.json` (the evaluation transform) and `metadata.json` (KerasHub's fields plus
-the variant, widths, parameter counts, labels, source and the verification figure). It loads
-with `keras_hub.models.ImageClassifier.from_preset(DIR)` once `keras_googlenet` is imported,
-and uploads with `keras_hub.upload_preset("kaggle://..." or "hf://...", DIR)`.
-"""
+"""KerasHub preset directories from GoogLeNet models: write, verify, check (docs/keras_hub.md)."""
 
 from __future__ import annotations
 
@@ -27,15 +16,8 @@ from keras_googlenet.hub.image_converter import GoogLeNetImageConverter
 from keras_googlenet.hub.preprocessor import GoogLeNetImageClassifierPreprocessor
 from keras_googlenet.preprocessing import EVAL_CROP_FRACTION
 
-PRESET_FILES = (
-    "config.json",
-    "model.weights.h5",
-    "task.json",
-    "task.weights.h5",
-    "preprocessor.json",
-    "image_converter.json",
-    "metadata.json",
-)
+PRESET_FILES = ("config.json", "model.weights.h5", "task.json", "task.weights.h5",
+                "preprocessor.json", "image_converter.json", "metadata.json")
 # The class each JSON file must describe.
 PRESET_CLASSES = {
     "config.json": GoogLeNetBackbone,
@@ -47,12 +29,8 @@ PRESET_CLASSES = {
 VERIFY_MAX_ABS_DIFF = 1e-4
 VERIFY_IMAGES = 4
 LOADING_NOTE = (
-    "pip install 'keras-googlenet[hub]', then `import keras_googlenet` (registers the "
+    "pip install 'keras-googlenet[hub]', then `import keras_googlenet.hub` (registers the "
     "classes) before keras_hub.models.ImageClassifier.from_preset(...)"
-)
-_WRITE_HINT = (
-    "write one with `googlenet-export RUN --formats keras-hub --out DIR` or "
-    "`keras_googlenet.hub.write_preset`"
 )
 
 
@@ -118,7 +96,7 @@ def image_classifier_from_googlenet(
     converter = GoogLeNetImageConverter(
         image_size=image_size, variant=variant, crop_fraction=crop_fraction
     )
-    dropout = model.get_layer("dropout").rate if _has_layer(model, "dropout") else 0.4
+    dropout = next((layer.rate for layer in model.layers if layer.name == "dropout"), 0.4)
     classifier = GoogLeNetImageClassifier(
         backbone=backbone,
         num_classes=int(predictions.units),
@@ -168,7 +146,7 @@ def write_preset(
     Returns:
         The preset directory's absolute path.
     """
-    from keras_googlenet.export.publish import discard_stage, replace_owned
+    from keras_googlenet.publish import discard_stage, json_default, replace_owned
 
     preset_dir = check_preset_destination(preset_dir)
     model, card, classifier = _classifier_from_source(source, image_size, crop_fraction)
@@ -190,7 +168,7 @@ def write_preset(
             metadata = json.load(f)  # KerasHub's: versions, backbone parameter_count, tasks
         metadata.update(_preset_metadata(classifier, card, labels, source_info, verification))
         with open(metadata_path, "w", encoding="utf-8") as f:
-            json.dump(metadata, f, indent=4, default=_json_default)
+            json.dump(metadata, f, indent=4, default=json_default)
         check_preset(tmp)
         created = set(os.listdir(tmp))
         replace_owned(tmp, preset_dir, owned=set(PRESET_FILES).__contains__)
@@ -294,28 +272,17 @@ def write_torchvision_preset(src, preset_dir, image_size=224, verify=True):
     Returns:
         The preset directory's absolute path.
     """
-    from keras_googlenet import weights as weights_lib
-    from keras_googlenet.preprocessing import imagenet_class_index
+    from keras_googlenet.preprocessing import imagenet_labels
+    from keras_googlenet.weights import from_torchvision
+    from keras_googlenet.weights.imagenet import torchvision_source
 
     check_preset_destination(preset_dir)  # before the port
-    model = weights_lib.from_torchvision(
+    model = from_torchvision(
         src, classifier_activation=None, input_shape=(image_size, image_size, 3)
     )
-    labels = None
-    if model.output_shape[-1] == 1000:
-        index = imagenet_class_index()
-        labels = [index[i][1] for i in range(1000)]
-    source_info = {
-        "kind": "torchvision",
-        "weights": weights_lib.TORCHVISION_WEIGHTS_NAME,
-        "url": weights_lib.TORCHVISION_URL,
-        "file": os.path.basename(os.fspath(src)) if isinstance(src, (str, os.PathLike))
-        else None,
-        "metrics": weights_lib.TORCHVISION_METRICS,
-        "note": "torchvision's transform_input=True is folded into the [-1, 1] scaling.",
-    }
+    labels = imagenet_labels() if model.output_shape[-1] == 1000 else None
     return write_preset(model, preset_dir, image_size=image_size, labels=labels,
-                        source_info=source_info, verify=verify)
+                        source_info=torchvision_source(src), verify=verify)
 
 
 def check_preset(preset_dir):
@@ -345,7 +312,8 @@ def check_preset(preset_dir):
     if missing:
         raise FileNotFoundError(
             f"KerasHub preset {preset_dir!r} lacks {', '.join(missing)}; a GoogLeNet preset "
-            f"has {', '.join(PRESET_FILES)} ({_WRITE_HINT})."
+            f"has {', '.join(PRESET_FILES)} (write one with `googlenet-export RUN --formats "
+            "keras-hub --out DIR` or `keras_googlenet.hub.write_preset`)."
         )
     configs = {}
     for name in (*PRESET_CLASSES, "metadata.json"):
@@ -365,30 +333,22 @@ def check_preset(preset_dir):
             )
     backbone = configs["config.json"]["config"]
     task_backbone = configs["task.json"]["config"].get("backbone", {}).get("config", {})
-    for key in ("variant", "widths", "width_multiplier"):
-        if task_backbone.get(key) != backbone.get(key):
-            raise ValueError(
-                f"task.json's backbone has {key}={task_backbone.get(key)!r} but config.json "
-                f"has {key}={backbone.get(key)!r} in preset {preset_dir!r}: the files come "
-                "from different models."
-            )
-    converter_variant = configs["image_converter.json"]["config"].get("variant")
     metadata = configs["metadata.json"]
-    for name, variant in (("image_converter.json", converter_variant),
-                          ("metadata.json", metadata.get("variant"))):
-        if variant != backbone.get("variant"):
+    others = [("task.json's backbone", key, task_backbone.get(key))
+              for key in ("variant", "widths", "width_multiplier")]
+    others += [("image_converter.json", "variant",
+                configs["image_converter.json"]["config"].get("variant")),
+               ("metadata.json", "variant", metadata.get("variant"))]
+    for name, key, value in others:
+        if value != backbone.get(key):
             raise ValueError(
-                f"{name} has variant={variant!r} but config.json has "
-                f"variant={backbone.get('variant')!r} in preset {preset_dir!r}."
+                f"{name} has {key}={value!r} but config.json has {key}={backbone.get(key)!r} "
+                f"in preset {preset_dir!r}: the files come from different models."
             )
     return metadata
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _has_layer(model, name):
-    return any(layer.name == name for layer in model.layers)
 
 
 def _activation_name(layer):
@@ -418,30 +378,20 @@ def _infer_width_multiplier(model, widths):
 
 def _copy_weights(source, layers):
     """Copy weights by layer name; every weighted layer of `source` must be used."""
-    used = set()
-    for layer in layers:
-        if not layer.weights:
-            continue
-        try:
-            origin = source.get_layer(layer.name)
-        except ValueError:
-            raise ValueError(
-                f"the source model has no layer {layer.name!r}: it is not a GoogLeNet of the "
-                "variant and widths given."
-            ) from None
-        values = origin.get_weights()
+    weighted = {layer.name: layer for layer in source.layers if layer.weights}
+    for layer in (layer for layer in layers if layer.weights):
+        origin = weighted.pop(layer.name, None)
         shapes = [tuple(w.shape) for w in layer.weights]
-        if [v.shape for v in values] != shapes:
+        found = None if origin is None else [tuple(w.shape) for w in origin.weights]
+        if found != shapes:
             raise ValueError(
-                f"layer {layer.name!r} has weights {[v.shape for v in values]} in the source "
-                f"model but {shapes} in the preset's architecture: check `variant`, `widths` "
-                "and `width_multiplier`."
+                f"layer {layer.name!r} has weights {found} in the source model but {shapes} "
+                "in the preset's architecture: check `variant`, `widths` and "
+                "`width_multiplier`."
             )
-        layer.set_weights(values)
-        used.add(layer.name)
-    unused = [layer.name for layer in source.layers if layer.weights and layer.name not in used]
-    if unused:
-        raise ValueError(f"the source model has layers the preset does not: {unused}.")
+        layer.set_weights(origin.get_weights())
+    if weighted:
+        raise ValueError(f"the source model has layers the preset does not: {sorted(weighted)}.")
 
 
 def _verify(preset_dir, model, converter):
@@ -467,11 +417,3 @@ def _verify(preset_dir, model, converter):
         )
     return {"max_abs_diff": diff, "images": VERIFY_IMAGES, "bound": VERIFY_MAX_ABS_DIFF,
             "loaded_with": "keras_hub.models.ImageClassifier.from_preset"}
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, tuple):
-        return list(value)
-    return str(value)

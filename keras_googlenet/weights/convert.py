@@ -1,9 +1,5 @@
-"""torchvision's weights onto a new `GoogLeNet(variant="torchvision")`, and into files.
-
-The one part of `keras_googlenet.weights` that builds models: `from_torchvision`,
-`convert_torchvision` (`.weights.h5`, `.keras` with a model card, or `.npz`), and the
-`weights="imagenet"` cache functions with the builder filled in.
-"""
+"""torchvision's weights onto a new `GoogLeNet(variant="torchvision")`, and into files: the
+one module of `keras_googlenet.weights` that builds models."""
 
 from __future__ import annotations
 
@@ -13,19 +9,17 @@ import os
 
 import numpy as np
 
-from keras_googlenet.export.publish import atomic_path
-from keras_googlenet.googlenet import GoogLeNet, imagenet_reference_model
+from keras_googlenet.googlenet import GoogLeNet
+from keras_googlenet.layers import portable_model
 from keras_googlenet.model_card import card_path_for, describe_source
 from keras_googlenet.paths import child_path
-from keras_googlenet.preprocessing import imagenet_class_index
-from keras_googlenet.weights import imagenet
-from keras_googlenet.weights.imagenet import (
-    TORCHVISION_METRICS,
-    TORCHVISION_URL,
-    TORCHVISION_WEIGHTS_NAME,
-)
+from keras_googlenet.preprocessing import imagenet_labels
+from keras_googlenet.publish import atomic_path
+from keras_googlenet.weights.imagenet import torchvision_source
 from keras_googlenet.weights.mapping import port_state_dict
 from keras_googlenet.weights.state_dict import load_state_dict, save_state_dict_npz
+
+__all__ = ["check_output", "convert_torchvision", "from_torchvision"]
 
 
 def from_torchvision(
@@ -69,17 +63,9 @@ def from_torchvision(
             raise ValueError("the torchvision state dict lacks tensor 'fc.weight' (the "
                              "classifier); pass include_top=False for the backbone only.")
         classes = int(np.shape(state["fc.weight"])[0])
-    model = GoogLeNet(
-        include_top=include_top,
-        weights=None,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        include_aux=include_aux,
-        variant="torchvision",
-        name=name,
-    )
+    model = GoogLeNet(include_top=include_top, input_shape=input_shape, pooling=pooling,
+                      classes=classes, classifier_activation=classifier_activation,
+                      include_aux=include_aux, variant="torchvision", name=name)
     report = port_state_dict(model, state)
     return (model, report) if return_report else model
 
@@ -95,25 +81,21 @@ def convert_torchvision(src, out, include_aux=False, input_size=224):
     out = check_output(out, include_aux)
     lowered = out.lower()
     if lowered.endswith(".npz"):
-        state = load_state_dict(src)
-        save_state_dict_npz(state, out)
+        save_state_dict_npz(src, out)
         return out, None
     is_keras = lowered.endswith(".keras")
-    model, report = from_torchvision(
-        src,
-        include_aux=include_aux,
-        input_shape=(input_size, input_size, 3),
-        return_report=True,
-    )
+    model, report = from_torchvision(src, include_aux=include_aux,
+                                     input_shape=(input_size, input_size, 3), return_report=True)
     # Written beside the target and renamed, so a crash never leaves a half-written file.
     # A `.keras` and its card are both written first, then renamed one after the other.
     with contextlib.ExitStack() as stack:
         if is_keras:
             card_tmp = stack.enter_context(atomic_path(card_path_for(out), suffix=".json"))
-            _write_json(model_card(model, out, src), card_tmp)
+            with open(card_tmp, "w", encoding="utf-8") as f:
+                json.dump(_model_card(model, out, src), f, indent=2)
         with atomic_path(out, suffix=".keras" if is_keras else ".weights.h5") as tmp:
             if is_keras:
-                model.save(tmp)
+                portable_model(model).save(tmp)  # loads without keras_googlenet
             else:
                 model.save_weights(tmp)
     return out, report
@@ -128,10 +110,8 @@ def check_output(out, include_aux=False):
     child_path(os.path.dirname(out) or os.curdir, os.path.basename(out), "out")
     lowered = out.lower()
     if not lowered.endswith((".weights.h5", ".keras", ".npz")):
-        raise ValueError(
-            f"output {out!r} must end in '.weights.h5' (weights), '.keras' (model + model "
-            "card) or '.npz' (the state dict as NumPy arrays)."
-        )
+        raise ValueError(f"output {out!r} must end in '.weights.h5' (weights), '.keras' (model + "
+                         "model card) or '.npz' (the state dict as NumPy arrays).")
     if os.path.isdir(out):
         raise ValueError(f"output {out!r} is a directory; give a file name.")
     parent = os.path.dirname(out)
@@ -142,46 +122,12 @@ def check_output(out, include_aux=False):
     return out
 
 
-def write_model_card(model, path, src=None):
-    """Write `<path>.json` (atomically): the export model card plus ImageNet labels and the
-    weights' origin."""
-    card_path = card_path_for(path)
-    with atomic_path(card_path, suffix=".json") as tmp:
-        _write_json(model_card(model, path, src), tmp)
-    return card_path
-
-
-def _write_json(obj, path):
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
-
-
-def model_card(model, path, src=None):
-    """The model card of a converted `.keras` at `path` (see `write_model_card`)."""
+def _model_card(model, path, src):
+    """The model card of a converted `.keras` at `path`: the export card, plus ImageNet
+    labels and the weights' origin."""
     card = describe_source(None, model)
     card["source"]["path"] = os.path.abspath(path)
+    card["source"]["weights"] = torchvision_source(src)
     if card["model"]["classes"] == 1000:
-        index = imagenet_class_index()
-        card["labels"] = [index[i][1] for i in range(1000)]
-    card["source"]["weights"] = {
-        "origin": TORCHVISION_WEIGHTS_NAME,
-        "url": TORCHVISION_URL,
-        "file": os.path.basename(os.fspath(src)) if isinstance(src, (str, os.PathLike)) else None,
-        "metrics": TORCHVISION_METRICS,
-        "preprocessing_note": "torchvision's transform_input=True is folded into the [-1, 1] "
-        "input: x / 127.5 - 1 (preprocess_input(x, variant='torchvision')).",
-    }
+        card["labels"] = imagenet_labels()
     return card
-
-
-def ensure_imagenet_weights(download=None):
-    """`keras_googlenet.weights.imagenet.ensure_imagenet_weights` with the builder."""
-    return imagenet.ensure_imagenet_weights(imagenet_reference_model, download=download)
-
-
-def load_imagenet_weights(model, variant, include_top, classes, widths=None,
-                          width_multiplier=1.0):
-    """`keras_googlenet.weights.imagenet.load_imagenet_weights` with the builder."""
-    return imagenet.load_imagenet_weights(
-        model, variant, include_top, classes, imagenet_reference_model, widths=widths,
-        width_multiplier=width_multiplier)

@@ -1,28 +1,25 @@
-"""`GoogLeNet(weights="imagenet")`: the cache of converted torchvision weights.
-
-The cache holds `IMAGENET_WEIGHTS_FILE`, the weights of the main-head
-`GoogLeNet(variant="torchvision")`. A torchvision state dict dropped in the cache directory
-(`googlenet-1378be20.npz` or `.pth`) is converted there on first use; with PyTorch and a
-network, torchvision's `.pth` is downloaded first.
-
-This module never imports the builder: `GoogLeNet` passes `build_reference`, a function
-that builds the main-head model the cache file holds, and `weights.convert` wraps the
-public functions with it.
-"""
+"""`GoogLeNet(weights="imagenet")`: the cache of converted torchvision weights
+(docs/weights.md). Never imports the builder: `GoogLeNet` passes `build_reference`, a
+function that builds the main-head model the cache file holds."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.request
 import warnings
 
-from keras_googlenet.export.publish import atomic_path
-from keras_googlenet.layers import load_weights
+from keras_googlenet.model_card import find_layer
 from keras_googlenet.paths import child_path
-from keras_googlenet.weights.mapping import _layer_or_none, port_state_dict
+from keras_googlenet.publish import atomic_path
+from keras_googlenet.weights.mapping import port_state_dict
 from keras_googlenet.weights.state_dict import CONVERT_COMMAND
+
+__all__ = [
+    "CACHE_ENV", "IMAGENET_WEIGHTS_FILE", "OFFLINE_ENV", "TORCHVISION_FILE", "TORCHVISION_URL",
+    "cache_dir", "cache_file", "ensure_imagenet_weights", "load_imagenet_weights",
+    "torchvision_source",
+]
 
 TORCHVISION_URL = "https://download.pytorch.org/models/googlenet-1378be20.pth"
 TORCHVISION_FILE = "googlenet-1378be20.pth"
@@ -34,7 +31,7 @@ IMAGENET_WEIGHTS_FILE = "googlenet_torchvision_imagenet1k_v1.weights.h5"
 CACHE_ENV = "KERAS_GOOGLENET_HOME"
 OFFLINE_ENV = "KERAS_GOOGLENET_OFFLINE"
 
-IMAGENET_WEIGHTS_HELP = (
+_IMAGENET_WEIGHTS_HELP = (
     "`weights='imagenet'` loads torchvision's IMAGENET1K_V1 weights ported onto "
     "variant='torchvision', from the cache directory ($KERAS_GOOGLENET_HOME, else "
     "~/.keras/models); make them with `python -m keras_googlenet convert-torchvision "
@@ -46,7 +43,7 @@ IMAGENET_WEIGHTS_HELP = (
 # What `model.load_weights` raises for a file that does not fit the model (Keras: ValueError
 # naming the objects it could not load; h5py: KeyError for a missing group, OSError for a
 # file that is not HDF5).
-WEIGHTS_FILE_ERRORS = (ValueError, KeyError, OSError)
+_WEIGHTS_FILE_ERRORS = (ValueError, KeyError, OSError)
 
 
 def cache_dir():
@@ -70,13 +67,21 @@ def cache_file(name):
     return child_path(directory, name, setting)
 
 
-def imagenet_weights_path():
-    """The converted weights `GoogLeNet(variant="torchvision", weights="imagenet")` loads."""
-    return os.path.join(cache_dir(), IMAGENET_WEIGHTS_FILE)
+def torchvision_source(src=None):
+    """Where ported weights came from, for a model card or a preset's metadata: torchvision's
+    release, its URL and ImageNet metrics, and the file name of `src` (a path, else None)."""
+    return {
+        "kind": "torchvision",
+        "weights": TORCHVISION_WEIGHTS_NAME,
+        "url": TORCHVISION_URL,
+        "file": os.path.basename(os.fspath(src)) if isinstance(src, (str, os.PathLike)) else None,
+        "metrics": TORCHVISION_METRICS,
+        "note": "torchvision's transform_input=True is folded into the [-1, 1] input: "
+                "x / 127.5 - 1 (preprocess_input(x, variant='torchvision')).",
+    }
 
 
-def missing_weights_message(path=None):
-    path = path or imagenet_weights_path()
+def _missing_weights_message(path):
     return (
         f"ImageNet weights for GoogLeNet(variant='torchvision') are not in the cache: "
         f"{path!r} does not exist (cache directory: ${CACHE_ENV}, else $KERAS_HOME/models, "
@@ -99,26 +104,16 @@ def _torch_available():
 
 def _download(url, dest, sha256_prefix=TORCHVISION_SHA256_PREFIX, timeout=60):
     """Download `url` to `dest`, checking torchvision's sha256 prefix; `dest` appears only
-    complete and checked (a hidden temporary beside it is removed on any failure)."""
-    directory = os.path.dirname(os.path.abspath(dest))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.path.basename(dest)}.", suffix=".part",
-                               dir=directory)
+    complete and checked."""
     digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as response:
-            while chunk := response.read(1 << 20):
-                digest.update(chunk)
-                f.write(chunk)
+    with atomic_path(dest, suffix=".part") as tmp, open(tmp, "wb") as f, \
+            urllib.request.urlopen(url, timeout=timeout) as response:
+        while chunk := response.read(1 << 20):
+            digest.update(chunk)
+            f.write(chunk)
         if not digest.hexdigest().startswith(sha256_prefix):
-            raise ValueError(
-                f"downloaded {url} has sha256 {digest.hexdigest()[:16]}..., expected a hash "
-                f"starting {sha256_prefix}."
-            )
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+            raise ValueError(f"downloaded {url} has sha256 {digest.hexdigest()[:16]}..., "
+                             f"expected a hash starting {sha256_prefix}.")
     return dest
 
 
@@ -134,19 +129,16 @@ def _convert_into_cache(src, path, build_reference):
 
 
 def ensure_imagenet_weights(build_reference, download=None):
-    """The path of the converted ImageNet weights, converting or downloading if needed.
-
-    Order: the converted file in `cache_dir()`; else `googlenet-1378be20.npz` or `.pth` in
-    the cache directory, converted there; else (PyTorch installed, a network, and
-    `$KERAS_GOOGLENET_OFFLINE` unset) torchvision's `.pth` downloaded and converted. Raises
-    a `ValueError` naming the conversion command otherwise.
+    """The path of the converted ImageNet weights, converting or downloading them first if
+    needed, in the order docs/weights.md gives; a `ValueError` naming the conversion
+    command if there is no way.
 
     Args:
         build_reference: a function returning a new main-head
             `GoogLeNet(variant="torchvision")`, the model a conversion ports onto.
         download: allow the download (default: PyTorch installed and not offline).
     """
-    path = imagenet_weights_path()
+    path = os.path.join(cache_dir(), IMAGENET_WEIGHTS_FILE)
     if os.path.isfile(path):
         return path
     cache_file(IMAGENET_WEIGHTS_FILE)  # a cache directory that is a file: say so first
@@ -163,45 +155,38 @@ def ensure_imagenet_weights(build_reference, download=None):
             _download(TORCHVISION_URL, cache_file(TORCHVISION_FILE))
         except OSError as error:  # no network, proxy, disk: fall through to the help
             raise ValueError(f"could not download {TORCHVISION_URL} ({error}). "
-                             + missing_weights_message(path)) from error
+                             + _missing_weights_message(path)) from error
         return _convert_into_cache(pth, path, build_reference)
     if os.path.isfile(pth):
-        raise ValueError(
-            f"found {pth!r} but reading it needs PyTorch: `pip install "
-            "'keras-googlenet[torch]'`, or put its '.npz' (converted where PyTorch is "
-            f"installed) next to it. {missing_weights_message(path)}"
-        )
-    raise ValueError(missing_weights_message(path))
+        raise ValueError(f"found {pth!r} but reading it needs PyTorch: `pip install "
+                         "'keras-googlenet[torch]'`, or put its '.npz' (converted where PyTorch is "
+                         f"installed) next to it. {_missing_weights_message(path)}")
+    raise ValueError(_missing_weights_message(path))
 
 
-def check_imagenet_arguments(variant, include_top, classes, widths, width_multiplier):
+def _check_imagenet_arguments(variant, include_top, classes, widths, width_multiplier):
     """`ValueError` unless the model can take the ported ImageNet weights."""
     if variant != "torchvision":
         raise ValueError(
             f"`weights='imagenet'` needs variant='torchvision'; received variant={variant!r}. "
-            + IMAGENET_WEIGHTS_HELP
+            + _IMAGENET_WEIGHTS_HELP
         )
     if widths is not None or width_multiplier != 1.0:
-        raise ValueError(
-            "`weights='imagenet'` needs the standard widths (widths=None, "
-            f"width_multiplier=1.0); received widths={widths!r}, "
-            f"width_multiplier={width_multiplier!r}."
-        )
+        raise ValueError("`weights='imagenet'` needs the standard widths (widths=None, "
+                         f"width_multiplier=1.0); received widths={widths!r}, "
+                         f"width_multiplier={width_multiplier!r}.")
     if include_top and classes != 1000:
-        raise ValueError(
-            "`weights='imagenet'` with include_top=True needs classes=1000; received "
-            f"classes={classes!r}. Use include_top=False for a backbone."
-        )
+        raise ValueError("`weights='imagenet'` with include_top=True needs classes=1000; received "
+                         f"classes={classes!r}. Use include_top=False for a backbone.")
 
 
 def _load_converted(model, path):
     try:
-        load_weights(model, path)
-    except WEIGHTS_FILE_ERRORS as error:
-        raise ValueError(
-            f"{path!r} is not a converted main-head GoogLeNet(variant='torchvision') weights "
-            f"file ({error}). Delete it and rerun `{CONVERT_COMMAND} {TORCHVISION_FILE} {path}`."
-        ) from error
+        model.load_weights(path)
+    except _WEIGHTS_FILE_ERRORS as error:
+        raise ValueError(f"{path!r} is not a converted main-head GoogLeNet(variant='torchvision') "
+                         f"weights file ({error}). Delete it and rerun `{CONVERT_COMMAND} "
+                         f"{TORCHVISION_FILE} {path}`.") from error
 
 
 def load_imagenet_weights(model, variant, include_top, classes, build_reference, widths=None,
@@ -212,11 +197,11 @@ def load_imagenet_weights(model, variant, include_top, classes, build_reference,
     `ensure_imagenet_weights`). The aux heads (not pretrained anywhere) keep their random
     initialization, with a warning.
     """
-    check_imagenet_arguments(variant, include_top, classes, widths, width_multiplier)
+    _check_imagenet_arguments(variant, include_top, classes, widths, width_multiplier)
     if model.get_layer("conv1_conv").kernel.shape[2] != 3:
         raise ValueError("`weights='imagenet'` needs 3 input channels (RGB).")
     path = ensure_imagenet_weights(build_reference)
-    if include_top and _layer_or_none(model, "aux1_fc") is None:
+    if include_top and find_layer(model, "aux1_fc") is None:
         # The file's own layers: input size, activation and preprocessing hold no weights.
         _load_converted(model, path)
         return path
@@ -226,7 +211,7 @@ def load_imagenet_weights(model, variant, include_top, classes, build_reference,
     for layer in model.layers:
         if not layer.weights:
             continue
-        source = _layer_or_none(reference, layer.name)
+        source = find_layer(reference, layer.name)
         if source is None:
             untrained.append(layer.name)
             continue

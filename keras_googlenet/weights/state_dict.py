@@ -8,7 +8,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-STATE_DICT_SUFFIXES = (".pth", ".pt", ".npz")
+from keras_googlenet.publish import atomic_path
+
+__all__ = ["CONVERT_COMMAND", "load_state_dict", "save_state_dict_npz"]
+
 CONVERT_COMMAND = "python -m keras_googlenet convert-torchvision"
 
 
@@ -40,15 +43,11 @@ def load_state_dict(src):
         elif lowered.endswith((".pth", ".pt")):
             state = _torch_load(path)
         else:
-            raise ValueError(
-                f"cannot read {path!r}: expected a torchvision state dict as '.pth'/'.pt' "
-                "(needs PyTorch) or a NumPy '.npz' of the same tensors."
-            )
+            raise ValueError(f"cannot read {path!r}: expected a torchvision state dict as "
+                             "'.pth'/'.pt' (needs PyTorch) or a NumPy '.npz' of the same tensors.")
     else:
-        raise ValueError(
-            "`src` must be the path of a '.pth'/'.pt' or '.npz' state dict, or a mapping of "
-            f"tensor names to arrays; received {type(src).__name__}."
-        )
+        raise ValueError("`src` must be the path of a '.pth'/'.pt' or '.npz' state dict, or a "
+                         f"mapping of tensor names to arrays; received {type(src).__name__}.")
     for wrapper in ("state_dict", "model"):  # a training checkpoint around the state dict
         if isinstance(state.get(wrapper), Mapping):
             state = dict(state[wrapper])
@@ -93,10 +92,8 @@ def _torch_load(path):
             f"({type(error).__name__}): give torchvision's googlenet .pth (tensors saved with "
             "`torch.save(model.state_dict(), path)`).") from None
     if not isinstance(state, Mapping):
-        raise ValueError(
-            f"{path!r} holds a {type(state).__name__}, not a state dict; save "
-            "`model.state_dict()` rather than the module."
-        )
+        raise ValueError(f"{path!r} holds a {type(state).__name__}, not a state dict; save "
+                         "`model.state_dict()` rather than the module.")
     return state
 
 
@@ -107,8 +104,6 @@ def save_state_dict_npz(state_dict, path, dtype=None):
         if dtype is not None and np.issubdtype(value.dtype, np.floating):
             value = value.astype(dtype)
         arrays[name] = value
-    from keras_googlenet.export.publish import atomic_path
-
     path = os.fspath(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)

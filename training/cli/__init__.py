@@ -1,7 +1,8 @@
 """Command-line shells over the library functions (`googlenet-train`, `-export`, ...).
 
-Importing this package quiets TensorFlow's start-up (`quiet_start`), so every CLI's first
-lines are its own.
+Every CLI's `main` calls `quiet_start()` before anything imports TensorFlow, so its first
+lines are its own; a CLI module therefore imports the library (which imports TensorFlow)
+inside its functions. Importing this package has no side effects.
 """
 
 import argparse
@@ -75,9 +76,6 @@ def quiet_start(environ=None):
     return True
 
 
-quiet_start()
-
-
 # What each extra of pyproject.toml brings that a CLI imports, by module name.
 EXTRA_MODULES = {
     "train": ("sklearn", "tensorflow_datasets", "matplotlib", "PIL"),
@@ -119,6 +117,15 @@ class DefaultsFormatter(argparse.HelpFormatter):
         return text
 
 
+def add_dataset_arguments(group):
+    """`--dataset`, `--data-dir` and `--val-fraction`: the arguments of `load_dataset`
+    (`keras_googlenet_training.data`), the same in every CLI that loads a dataset."""
+    group.add_argument("--dataset", default="digits", help="digits | tfds:NAME | folder:PATH")
+    group.add_argument("--data-dir", default=None, help="TFDS data directory")
+    group.add_argument("--val-fraction", type=float, default=0.2,
+                       help="held-out share when the dataset has no validation split")
+
+
 def drop_options(argv, with_value=(), flags=()):
     """`argv` without the options a launcher keeps for itself.
 
@@ -137,46 +144,6 @@ def drop_options(argv, with_value=(), flags=()):
     return rest
 
 
-# Shared with `python -m keras_googlenet` (the library may not import this package).
-from keras_googlenet.errors import (  # noqa: E402, F401 - re-exported for the CLIs
-    EXIT_INTERNAL_ERROR,
-    describe_os_error,
-    is_refusal,
-    refuse_or_report,
-    report_unexpected,
-)
-
-
 def add_debug_flag(parser):
     parser.add_argument("--debug", action="store_true",
                         help="print the full traceback of an unexpected error")
-
-
-EXIT_INTERRUPTED = 130  # 128 + SIGINT
-EXIT_TERMINATED = 143  # 128 + SIGTERM, what shells and schedulers expect
-
-
-# SIGTERM, raised where Ctrl-C raises KeyboardInterrupt: the same clean stop. One class
-# with the launchers' and the trainer's, which tell the two stops apart by it.
-from keras_googlenet_training.launcher import Terminated  # noqa: E402, F401
-
-
-@contextlib.contextmanager
-def handle_sigterm():
-    """While inside, SIGTERM (`kill`, Kubernetes, a scheduler's time limit) stops the CLI
-    as Ctrl-C does: `Terminated`, a KeyboardInterrupt, is raised in the main thread.
-    `interrupted_status(error)` then gives 143 instead of 130."""
-    import signal
-
-    def terminated(signum, frame):
-        raise Terminated(f"terminated by signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def interrupted_status(error):
-    return EXIT_TERMINATED if isinstance(error, Terminated) else EXIT_INTERRUPTED

@@ -15,13 +15,10 @@ import sys
 from keras_googlenet_training.cli import (
     DefaultsFormatter,
     add_debug_flag,
-    describe_os_error,
-    handle_sigterm,
-    interrupted_status,
-    is_refusal,
-    refuse_or_report,
+    quiet_start,
     require_extras,
 )
+from keras_googlenet_training.launcher import interrupted_status, sigterm_as_interrupt
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PROG = "googlenet-export"
@@ -29,7 +26,12 @@ KERAS_HUB_FORMAT = "keras-hub"  # a preset directory, by keras_googlenet.hub (op
 
 
 def build_parser():
-    from keras_googlenet.export import DEFAULT_INT8_IO, FORMATS, INT8_IO_TYPES, MIN_ONNX_OPSET
+    from keras_googlenet.export.formats import (
+        DEFAULT_INT8_IO,
+        FORMATS,
+        INT8_IO_TYPES,
+        MIN_ONNX_OPSET,
+    )
 
     p = argparse.ArgumentParser(
         prog="googlenet-export",
@@ -45,7 +47,9 @@ def build_parser():
                    "format, plus tflite-int8 with --calibration-data); or keras-hub alone: a "
                    "KerasHub preset directory at --out (needs keras-googlenet[hub])")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--name", default=None, help="artefact base name (default: the model's name)")
+    p.add_argument("--name", default=None,
+                   help="artefact base name (default: the model's name); with keras-hub, the "
+                   "preset is written to OUT/NAME")
     p.add_argument("--input-size", type=int, default=None,
                    help="fix the input size of a model built for any size")
     calib = p.add_argument_group("quantization")
@@ -62,7 +66,8 @@ def build_parser():
                         help="put the preprocessing inside every exported model, so that each "
                         "takes RGB pixels in [0, 255] (TFLite metadata then says mean 0, std 1)")
     mobile.add_argument("--labels", metavar="FILE", default=None,
-                        help="class names, one per line (default: the run's labels.txt)")
+                        help="class names, one per line (default: the run's labels.txt); "
+                        "also for keras-hub")
     mobile.add_argument("--tflite-metadata", action=argparse.BooleanOptionalAction,
                         default=True,
                         help="write TFLite Metadata (normalization, labels) into every .tflite, "
@@ -73,16 +78,16 @@ def build_parser():
     ver.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
                      help="compare every artefact with Keras before writing it")
     ver.add_argument("--verification-data", metavar="DATASET", default=None,
-                     help="validation images for the top-1 agreement bounds (default: the "
-                     "run's dataset from config.json, else --calibration-data)")
+                     help="labelled validation images for the accuracy-drop bounds (default: "
+                     "the run's dataset from config.json, else --calibration-data)")
     ver.add_argument("--verification-samples", type=int, default=512,
                      help="at most this many validation images")
+    ver.add_argument("--max-accuracy-drop", metavar="PTS", type=float, default=None,
+                     help="top-1 accuracy drop below Keras, in percentage points, that every "
+                     "format may show (default: 0.1 float formats, 1 dynamic and int8)")
     p.add_argument("--data-dir", default=None, help="TFDS data directory")
     p.add_argument("--uint8-signature", action=argparse.BooleanOptionalAction, default=True,
                    help="add the SavedModel signature serving_uint8 (raw pixels, any size)")
-    p.add_argument("--optimize", action=argparse.BooleanOptionalAction, default=False,
-                   help="fold BatchNorm and merge sibling 1x1 convs in the exported graph "
-                   "(the converters fold BatchNorm anyway; measured no faster)")
     p.add_argument("--opset", type=int, default=MIN_ONNX_OPSET, help="ONNX opset")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     add_debug_flag(p)
@@ -90,52 +95,37 @@ def build_parser():
 
 
 def _run_config(source):
-    from keras_googlenet.export import resolve_source
+    from keras_googlenet.model_card import resolve_source
 
     _, run_info = resolve_source(source)
     return run_info.get("config") or {}
 
 
-def _model_input_size(source):
-    from keras_googlenet.export import resolve_source
-    from keras_googlenet.runtime import load_keras_model
-
-    path, _ = resolve_source(source)
-    return load_keras_model(path, "source").input_shape[1]
-
-
 def _split(spec, split, config, data_dir):
-    """Unbatched (uint8 image, label) tf.data of one split of a dataset spec."""
+    """Unbatched (uint8 image, label) tf.data of one split of a dataset spec: the export
+    crops, resizes and scales the images as the training pipeline evaluates them."""
     # lazy: the library never imports training/
-    from keras_googlenet_training import data as data_lib
+    from keras_googlenet_training.data import load_dataset
 
     same_dataset = spec == config.get("dataset")
-    splits = data_lib.load_dataset(
+    splits = load_dataset(
         spec,
         data_dir=data_dir or (config.get("data_dir") if same_dataset else None),
         seed=config.get("seed", 0) if same_dataset else 0,
         val_fraction=config.get("val_fraction", 0.2) if same_dataset else 0.2,
     )
-    return getattr(splits, split), splits
-
-
-def _pipeline(dataset, input_size, variant, batch_size=32):
-    from keras_googlenet_training import data as data_lib
-
-    return data_lib.make_pipeline(
-        dataset, input_size=input_size, batch_size=batch_size, training=False,
-        variant=variant or "v1",
-    )
+    return getattr(splits, split)
 
 
 def main(argv=None):
+    quiet_start()
     parser = build_parser()
     args = parser.parse_args(argv)
     if KERAS_HUB_FORMAT in (args.formats or "").split(","):
         return _keras_hub_preset(args)
     require_extras("googlenet-export", "export")
     try:
-        with handle_sigterm():  # SIGTERM cleans up its staging as Ctrl-C does
+        with sigterm_as_interrupt():  # SIGTERM cleans up its staging as Ctrl-C does
             report = _export(args)
     except KeyboardInterrupt as error:
         print(f"{PROG}: interrupted; nothing half-written was published, the previous "
@@ -146,7 +136,9 @@ def main(argv=None):
 
     print(report.summary(), file=sys.stderr)
     if args.json:
-        print(json.dumps(_report_json(report), indent=2, default=str))
+        from keras_googlenet.publish import json_default
+
+        print(json.dumps(_report_json(report), indent=2, default=json_default))
     if not report.ok:
         failed = [r.format for r in report.results if not r.ok]
         print(f"{PROG}: FAILED: {', '.join(failed)} (nothing written for them)",
@@ -159,8 +151,10 @@ def _error_status(error, args):
     """Exit 2 and one line for a bad argument or input, or an `OSError` (its path and the
     system's reason: read-only, full, permission denied); anything else is an internal
     error with its traceback in a log file."""
+    from keras_googlenet.errors import describe_os_error, is_refusal, refuse_or_report
+
     if isinstance(error, OSError) and not is_refusal(error):
-        from keras_googlenet.export import is_disk_full
+        from keras_googlenet.publish import is_disk_full
 
         cause = describe_os_error(error, args.out)
         if is_disk_full(error) and "space" not in cause:
@@ -172,7 +166,9 @@ def _error_status(error, args):
 
 def _export(args):
     """Check the arguments, load the calibration and verification images, export."""
-    from keras_googlenet.export import check_destination, export_model, validate_export_arguments
+    from keras_googlenet.export import export_model
+    from keras_googlenet.export.formats import check_destination, validate_export_arguments
+    from keras_googlenet.export.verify import check_max_accuracy_drop
 
     check_destination(args.source, args.out, args.name)
     config = _run_config(args.source)
@@ -180,28 +176,19 @@ def _export(args):
     formats = validate_export_arguments(
         args.formats, args.calibration_data, args.calibration_steps, args.int8_io,
         args.opset, args.verification_samples)
-    model_config = config.get("model") or {}
-    size = args.input_size or model_config.get("input_size")
-    variant = model_config.get("variant")
-    if size is None:
-        size = _model_input_size(args.source)
-    if size is None and (args.calibration_data or args.verification_data):
-        raise ValueError("the model takes any input size: pass --input-size.")
-
+    check_max_accuracy_drop(args.max_accuracy_drop)
     calibration = verification = None
     if args.calibration_data and "tflite-int8" in formats:
         print(f"[export] calibration images: {args.calibration_data} (train split)",
               file=sys.stderr)
-        train, _ = _split(args.calibration_data, "train", config, args.data_dir)
-        calibration = _pipeline(train.shuffle(2048, seed=0), size, variant,
-                                batch_size=1).take(args.calibration_steps)
+        train = _split(args.calibration_data, "train", config, args.data_dir)
+        calibration = train.shuffle(2048, seed=0)
     if args.verify:
         spec = args.verification_data or config.get("dataset") or args.calibration_data
         if spec:
             print(f"[export] verification images: {spec} (validation split)",
                   file=sys.stderr)
-            val, _ = _split(spec, "val", config, args.data_dir)
-            verification = _pipeline(val, size, variant)
+            verification = _split(spec, "val", config, args.data_dir)
         else:
             print("[export] no validation images (no --verification-data, no run "
                   "config): parity on random inputs; agreement bounds not enforced",
@@ -214,7 +201,7 @@ def _export(args):
         labels=args.labels, tflite_metadata=args.tflite_metadata, author=args.author,
         license=args.license, uint8_signature=args.uint8_signature, verify=args.verify,
         verification_data=verification, verification_samples=args.verification_samples,
-        opset=args.opset, optimize=args.optimize, strict=False,
+        max_accuracy_drop=args.max_accuracy_drop, opset=args.opset, strict=False,
     )
 
 
@@ -226,10 +213,7 @@ def _keras_hub_preset(args):
               file=sys.stderr)
         return EXIT_USAGE
     try:
-        from keras_googlenet.hub import write_preset
-
-        path = write_preset(args.source, args.out, image_size=args.input_size,
-                            verify=args.verify)
+        path = _write_preset(args)
     except ImportError as error:  # the hub extra is missing: our own one-line message
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -245,6 +229,22 @@ def _keras_hub_preset(args):
     if args.json:
         print(json.dumps({"preset": path, "metadata": metadata}, indent=2))
     return EXIT_OK
+
+
+def _write_preset(args):
+    """The preset at `--out` (or `--out/--name`), with `--labels` in its metadata."""
+    from keras_googlenet.export.cards import read_labels
+    from keras_googlenet.export.formats import check_destination
+
+    preset_dir = args.out
+    if args.name is not None:  # as for the artefacts: one plain name inside --out
+        check_destination(args.source, args.out, args.name)
+        preset_dir = os.path.join(args.out, args.name)
+    labels = read_labels(args.labels) if args.labels is not None else None
+    from keras_googlenet.hub import write_preset  # after the checks: imports keras_hub
+
+    return write_preset(args.source, preset_dir, image_size=args.input_size, labels=labels,
+                        verify=args.verify)
 
 
 def _report_json(report):

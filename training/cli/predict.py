@@ -13,11 +13,10 @@ import sys
 
 import numpy as np
 
-from keras_googlenet.scores import top_indices
 from keras_googlenet_training.cli import (
     DefaultsFormatter,
     add_debug_flag,
-    refuse_or_report,
+    quiet_start,
     require_extras,
 )
 
@@ -60,30 +59,30 @@ def predict_files(predictor, paths, top_k=5, batch_size=32):
         chunk = ready[start:start + batch_size]
         probs = predictor.predict(np.stack([x for _, x in chunk]))
         for (index, _), row in zip(chunk, probs, strict=True):
-            best = top_indices(row, top_k)  # the ranking of Predictor.top_k
-            results[index]["predictions"] = [
-                {"label": predictor.label(i), "index": int(i), "probability": float(row[i])}
-                for i in best
-            ]
+            results[index]["predictions"] = predictor.top_k(row, top_k)
     return results
 
 
-def _argument_error(args):
-    """The refusal of a bad number, or None."""
+def _check_numbers(args):
+    """A `ValueError` naming the flag of a number that is not a positive int."""
+    from keras_googlenet.checks import positive_int
+
     for flag, value in (("--top-k", args.top_k), ("--batch-size", args.batch_size),
                         ("--threads", args.threads)):
-        if value is not None and value < 1:
-            return f"{flag} must be >= 1; received {value}"
-    return None
+        if value is not None:  # --threads: None lets the runtime choose
+            positive_int(flag, value)
 
 
 def main(argv=None):
+    quiet_start()
     args = build_parser().parse_args(argv)
     require_extras(PROG, "export")  # reads every artefact the export writes
-    problem = _argument_error(args)
-    if problem:
-        print(f"{PROG}: error: {problem}", file=sys.stderr)
+    try:
+        _check_numbers(args)
+    except ValueError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    from keras_googlenet.errors import refuse_or_report
     from keras_googlenet.runtime import load_predictor
 
     try:

@@ -9,27 +9,29 @@ import logging
 import os
 import sys
 
-from keras_googlenet.spec import VARIANTS
 from keras_googlenet_training.cli import (
     DefaultsFormatter,
-    Terminated,
+    add_dataset_arguments,
     add_debug_flag,
     drop_options,
-    handle_sigterm,
-    is_refusal,
-    refuse_or_report,
+    quiet_start,
     require_extras,
 )
-from keras_googlenet_training.precision import PRECISIONS
+from keras_googlenet_training.launcher import (
+    EXIT_TERMINATED,
+    interrupted_status,
+    sigterm_as_interrupt,
+)
 
 PROG = "googlenet-train"
 EXIT_BAD_ARGUMENTS = 2
 EXIT_DIVERGED = 3
-EXIT_INTERRUPTED = 130  # the shell's status for Ctrl-C
-EXIT_TERMINATED = 143  # and for SIGTERM
 
 
 def build_parser():
+    from keras_googlenet.spec import VARIANTS
+    from keras_googlenet_training.precision import PRECISIONS
+
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Train GoogLeNet on digits (default, offline), a TFDS dataset or an image "
@@ -37,14 +39,10 @@ def build_parser():
         formatter_class=DefaultsFormatter,
     )
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", default="digits",
-                      help="digits | tfds:NAME | folder:PATH")
-    data.add_argument("--data-dir", default=None, help="TFDS data directory")
+    add_dataset_arguments(data)
     data.add_argument("--download", action="store_true",
                       help="let TFDS download a dataset not prepared in --data-dir (default: "
                       "never touch the network)")
-    data.add_argument("--val-fraction", type=float, default=0.2,
-                      help="held-out share when the dataset has no validation split")
     data.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                       help="random horizontal flips (default: on, off for digits)")
     data.add_argument("--distort", action=argparse.BooleanOptionalAction, default=True,
@@ -123,22 +121,28 @@ def build_parser():
 
 
 def main(argv=None):
+    quiet_start()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     require_extras(PROG, "train")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("tensorflow").setLevel(logging.WARNING)  # per-step collective chatter
     if args.workers is not None:
-        if args.workers < 1:
-            print(f"{PROG}: error: `--workers` must be a positive int; received "
-                  f"{args.workers}.", file=sys.stderr)
+        from keras_googlenet.checks import positive_int
+
+        try:
+            positive_int("--workers", args.workers)
+        except ValueError as error:
+            print(f"{PROG}: error: {error}", file=sys.stderr)
             return EXIT_BAD_ARGUMENTS
         from keras_googlenet_training.multiworker import launch_local_workers
 
         return launch_local_workers(drop_options(argv, with_value=("--workers",)), args.workers)
 
+    from keras_googlenet.errors import is_refusal, refuse_or_report
     from keras_googlenet_training import callbacks
-    from keras_googlenet_training.train import TrainConfig, train
+    from keras_googlenet_training.train import train
+    from keras_googlenet_training.train_config import TrainConfig
 
     options = vars(args)
     options.pop("workers")
@@ -146,7 +150,7 @@ def main(argv=None):
     config = TrainConfig(**options)
     # SIGTERM (kill, a scheduler, Kubernetes) stops a run like Ctrl-C. Not in a
     # multi-worker process: blocked in a collective it could not act on it anyway.
-    stop_on_sigterm = (handle_sigterm() if config.strategy != "multi-worker"
+    stop_on_sigterm = (sigterm_as_interrupt() if config.strategy != "multi-worker"
                        else contextlib.nullcontext())
     try:
         with stop_on_sigterm:
@@ -171,13 +175,13 @@ def _interrupted(error, config):
     print(f"interrupted after epoch {done} of {config.epochs}; run the same command to "
           f"resume.{kept}" if done else "interrupted before the first epoch was backed up; "
           f"run the same command to start again.{kept}", file=sys.stderr)
-    terminated = getattr(error, "terminated", isinstance(error, Terminated))
-    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    # A `TrainingInterrupted` says whether a SIGTERM stopped training; else the error does.
+    return EXIT_TERMINATED if getattr(error, "terminated", False) else interrupted_status(error)
 
 
 def _cannot_write(error, config):
     """An OSError: its real cause and path (the output directory is read-only, full...)."""
-    from keras_googlenet_training.run_dir import is_disk_full
+    from keras_googlenet.publish import is_disk_full
 
     where = os.fspath(error.filename or config.output_dir)
     cause = "no space left on device" if is_disk_full(error) else (

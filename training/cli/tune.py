@@ -7,20 +7,15 @@ import json
 import logging
 import sys
 
-from keras_googlenet.spec import VARIANTS
 from keras_googlenet_training.cli import (
-    EXIT_INTERRUPTED,  # noqa: F401 - 130, one of this CLI's exit codes
-    EXIT_TERMINATED,  # noqa: F401 - 143
     DefaultsFormatter,
+    add_dataset_arguments,
     add_debug_flag,
     drop_options,
-    handle_sigterm,
-    interrupted_status,
-    is_refusal,
-    refuse_or_report,
+    quiet_start,
     require_extras,
 )
-from keras_googlenet_training.precision import PRECISIONS
+from keras_googlenet_training.launcher import interrupted_status, sigterm_as_interrupt
 
 EXIT_BAD_ARGUMENTS = 2
 EXIT_SEARCH_FAILED = 3  # no trial produced a score, or the trials kept crashing
@@ -53,6 +48,8 @@ def _value_or_range(text):
 
 
 def _variants(text):
+    from keras_googlenet.spec import VARIANTS
+
     values = tuple(v.strip() for v in text.split(",") if v.strip())
     unknown = [v for v in values if v not in VARIANTS]
     if not values or unknown:
@@ -73,6 +70,8 @@ def _count(text):
 
 
 def build_parser():
+    from keras_googlenet_training.precision import PRECISIONS
+
     p = argparse.ArgumentParser(
         prog="googlenet-tune",
         description="Search GoogLeNet's Inception widths (per-stage multipliers, bottleneck "
@@ -124,10 +123,7 @@ def build_parser():
                         help="TFLite interpreter threads for the latency measurement")
 
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", default="digits", help="digits | tfds:NAME | folder:PATH")
-    data.add_argument("--data-dir", default=None, help="TFDS data directory")
-    data.add_argument("--val-fraction", type=float, default=0.2,
-                      help="held-out share when the dataset has no validation split")
+    add_dataset_arguments(data)
     data.add_argument("--input-size", type=int, default=None,
                       help="square input side (default: 224, 80 for digits)")
 
@@ -152,28 +148,38 @@ def build_parser():
 
 
 def main(argv=None):
+    quiet_start()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     require_extras("googlenet-tune", "tune", "train")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from keras_googlenet_training import tune
+    from keras_googlenet.errors import is_refusal, refuse_or_report
+    from keras_googlenet_training.oracle_server import distributed_role
+    from keras_googlenet_training.tune import check_settings, run_search
+    from keras_googlenet_training.tune_config import (
+        SearchFailedError,
+        TuneConfig,
+        project_dir,
+        work_dir,
+    )
+    from keras_googlenet_training.tune_launch import launch_local
 
     settings = {k: v for k, v in vars(args).items() if k not in ("workers", "debug")}
-    config = tune.TuneConfig(**settings)
+    config = TuneConfig(**settings)
     log_dir = None
     try:
-        with handle_sigterm():
+        with sigterm_as_interrupt():
             if args.workers < 0:
                 raise ValueError(f"`--workers` must be >= 0; received {args.workers}.")
-            config = tune.check_settings(config, tune.distributed_role())
-            log_dir = tune.work_dir(config)
+            config = check_settings(config, distributed_role())
+            log_dir = work_dir(config)
             if args.workers:
                 child_argv = drop_options(argv, with_value=("--workers",))
-                return tune.launch_local(child_argv, args.workers, args.directory,
-                                         args.project_name, overwrite=args.overwrite)
-            result = tune.run_search(config)
-    except tune.SearchFailedError as error:
-        kept = f" The search in {tune.project_dir(config)} is unchanged: --overwrite " \
+                return launch_local(child_argv, args.workers, args.directory,
+                                    args.project_name, overwrite=args.overwrite)
+            result = run_search(config)
+    except SearchFailedError as error:
+        kept = f" The search in {project_dir(config)} is unchanged: --overwrite " \
             "replaces it only with a search that produced a score." if args.overwrite else ""
         print(f"error: {error}{kept}", file=sys.stderr)
         return EXIT_SEARCH_FAILED
@@ -187,7 +193,7 @@ def main(argv=None):
         if is_refusal(error):
             print(f"error: {error}", file=sys.stderr)
             return EXIT_BAD_ARGUMENTS
-        from keras_googlenet.export.publish import is_disk_full
+        from keras_googlenet.publish import is_disk_full
 
         cause = "no space left on device" if is_disk_full(error) else (
             error.strerror or str(error))

@@ -1,12 +1,13 @@
-"""A deterministic stand-in for torchvision's GoogLeNet weights, in plain NumPy.
+"""A deterministic stand-in for torchvision's GoogLeNet weights, in plain NumPy (test helper).
 
 The torchvision-parity fixture (`tests/fixtures/torchvision_googlenet.*`, made by
 `scripts/make_torchvision_fixture.py` where PyTorch is installed) stores torchvision's
 state-dict manifest and the logits torchvision computed, not the 13 M weights (~26 MB even
 as float16). Every tensor is instead a pure function of its name and a seed, drawn from
 NumPy's legacy `RandomState`, whose streams NumPy guarantees never to change (NEP 19), so
-the test and the fixture maker regenerate the same float32 values bit for bit, and a port
-can be checked against torchvision without PyTorch.
+the tests and the fixture maker regenerate the same float32 values bit for bit. Imported by
+`tests/test_weights.py`, `tests/_backend_check.py` and, by path, the fixture maker; it needs
+only NumPy, so it runs in the maker's PyTorch-only environment too.
 """
 
 from __future__ import annotations

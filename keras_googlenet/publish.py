@@ -15,15 +15,18 @@ import tempfile
 
 import numpy as np
 
-from keras_googlenet.paths import unwritable  # noqa: F401 - where the export takes it
-
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
+__all__ = ["atomic_path", "current_umask", "discard_stage", "is_disk_full", "json_default",
+           "path_size", "publish", "remove_path", "replace_owned", "staging_path",
+           "write_json_atomic"]
+
 
 def path_size(path):
+    """Bytes in the file, or in every file under the directory, at `path`."""
     if os.path.isdir(path):
         return sum(os.path.getsize(os.path.join(root, f))
                    for root, _, files in os.walk(path) for f in files)
@@ -194,6 +197,7 @@ def _default_mode(path, directory=False):
 
 
 def write_json_atomic(obj, path):
+    """Write `obj` as indented JSON to `path` atomically (numpy values as plain ones)."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
                                prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
@@ -208,6 +212,8 @@ def write_json_atomic(obj, path):
 
 
 def json_default(value):
+    """`json.dump`'s `default`: numpy scalars and arrays as Python values; `TypeError` for
+    anything else, so that an unexpected object fails loudly instead of being stringified."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):

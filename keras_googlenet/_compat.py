@@ -1,0 +1,95 @@
+"""Every private name of another package that keras_googlenet and its training code use.
+
+Each has no public equivalent; the comment above each use says why it is needed.
+`tests/test_keras_internals.py` checks every one by name and behaviour, so that an upgrade
+that changes one fails there, naming it, before a training run or a search does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+__all__ = [
+    "ema_weights_in_model",
+    "oracle_search_over",
+    "run_and_update_trial",
+    "serve_oracle_servicer",
+    "set_fit_initial_epoch",
+    "tfds_gcs_disabled",
+    "tflite_nodes",
+    "trial_metrics",
+]
+
+
+def set_fit_initial_epoch(model, epoch):
+    """Make the next `model.fit` start at `epoch` (`None`: at its own `initial_epoch`)."""
+    # keras.callbacks.BackupAndRestore's own route: TensorFlow's `fit` reads
+    # `model._initial_epoch or initial_epoch` after `on_train_begin`, and never resets it.
+    model._initial_epoch = epoch
+
+
+def ema_weights_in_model(callback):
+    """Whether a `keras.callbacks.SwapEMAWeights` has put the moving average in the model."""
+    # No public accessor: after a fit that ran no epoch, the average is not in place.
+    return callback._ema_weights_in_model
+
+
+def trial_metrics(results, objective):
+    """KerasTuner's conversion of `Tuner.run_trial` results (History, dict, float) to metrics."""
+    # The conversion `Tuner` itself applies; not exported by `keras_tuner`.
+    from keras_tuner.src.engine import tuner_utils
+
+    return tuner_utils.convert_to_metrics_dict(results, objective)
+
+
+def run_and_update_trial(tuner, trial, *fit_args, **fit_kwargs):
+    """KerasTuner's `Tuner._run_and_update_trial`: run the trial, report it to the oracle."""
+    # Called from our override of `_try_run_and_update_trial`, KerasTuner's only hook for
+    # how a failed trial is recorded.
+    return tuner._run_and_update_trial(trial, *fit_args, **fit_kwargs)
+
+
+def serve_oracle_servicer(oracle, server):
+    """Add KerasTuner's gRPC oracle service for `oracle` to `server`; return the servicer."""
+    # KerasTuner has no public API for the chief's server (its own loop polls every 20 s).
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute import oracle_chief
+
+    servicer = oracle_chief.OracleServicer(oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    return servicer
+
+
+def oracle_search_over(oracle, servicer):
+    """KerasTuner's rule for the chief to stop: a worker was told to, and no trial runs."""
+    from keras_tuner.src.distribute import oracle_chief
+
+    return servicer.stop_triggered and oracle_chief.exit_chief(oracle)
+
+
+@contextlib.contextmanager
+def tfds_gcs_disabled():
+    """Within the block, TFDS never looks up dataset metadata on gs://tfds-data."""
+    # `tfds.builder` reads a not-yet-prepared dataset's info from GCS with no public switch
+    # (`try_gcs` and `DownloadConfig.try_download_gcs` cover only the data); offline, each
+    # look-up hangs ~60 s. TFDS 4.9.10 defaults the flag to True; this makes sure.
+    from tensorflow_datasets.core.utils import gcs_utils
+
+    previous = getattr(gcs_utils, "_is_gcs_disabled", None)
+    if previous is None:  # another TFDS: nothing to switch, `try_gcs=False` still holds
+        yield
+        return
+    gcs_utils._is_gcs_disabled = True
+    try:
+        yield
+    finally:
+        gcs_utils._is_gcs_disabled = previous
+
+
+def tflite_nodes(interpreter):
+    """Every node of a LiteRT `Interpreter` (after `allocate_tensors`: the delegate nodes,
+    named "DELEGATE", come last; the nodes they replaced stay listed): dicts with
+    `index`, `op_name`, `inputs` and `outputs` (tensor indices)."""
+    # LiteRT lists its nodes publicly nowhere; TensorFlow's own QuantizationDebugger reads
+    # this method too. Counting what XNNPACK took (tests/test_int8_delegation.py) needs it.
+    return interpreter._get_ops_details()
