@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import math
 import os
+import re
+import warnings
 
 import keras
 
 from keras_googlenet.export.formats import DEFAULT_INT8_IO, MIN_ONNX_OPSET, UINT8_SIGNATURE
 from keras_googlenet.model_card import INPUT_NAME, OUTPUT_NAME, has_preprocessing_layer
 from keras_googlenet.preprocessing import eval_crop_resize
+
+INT8_REPORT_LAYERS = 10  # the layers the int8 report lists, worst first
 
 
 def write_savedmodel(model, path, uint8_signature=True):
@@ -44,6 +51,10 @@ def write_savedmodel(model, path, uint8_signature=True):
 
 def convert_tflite(savedmodel_dir, fmt, representative_dataset=None, int8_io=DEFAULT_INT8_IO):
     """TFLite flatbuffer bytes for one of the `tflite-*` formats."""
+    return _tflite_converter(savedmodel_dir, fmt, representative_dataset, int8_io).convert()
+
+
+def _tflite_converter(savedmodel_dir, fmt, representative_dataset, int8_io):
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(
@@ -67,7 +78,89 @@ def convert_tflite(savedmodel_dir, fmt, representative_dataset=None, int8_io=DEF
         converter.inference_output_type = io_type
     elif fmt != "tflite-fp32":
         raise ValueError(f"not a TFLite format: {fmt!r}")
-    return converter.convert()
+    return converter
+
+
+def int8_layer_errors(savedmodel_dir, representative_dataset, debug_dataset, layer_names,
+                      float_layers=(), int8_io="int8", top=INT8_REPORT_LAYERS):
+    """The int8 layers with the largest quantization error, and the int8 model that keeps
+    `float_layers` in float (None when there are none: the plain converter writes it).
+
+    `tf.lite.experimental.QuantizationDebugger` runs `debug_dataset` through a debug
+    model that computes every quantized op also in float; a layer's error is the RMSE of
+    the difference in units of its output's quantization scale (1 is one step).
+
+    Args:
+        layer_names: the Keras model's layer names, which the TFLite tensor names contain.
+        float_layers: names from `layer_names` to keep in float (the debugger's denylist).
+        int8_io: `"int8"` or `"float32"`: the debugger writes no uint8 interface.
+
+    Returns:
+        (bytes or None, a list of `{"layer", "op", "rmse_per_scale", "max_abs_error",
+        "scale"}`, worst first, one per layer, at most `top`).
+    """
+    import tensorflow as tf
+
+    with warnings.catch_warnings():  # the debugger runs TF's own (deprecated) interpreter
+        warnings.filterwarnings("ignore", "(?s).*tf.lite.Interpreter is deprecated")
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=_tflite_converter(savedmodel_dir, "tflite-int8", representative_dataset,
+                                        int8_io),
+            debug_dataset=debug_dataset)
+        debugger.run()
+        rows = _layer_rows(debugger, layer_names)
+        if not float_layers:
+            return None, _worst_layers(rows, top)
+        debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_nodes=[row["tensor"] for row in rows
+                              if set(row["layers"]) & set(float_layers)],
+            fully_quantize=int8_io == "int8")  # int8 in and out; else float32
+        debugger.run()
+        return debugger.get_nondebug_quantized_model(), _worst_layers(
+            _layer_rows(debugger, layer_names), top)
+
+
+def _layer_rows(debugger, layer_names):
+    """The debugger's statistics per quantized tensor, with the Keras layers it is from."""
+    layer_names = set(layer_names)
+    dump = io.StringIO()
+    debugger.layer_statistics_dump(dump)  # the public route to each tensor's scale
+    rows = []
+    for row in csv.DictReader(io.StringIO(dump.getvalue())):
+        scale, rmse = float(row["scale"]), math.sqrt(float(row["mean_squared_error"]))
+        rows.append({
+            "tensor": row["tensor_name"], "op": row["op_name"],
+            "layers": _keras_layers_of(row["tensor_name"], layer_names),
+            # a constant tensor (say, from constant calibration images) has no steps
+            "rmse_per_scale": rmse / scale if scale > 0 else math.nan,
+            "max_abs_error": float(row["max_abs_error"]), "scale": scale})
+    return rows
+
+
+def _keras_layers_of(tensor_name, layer_names):
+    """The layers a TFLite tensor comes from, in the order its name lists them.
+
+    A fused op's tensor is named 'model_1/conv1_1/Relu;model_1/conv1_conv_1/convolution';
+    tracing adds the '_1' to every name.
+    """
+    found = []
+    for component in re.split(r"[;/]", tensor_name):
+        for name in (component, re.sub(r"_\d+$", "", component)):
+            if name in layer_names and name not in found:
+                found.append(name)
+                break
+    return found
+
+
+def _worst_layers(rows, top):
+    worst = {}
+    for row in sorted((r for r in rows if not math.isnan(r["rmse_per_scale"])),
+                      key=lambda r: -r["rmse_per_scale"]):
+        layer = row["layers"][0] if row["layers"] else None  # the output softmax has none
+        if layer is not None and layer not in worst:
+            worst[layer] = {"layer": layer, **{key: row[key] for key in
+                            ("op", "rmse_per_scale", "max_abs_error", "scale")}}
+    return list(worst.values())[:top]
 
 
 def convert_onnx(model, path, opset=MIN_ONNX_OPSET):

@@ -12,12 +12,18 @@ import keras
 import numpy as np
 
 from keras_googlenet.export import cards
-from keras_googlenet.export.convert import convert_onnx, convert_tflite, write_savedmodel
+from keras_googlenet.export.convert import (
+    convert_onnx,
+    convert_tflite,
+    int8_layer_errors,
+    write_savedmodel,
+)
 from keras_googlenet.export.formats import (
     DEFAULT_INT8_IO,
     FORMATS,
     MIN_ONNX_OPSET,
     check_destination,
+    check_int8_float_layers,
     check_name,
     merged_bounds,
     validate_export_arguments,
@@ -51,6 +57,10 @@ from keras_googlenet.publish import (
     write_json_atomic,
 )
 
+# The images the int8 layer report is measured on: its debug model runs every quantized op
+# twice, and the ranking of the worst layers settles within a few dozen images.
+_DEBUG_IMAGES = 32
+
 
 class _BoundMissedError(Exception):
     pass
@@ -74,6 +84,7 @@ class _Plan:
     staged: dict = dataclasses.field(default_factory=dict)  # format -> verified paths
     created: set = dataclasses.field(default_factory=set)  # names this export put in the stage
     pixel_model: keras.Model | None = None
+    int8_layer_errors: list | None = None  # the int8 layers worst first (convert.py)
     conversion_savedmodels: dict = dataclasses.field(default_factory=dict)
 
     def in_model(self, fmt):
@@ -97,7 +108,7 @@ def export_model(
     calibration_steps=200, int8_io=DEFAULT_INT8_IO, include_preprocessing=False, labels=None,
     tflite_metadata=True, author=None, license=None, uint8_signature=True, verify=True,
     verification_data=None, verification_samples=512, bounds=None, max_accuracy_drop=None,
-    opset=MIN_ONNX_OPSET, strict=True, verbose=True,
+    int8_float_layers=None, opset=MIN_ONNX_OPSET, strict=True, verbose=True,
 ):
     """Export the float32 inference model of `source` to each format, verified.
 
@@ -134,12 +145,16 @@ def export_model(
         max_accuracy_drop: the top-1 accuracy drop below Keras (percentage points) a format
             may show on labelled images: a number, or a dict per format (default 0.1 for
             the float formats, 1 for `tflite-dynamic` and `tflite-int8`).
+        int8_float_layers: Keras layer names (as the int8 report lists them) that
+            `tflite-int8` keeps in float; needs `int8_io` "int8" or "float32".
         opset: ONNX opset (>= 17).
         strict: raise `ExportError` when any format failed (after trying them all).
         verbose: progress on stderr.
 
     Returns:
-        An `ExportReport` (`report["tflite-int8"].verification`, `.summary()`).
+        An `ExportReport` (`report["tflite-int8"].verification`, `.summary()`); with
+        `verify`, `report["tflite-int8"].int8_layers` lists the layers with the largest
+        quantization error on the verification images.
 
     Raises:
         ValueError: a bad argument (unknown format, int8 without calibration data, a `name`
@@ -152,14 +167,17 @@ def export_model(
     check_destination(source, out_dir, name)
     formats = validate_export_arguments(formats, calibration_data, calibration_steps, int8_io,
                                         opset, verification_samples)
+    float_layers = check_int8_float_layers(int8_float_layers, formats, int8_io)
     if not isinstance(include_preprocessing, bool):
         raise ValueError("`include_preprocessing` must be True or False; received "
                          f"{include_preprocessing!r}.")
     options = {"include_preprocessing": include_preprocessing, "int8_io": int8_io,
                "opset": opset, "uint8_signature": uint8_signature,
-               "tflite_metadata": tflite_metadata, "verify": verify, "verbose": verbose}
+               "tflite_metadata": tflite_metadata, "verify": verify, "verbose": verbose,
+               "int8_float_layers": float_layers}
     plan = _plan(source, out_dir, name, input_size, labels, author, license, options,
                  merged_bounds(bounds, check_max_accuracy_drop(max_accuracy_drop)))
+    check_int8_float_layers(float_layers, formats, int8_io, _layer_names(plan.model))
     if "tflite-int8" in formats:
         plan.representative = _representative(plan, calibration_data, calibration_steps)
     if verify:
@@ -283,9 +301,36 @@ def _convert(plan, fmt, staged):
             plan.work_dir, f"savedmodel_{'pixels' if key else 'scaled'}")
         write_savedmodel(plan.model_for(fmt), plan.conversion_savedmodels[key],
                          uint8_signature=False)
+    if fmt == "tflite-int8" and (options["verify"] or options["int8_float_layers"]):
+        log_progress(options["verbose"], f"[export] {fmt}: measuring each layer's "
+                                         "quantization error")
+        flatbuffer, plan.int8_layer_errors = int8_layer_errors(
+            plan.conversion_savedmodels[key], plan.representative, _debug_dataset(plan),
+            _layer_names(plan.model), options["int8_float_layers"], options["int8_io"])
+        if flatbuffer is not None:  # layers kept in float: the debugger wrote the model
+            return flatbuffer
     return convert_tflite(plan.conversion_savedmodels[key], fmt,
                           plan.representative if fmt == "tflite-int8" else None,
                           int8_io=options["int8_io"])
+
+
+def _layer_names(model):
+    return [layer.name for layer in model.layers]
+
+
+def _debug_dataset(plan):
+    """The quantization debugger's inputs: verification images, else the calibration ones."""
+    if plan.reference is None:
+        return plan.representative
+    images = plan.reference["agree_x"][:_DEBUG_IMAGES]
+    if plan.in_model("tflite-int8"):
+        images = (images + 1.0) * 127.5
+
+    def debug_dataset():
+        for i in range(len(images)):
+            yield [images[i:i + 1]]
+
+    return debug_dataset
 
 
 def _artifact_card(plan, fmt, target, staged, flatbuffer, result):
@@ -297,6 +342,9 @@ def _artifact_card(plan, fmt, target, staged, flatbuffer, result):
                                                plan.base_card["preprocessing"]["mode"])
     if fmt.startswith("tflite"):
         _write_tflite(plan, fmt, flatbuffer, card, staged)
+    if fmt == "tflite-int8":
+        card["int8_float_layers"] = options["int8_float_layers"]
+        card["int8_layer_errors"] = result.int8_layers = plan.int8_layer_errors
     card["verification"] = None
     if options["verify"]:
         _verify(plan, fmt, staged, card, result)

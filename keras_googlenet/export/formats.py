@@ -9,8 +9,8 @@ import keras
 from keras_googlenet.paths import child_path, refuse_symlink, writable_destination
 
 __all__ = ["DEFAULT_BOUNDS", "DEFAULT_INT8_IO", "FLOAT_FORMATS", "FORMATS", "INT8_IO_TYPES",
-           "MIN_ONNX_OPSET", "UINT8_SIGNATURE", "check_destination", "check_name",
-           "merged_bounds", "validate_export_arguments"]
+           "MIN_ONNX_OPSET", "UINT8_SIGNATURE", "check_destination", "check_int8_float_layers",
+           "check_name", "merged_bounds", "validate_export_arguments"]
 
 # format -> (file name suffix after the base name, precision written in the card)
 FORMATS = {
@@ -127,3 +127,34 @@ def validate_export_arguments(formats, calibration_data, calibration_steps, int8
             wanted = "a positive int" if minimum == 1 else f"an int >= {minimum}"
             raise ValueError(f"`{arg}` must be {wanted}; received {arg}={value!r}.")
     return formats
+
+
+def check_int8_float_layers(int8_float_layers, formats, int8_io, layer_names=None):
+    """`int8_float_layers` as a list of layer names; `ValueError` naming the argument.
+
+    With `layer_names` (the model's), every name must be one of them.
+    """
+    if int8_float_layers is None:
+        return []
+    names = int8_float_layers
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ValueError("`int8_float_layers` must be a list of layer names (or a comma-"
+                         f"separated string); received {int8_float_layers!r}.")
+    if names and "tflite-int8" not in formats:
+        raise ValueError("`int8_float_layers` (--int8-float-layers) applies to the format "
+                         f"'tflite-int8', which is not among the formats {list(formats)}.")
+    if names and int8_io == "uint8":
+        # The quantization debugger, whose denylist keeps layers in float, writes an int8
+        # or float32 interface only.
+        raise ValueError("`int8_float_layers` (--int8-float-layers) needs int8_io 'int8' or "
+                         "'float32' (--int8-io); received int8_io='uint8'.")
+    unknown = [n for n in names if layer_names is not None and n not in layer_names]
+    if unknown:
+        shown = ", ".join(list(layer_names)[1:9])
+        raise ValueError(f"`int8_float_layers` (--int8-float-layers) has unknown layer(s) "
+                         f"{unknown}; the model's layers are, for example: {shown}, ... "
+                         f"({len(layer_names)} in all; the export report lists the int8 "
+                         "ones by quantization error).")
+    return list(names)

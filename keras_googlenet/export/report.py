@@ -29,6 +29,7 @@ class ArtifactResult:
     error: str | None = None
     seconds: float = 0.0
     warnings: list = dataclasses.field(default_factory=list)
+    int8_layers: list | None = None  # tflite-int8: the layers worst quantized, worst first
 
     @property
     def ok(self):
@@ -61,8 +62,20 @@ class ExportReport:
                 f"{format_verification(r.verification)}"
                 + (f"\n{'':<35}error: {r.error}" if r.error else "")
                 + "".join(f"\n{'':<35}WARNING: {w}" for w in r.warnings)
+                + _format_int8_layers(r.int8_layers)
             )
         return "\n".join(lines)
+
+
+def _format_int8_layers(layers):
+    """The int8 layer report's lines: a name to pass to `int8_float_layers` per layer."""
+    if not layers:
+        return ""
+    lines = [f"\n{'':<35}int8 layers by quantization error (RMSE / scale; "
+             "--int8-float-layers NAME keeps one in float):"]
+    lines += [f"\n{'':<37}{e['layer']:<28} {e['rmse_per_scale']:8.3f}  {e['op']}"
+              for e in layers]
+    return "".join(lines)
 
 
 def format_verification(v):

@@ -61,6 +61,9 @@ def build_parser():
     calib.add_argument("--int8-io", choices=INT8_IO_TYPES, default=DEFAULT_INT8_IO,
                        help="input/output type of the full-int8 model; uint8 is what MediaPipe "
                        "and the TFLite Task Library accept (the model then takes raw pixels)")
+    calib.add_argument("--int8-float-layers", metavar="NAME,...", default=None,
+                       help="layers the full-int8 model keeps in float, by the names its "
+                       "export report lists (needs --int8-io int8 or float32)")
     mobile = p.add_argument_group("mobile (TFLite)")
     mobile.add_argument("--include-preprocessing", action="store_true",
                         help="put the preprocessing inside every exported model, so that each "
@@ -167,7 +170,11 @@ def _error_status(error, args):
 def _export(args):
     """Check the arguments, load the calibration and verification images, export."""
     from keras_googlenet.export import export_model
-    from keras_googlenet.export.formats import check_destination, validate_export_arguments
+    from keras_googlenet.export.formats import (
+        check_destination,
+        check_int8_float_layers,
+        validate_export_arguments,
+    )
     from keras_googlenet.export.verify import check_max_accuracy_drop
 
     check_destination(args.source, args.out, args.name)
@@ -177,6 +184,7 @@ def _export(args):
         args.formats, args.calibration_data, args.calibration_steps, args.int8_io,
         args.opset, args.verification_samples)
     check_max_accuracy_drop(args.max_accuracy_drop)
+    check_int8_float_layers(args.int8_float_layers, formats, args.int8_io)
     calibration = verification = None
     if args.calibration_data and "tflite-int8" in formats:
         print(f"[export] calibration images: {args.calibration_data} (train split)",
@@ -201,7 +209,8 @@ def _export(args):
         labels=args.labels, tflite_metadata=args.tflite_metadata, author=args.author,
         license=args.license, uint8_signature=args.uint8_signature, verify=args.verify,
         verification_data=verification, verification_samples=args.verification_samples,
-        max_accuracy_drop=args.max_accuracy_drop, opset=args.opset, strict=False,
+        max_accuracy_drop=args.max_accuracy_drop, int8_float_layers=args.int8_float_layers,
+        opset=args.opset, strict=False,
     )
 
 
@@ -254,7 +263,8 @@ def _report_json(report):
         "artifacts": [
             {"format": r.format, "ok": r.ok, "path": r.path, "card": r.card_path,
              "file_size_bytes": r.card["file_size_bytes"] if r.card else None,
-             "verification": r.verification, "error": r.error, "warnings": r.warnings,
+             "verification": r.verification, "int8_layers": r.int8_layers,
+             "error": r.error, "warnings": r.warnings,
              "seconds": round(r.seconds, 2)}
             for r in report.results
         ],
