@@ -8,6 +8,7 @@ import os
 import re
 
 import numpy as np
+import keras
 import pytest
 
 from keras_googlenet import GoogLeNet
@@ -19,6 +20,7 @@ CLASSES = 4
 
 
 def _tiny_model():
+    keras.utils.set_random_seed(0)  # the same weights, hence the same worst layer, every run
     return GoogLeNet(input_shape=(SIZE, SIZE, 3), classes=CLASSES, width_multiplier=0.25)
 
 
@@ -44,10 +46,12 @@ def int8_exports(tmp_path_factory):
     out = tmp_path_factory.mktemp("int8_layers")
 
     def export(directory, float_layers=None):
+        # Random labels on an untrained model make the accuracy bound noise (a 16-image top-1
+        # moves in 6.25 pt steps); that bound is test_export_accuracy's subject, not this one's.
         report = export_model(model, out / directory, ["tflite-int8"], calibration_data=images,
                               calibration_steps=len(images), int8_io="int8",
                               verification_data=(images, labels), int8_float_layers=float_layers,
-                              verbose=False, strict=False)
+                              max_accuracy_drop=100, verbose=False, strict=False)
         return report["tflite-int8"]
 
     plain = export("plain")
