@@ -14,16 +14,7 @@ from keras_googlenet.preprocessing import decode_predictions, preprocess_input
 from keras_googlenet.spec import ENDPOINTS, VARIANTS
 
 __all__ = [
-    "DEFAULT_LOSS_WEIGHTS",
-    "ENDPOINTS",
-    "VARIANTS",
-    "GoogLeNet",
-    "compile_googlenet",
-    "count_macs",
-    "count_params",
-    "decode_predictions",
-    "float32_inference_model",
-    "head_targets",
-    "inference_model",
-    "preprocess_input",
+    "DEFAULT_LOSS_WEIGHTS", "ENDPOINTS", "VARIANTS", "GoogLeNet", "compile_googlenet",
+    "count_macs", "count_params", "decode_predictions", "float32_inference_model",
+    "head_targets", "inference_model", "preprocess_input",
 ]

@@ -16,6 +16,8 @@ from keras_googlenet.spec import VARIANTS
 
 __all__ = ["build_parser", "main", "summary_text"]
 
+PROG = "python -m keras_googlenet"
+
 
 def summary_text(variant="v1", input_size=224, classes=1000, include_aux=False,
                  width_multiplier=1.0):
@@ -23,22 +25,15 @@ def summary_text(variant="v1", input_size=224, classes=1000, include_aux=False,
     from keras_googlenet.complexity import format_profile, model_profile
     from keras_googlenet.googlenet import GoogLeNet
 
-    model = GoogLeNet(
-        variant=variant,
-        input_shape=(input_size, input_size, 3),
-        classes=classes,
-        include_aux=include_aux,
-        width_multiplier=width_multiplier,
-    )
-    title = (
-        f"GoogLeNet variant={variant} input={input_size}x{input_size}x3 classes={classes} "
-        f"aux={'yes' if include_aux else 'no'} width_multiplier={width_multiplier}"
-    )
+    model = GoogLeNet(variant=variant, input_shape=(input_size, input_size, 3), classes=classes,
+                      include_aux=include_aux, width_multiplier=width_multiplier)
+    title = (f"GoogLeNet variant={variant} input={input_size}x{input_size}x3 classes={classes} "
+             f"aux={'yes' if include_aux else 'no'} width_multiplier={width_multiplier}")
     return format_profile(model_profile(model), title=title)
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m keras_googlenet", description=__doc__)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     summary = commands.add_parser("summary", help="print the per-block table (params, MACs)")
     summary.add_argument("--variant", default="v1", choices=sorted(VARIANTS))
@@ -58,21 +53,18 @@ def _add_convert_torchvision(commands):
         "IMAGENET1K_V1) onto GoogLeNet(variant='torchvision'). The ported model expects "
         "preprocess_input(x, variant='torchvision'): RGB scaled to [-1, 1]. Reading a .pth "
         "needs PyTorch (pip install 'keras-googlenet[torch]'); an .npz of the same tensors "
-        "does not.",
-    )
+        "does not.")
     convert.add_argument("src", help="torchvision state dict: .pth/.pt (needs PyTorch) or .npz")
     convert.add_argument(
         "out", nargs="?", default=None,
         help="OUT.weights.h5 (load with GoogLeNet(variant='torchvision', weights=OUT)), "
         "OUT.keras (inference model + model card with ImageNet labels for googlenet-predict) "
         "or OUT.npz (the state dict as NumPy, readable without PyTorch). Default: the "
-        "weights='imagenet' cache file",
-    )
+        "weights='imagenet' cache file")
     convert.add_argument(
         "--aux", action="store_true",
         help="also port the aux heads (NOT pretrained in torchvision's IMAGENET1K_V1); load "
-        "the result with include_aux=True",
-    )
+        "the result with include_aux=True")
     convert.add_argument("--input-size", type=int, default=224,
                          help="input side of a .keras output (a multiple of 32 keeps parity)")
     convert.add_argument("--debug", action="store_true",
@@ -82,8 +74,7 @@ def _add_convert_torchvision(commands):
         help="write a KerasHub preset directory instead (or as well, with OUT): load it with "
         "keras_hub.models.ImageClassifier.from_preset(DIR) after `import keras_googlenet.hub`; "
         "needs keras-googlenet[hub]. --input-size is then the resize target of its "
-        "preprocessing",
-    )
+        "preprocessing")
 
 
 def _convert_torchvision(args):
@@ -117,9 +108,6 @@ def _convert_torchvision(args):
         print(f"wrote {path}: {report.summary()}")
         if path.lower().endswith(".keras"):
             print(f"model card: {path}.json; expects preprocess_input(x, variant='torchvision')")
-
-
-PROG = "python -m keras_googlenet"
 
 
 def main(argv=None):

@@ -1,23 +1,15 @@
-"""Every private name of another package that keras_googlenet and its training code use.
-
-Each has no public equivalent; the comment above each use says why it is needed.
-`tests/test_keras_internals.py` checks every one by name and behaviour, so that an upgrade
-that changes one fails there, naming it, before a training run or a search does.
-"""
+"""Every private name of another package that keras_googlenet and its training code use; each
+has no public equivalent (the comment in each function says why it is needed).
+`tests/test_keras_internals.py` checks every one, so an upgrade that changes one fails there,
+naming it, before a training run or a search does."""
 
 from __future__ import annotations
 
 import contextlib
 
 __all__ = [
-    "ema_weights_in_model",
-    "oracle_search_over",
-    "run_and_update_trial",
-    "serve_oracle_servicer",
-    "set_fit_initial_epoch",
-    "tfds_gcs_disabled",
-    "tflite_nodes",
-    "trial_metrics",
+    "ema_weights_in_model", "oracle_search_over", "run_and_update_trial", "serve_oracle_servicer",
+    "set_fit_initial_epoch", "tfds_gcs_disabled", "tflite_nodes", "trial_metrics",
 ]
 
 
@@ -87,9 +79,8 @@ def tfds_gcs_disabled():
 
 
 def tflite_nodes(interpreter):
-    """Every node of a LiteRT `Interpreter` (after `allocate_tensors`: the delegate nodes,
-    named "DELEGATE", come last; the nodes they replaced stay listed): dicts with
-    `index`, `op_name`, `inputs` and `outputs` (tensor indices)."""
+    """A LiteRT `Interpreter`'s nodes: dicts of `index`, `op_name`, `inputs`, `outputs`; after
+    `allocate_tensors` the "DELEGATE" nodes come last, the nodes they replaced stay listed."""
     # LiteRT lists its nodes publicly nowhere; TensorFlow's own QuantizationDebugger reads
     # this method too. Counting what XNNPACK took (tests/test_int8_delegation.py) needs it.
     return interpreter._get_ops_details()

@@ -1,9 +1,6 @@
-"""Parameter and multiply-add (MAC) counts per block, like the paper's Table 1.
-
-MACs count the multiply-adds of convolutions and fully-connected layers, the
-convention behind torchvision's "1.50 GFLOPS" for GoogLeNet; pooling, BatchNorm,
-LRN and activations are not counted.
-"""
+"""Parameter and multiply-add (MAC) counts per block, like the paper's Table 1. MACs count
+convolutions and fully-connected layers, the convention behind torchvision's "1.50 GFLOPS";
+pooling, BatchNorm, LRN and activations are not counted."""
 
 from __future__ import annotations
 
@@ -15,9 +12,9 @@ from keras_googlenet import spec as spec_lib
 
 __all__ = ["count_macs", "count_params", "format_profile", "layer_macs", "model_profile"]
 
+# "conv2_reduce" comes before "conv2", which would otherwise swallow it.
 _GROUP_PREFIXES = spec_lib.BLOCK_NAMES + tuple(spec_lib.AUX_TAPS) + (
-    "conv1", "conv2_reduce", "conv2",
-)
+    "conv1", "conv2_reduce", "conv2")
 
 
 def layer_macs(layer):
@@ -36,13 +33,8 @@ def layer_macs(layer):
 
 
 def _group_of(layer_name):
-    for prefix in _GROUP_PREFIXES:
-        if layer_name == prefix or layer_name.startswith(prefix + "_"):
-            # "conv2_reduce" must not be swallowed by "conv2".
-            if prefix == "conv2" and layer_name.startswith("conv2_reduce"):
-                continue
-            return prefix
-    return layer_name
+    return next((prefix for prefix in _GROUP_PREFIXES
+                 if layer_name == prefix or layer_name.startswith(prefix + "_")), layer_name)
 
 
 def model_profile(model):
@@ -56,7 +48,7 @@ def model_profile(model):
             continue
         group = _group_of(layer.name)
         row = rows.setdefault(group, {"name": group, "output_shape": None, "params": 0, "macs": 0})
-        row["params"] += sum(math.prod(w.shape) for w in layer.trainable_weights)
+        row["params"] += count_params(layer)
         row["macs"] += layer_macs(layer)
         if layer.name == group or row["output_shape"] is None:
             row["output_shape"] = tuple(layer.output.shape[1:])
@@ -69,7 +61,7 @@ def count_macs(model):
 
 
 def count_params(model):
-    """Trainable parameters of `model`."""
+    """Trainable parameters of `model` (or of one layer)."""
     return sum(math.prod(w.shape) for w in model.trainable_weights)
 
 
@@ -79,22 +71,16 @@ def format_profile(rows, title=None):
     def shape_text(shape):
         return "x".join("?" if d is None else str(d) for d in shape)
 
-    lines = []
-    if title:
-        lines.append(title)
     header = f"{'layer':<22}{'output':>16}{'params':>14}{'MACs':>16}"
+    lines = [title] if title else []
     lines += [header, "-" * len(header)]
     for row in rows:
         if row["params"] == 0 and row["macs"] == 0 and row["name"] not in spec_lib.ENDPOINTS \
                 and row["name"] not in ("avg_pool", "max_pool"):
             continue  # padding, dropout, flatten: nothing to report
-        lines.append(
-            f"{row['name']:<22}{shape_text(row['output_shape']):>16}"
-            f"{row['params']:>14,}{row['macs']:>16,}"
-        )
-    total_params = sum(r["params"] for r in rows)
-    total_macs = sum(r["macs"] for r in rows)
-    lines.append("-" * len(header))
-    lines.append(f"{'total':<22}{'':>16}{total_params:>14,}{total_macs:>16,}")
-    lines.append(f"{'':<22}{'':>16}{total_params / 1e6:>13.3f}M{total_macs / 1e9:>15.3f}G")
+        lines.append(f"{row['name']:<22}{shape_text(row['output_shape']):>16}"
+                     f"{row['params']:>14,}{row['macs']:>16,}")
+    total_params, total_macs = (sum(row[key] for row in rows) for key in ("params", "macs"))
+    lines += ["-" * len(header), f"{'total':<22}{'':>16}{total_params:>14,}{total_macs:>16,}",
+              f"{'':<22}{'':>16}{total_params / 1e6:>13.3f}M{total_macs / 1e9:>15.3f}G"]
     return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pathlib
 import statistics
 import tempfile
 import time
@@ -80,19 +81,15 @@ def budget_violations(budget, macs=None, params=None, latency_ms=None):
         (macs, budget.max_macs, "{:,.1f} MMACs > max_macs {:,.1f}M", 1e6),
         (params, budget.max_params, "{:,.3f}M params > max_params {:,.3f}M", 1e6),
         (latency_ms, budget.max_latency_ms,
-         budget.latency_precision + " TFLite latency {:.2f} ms > max_latency_ms {:g}", 1),
-    )
+         budget.latency_precision + " TFLite latency {:.2f} ms > max_latency_ms {:g}", 1))
     return [reason.format(value / unit, limit / unit) for value, limit, reason, unit in limits
             if value is not None and limit is not None and value > limit]
 
 
 def measure_latency_ms(model, precision="float32", num_threads=1, runs=10, seed=0):
     """Median single-image latency (ms) of `model` converted to TFLite, on this machine.
-
-    `model` must be a single-output float32 model with a fixed input size (use
-    `float32_inference_model`). Conversion goes through `keras_googlenet.export`, timing
-    through `keras_googlenet.runtime`, the same code paths as a real export.
-    """
+    `model`: a single-output float32 model with a fixed input size (`float32_inference_model`).
+    Conversion and timing use `keras_googlenet.export` and `.runtime`, as a real export does."""
     from keras_googlenet import runtime
     from keras_googlenet.export.convert import convert_tflite, write_savedmodel
 
@@ -100,26 +97,21 @@ def measure_latency_ms(model, precision="float32", num_threads=1, runs=10, seed=
     size = tuple(model.input_shape[1:3])
     rng = np.random.default_rng(seed)
 
-    def random_images(count=1):
-        return rng.uniform(-1.0, 1.0, (count, *size, 3)).astype("float32")
-
-    def representative_dataset():
-        for _ in range(4):
-            yield [random_images()]
+    def random_image():
+        return rng.uniform(-1.0, 1.0, (1, *size, 3)).astype("float32")
 
     with tempfile.TemporaryDirectory(prefix="googlenet-latency-") as tmp:
         savedmodel = os.path.join(tmp, "savedmodel")
         write_savedmodel(model, savedmodel, uint8_signature=False)
         flatbuffer = convert_tflite(
             savedmodel, "tflite-fp32" if precision == "float32" else "tflite-int8",
-            representative_dataset=representative_dataset if precision == "int8" else None,
-        )
-        path = os.path.join(tmp, "model.tflite")
-        with open(path, "wb") as f:
-            f.write(flatbuffer)
-        predictor = runtime.load_predictor(path, num_threads=num_threads)
-        image = random_images()
-        for _ in range(2):
+            representative_dataset=(lambda: ([random_image()] for _ in range(4)))
+            if precision == "int8" else None)
+        path = pathlib.Path(tmp, "model.tflite")
+        path.write_bytes(flatbuffer)
+        predictor = runtime.load_predictor(str(path), num_threads=num_threads)
+        image = random_image()
+        for _ in range(2):  # warm-up
             predictor.predict(image)
         timings = []
         for _ in range(runs):

@@ -1,7 +1,5 @@
-"""How a command-line shell reports an exception: a refusal of a bad argument or input is
-one line (exit 2); anything else is an internal error, reported as one line with its type
-while the traceback goes to a log file. Shared by `python -m keras_googlenet` and the
-`googlenet-*` CLIs."""
+"""How every CLI reports an exception: a refusal of a bad argument or input is one line (exit
+2); anything else is an internal error: one line with its type, the traceback in a log file."""
 
 from __future__ import annotations
 
@@ -21,19 +19,13 @@ EXIT_INTERNAL_ERROR = 1
 EXIT_BAD_INPUT = 2
 
 
-def _package_dirs(names=("keras_googlenet", "keras_googlenet_training")):
-    """The source folders of this project's packages (by name: found, never imported, so
-    the library does not depend on the training package, which may not be installed)."""
-    dirs = []
-    for name in names:
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.origin:
-            dirs.append(os.path.dirname(os.path.abspath(spec.origin)) + os.sep)
-    return tuple(dirs)
-
-
-# Packages whose own checks raise the refusals of bad arguments and inputs.
-_OUR_PACKAGES = _package_dirs()
+# The source folders of the packages whose own checks raise the refusals of bad arguments
+# and inputs (found by name, never imported: the library does not depend on the training
+# package, which may not be installed).
+_OUR_PACKAGES = tuple(
+    os.path.dirname(os.path.abspath(spec.origin)) + os.sep
+    for spec in map(importlib.util.find_spec, ("keras_googlenet", "keras_googlenet_training"))
+    if spec is not None and spec.origin)
 
 
 def is_refusal(error):
@@ -42,12 +34,8 @@ def is_refusal(error):
     TensorFlow or another library, which is a bug to report, not a bad argument."""
     if not isinstance(error, (ValueError, FileNotFoundError)):
         return False
-    tb = error.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    if tb is None:
-        return True
-    return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_OUR_PACKAGES)
+    raised_in = traceback.extract_tb(error.__traceback__, limit=-1)
+    return not raised_in or os.path.abspath(raised_in[0].filename).startswith(_OUR_PACKAGES)
 
 
 def first_line(error, limit=300):
@@ -70,7 +58,7 @@ def report_unexpected(prog, error, log_dir=None, debug=False):
     """One line for an unexpected internal error, its type included; the full traceback
     goes to `log_dir/<prog>-error-*.log` (a temporary directory when `log_dir` does not
     exist) and, with `--debug`, to the terminal. Returns the exit status."""
-    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    text = "".join(traceback.format_exception(error))
     log_path = None
     directories = [d for d in (log_dir,) if d and os.path.isdir(d) and not os.path.islink(d)]
     for directory in directories + [tempfile.gettempdir()]:
@@ -94,10 +82,10 @@ def report_unexpected(prog, error, log_dir=None, debug=False):
     return EXIT_INTERNAL_ERROR
 
 
-def refuse_or_report(prog, error, log_dir=None, debug=False, exit_bad=EXIT_BAD_INPUT):
+def refuse_or_report(prog, error, log_dir=None, debug=False):
     """The exit status for an exception a CLI did not expect by type: our own refusals
     print `prog: error: ...` and exit 2; anything else is `report_unexpected`."""
     if is_refusal(error):
         print(f"{prog}: error: {error}", file=sys.stderr)
-        return exit_bad
+        return EXIT_BAD_INPUT
     return report_unexpected(prog, error, log_dir=log_dir, debug=debug)

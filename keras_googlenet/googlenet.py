@@ -24,70 +24,53 @@ __all__ = [
 ]
 
 
-def GoogLeNet(
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    include_aux=False,
-    variant="v1",
-    widths=None,
-    width_multiplier=1.0,
-    dropout=0.4,
-    aux_dropout=0.7,
-    name="googlenet",
-    include_preprocessing=False,
-):
+def GoogLeNet(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+              classes=1000, classifier_activation="softmax", include_aux=False, variant="v1",
+              widths=None, width_multiplier=1.0, dropout=0.4, aux_dropout=0.7,
+              name="googlenet", include_preprocessing=False):
     """Instantiates the GoogLeNet (Inception v1) architecture.
 
     Reference:
     - [Going deeper with convolutions](https://arxiv.org/abs/1409.4842) (CVPR 2015)
 
     The network follows Table 1 of the paper (`keras_googlenet.spec.INCEPTION_WIDTHS`).
-    Layers have stable names: the stem is `conv1`, `pool1`, `conv2_reduce`, `conv2`,
-    `pool2`; each block is a `Concatenate` named `inception_3a` ... `inception_5b` whose
-    branches are named `inception_3a_1x1`, `_3x3_reduce`, `_3x3`, `_5x5_reduce`, `_5x5`,
-    `_pool`, `_pool_proj` (each the ReLU output of its conv); the stride-2 pools between
-    stages are `pool3` and `pool4`; the classifier is `predictions` and the auxiliary
-    heads are `aux1_*` and `aux2_*`. `keras_googlenet.spec.ENDPOINTS` lists the feature
-    maps worth tapping.
+    Layer names are stable: the stem is `conv1`, `pool1`, `conv2_reduce`, `conv2`, `pool2`;
+    each block is a `Concatenate` named `inception_3a` ... `inception_5b` whose branches
+    (each the ReLU output of its conv) are `inception_3a_1x1`, `_3x3_reduce`, `_3x3`,
+    `_5x5_reduce`, `_5x5`, `_pool`, `_pool_proj`; the pools between stages are `pool3` and
+    `pool4`; the classifier is `predictions`, the auxiliary heads `aux1_*` and `aux2_*`.
+    `keras_googlenet.spec.ENDPOINTS` lists the feature maps worth tapping.
 
-    Note: each variant expects its own input preprocessing; call
-    `keras_googlenet.preprocess_input(x, variant=...)` on RGB images in [0, 255], or
-    build with `include_preprocessing=True` to feed the pixels as they are.
+    Note: each variant expects its own preprocessing: call
+    `keras_googlenet.preprocess_input(x, variant=...)` on RGB images in [0, 255], or build
+    with `include_preprocessing=True` to feed the pixels as they are.
 
     Args:
         include_top: whether to include the classifier (global average pool, dropout,
             fully-connected layer).
-        weights: `None` (random initialization), `"imagenet"` (torchvision's
-            IMAGENET1K_V1 weights ported onto `variant="torchvision"`, read from the cache
-            directory `$KERAS_GOOGLENET_HOME` or `~/.keras/models`; see docs/weights.md),
-            or the path to a `.weights.h5` file saved from a GoogLeNet built with the
-            same arguments.
+        weights: `None` (random initialization), `"imagenet"` (torchvision's IMAGENET1K_V1
+            weights ported onto `variant="torchvision"`, cached in `$KERAS_GOOGLENET_HOME`
+            or `~/.keras/models`; see docs/weights.md), or the path to a `.weights.h5` file
+            saved from a GoogLeNet built with the same arguments.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use as the
             image input.
-        input_shape: optional shape tuple `(height, width, channels)`. Defaults to
-            `(224, 224, 3)` with `include_top=True` and `(None, None, 3)` without. Height
-            and width must be at least 32, or 65 with auxiliary heads (49 for the
-            `"torchvision"` variant, whose aux heads pool adaptively). Any channel
-            count works when `weights=None`.
+        input_shape: optional `(height, width, channels)`; defaults to `(224, 224, 3)` with
+            `include_top=True` and `(None, None, 3)` without. Height and width must be at
+            least 32, or 65 with auxiliary heads (49 for `"torchvision"`, whose aux heads
+            pool adaptively). Any channel count works when `weights=None`.
         pooling: feature pooling when `include_top=False`: `None` (the 4D output of
             `inception_5b`), `"avg"` or `"max"` (global pooling to a 2D tensor).
         classes: number of classes, when `include_top=True`.
         classifier_activation: activation of every classification head, computed in
-            float32 (mixed-precision safe). `None` returns logits. With `weights`,
-            only `None` or `"softmax"` are allowed.
-        include_aux: add the two auxiliary classifiers of the paper after
-            `inception_4a` and `inception_4d`. The model then has dict outputs
-            `{"main", "aux1", "aux2"}`; train it with `compile_googlenet` (loss weights
-            1.0 / 0.3 / 0.3) and deploy `inference_model(model)`.
-        variant: `"v1"` (the paper: conv bias, LRN, true 5x5), `"v1_bn"` (BatchNorm
-            after every conv), `"torchvision"` (torchvision's topology, for its
-            weights) or `"factorized"` (BN, 5x5 as two stacked 3x3). See
-            `keras_googlenet.spec.VARIANTS`.
+            float32 (mixed-precision safe). `None` returns logits. With `weights`, only
+            `None` or `"softmax"` are allowed.
+        include_aux: add the paper's two auxiliary classifiers after `inception_4a` and
+            `inception_4d`. The model then has dict outputs `{"main", "aux1", "aux2"}`;
+            train it with `compile_googlenet` (loss weights 1.0 / 0.3 / 0.3) and deploy
+            `inference_model(model)`.
+        variant: `"v1"` (the paper: conv bias, LRN, true 5x5), `"v1_bn"` (BatchNorm after
+            every conv), `"torchvision"` (torchvision's topology, for its weights) or
+            `"factorized"` (BN, 5x5 as two stacked 3x3). See `keras_googlenet.spec.VARIANTS`.
         widths: optional dict overriding Table 1 widths per block, e.g.
             `{"4e": (256, 160, 320, 32, 128, 128)}` or `{"3a": {"1x1": 48}}`; columns in
             the order `#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj`.
@@ -96,15 +79,18 @@ def GoogLeNet(
         dropout: dropout rate before the main classifier (the paper: 0.4).
         aux_dropout: dropout rate in the auxiliary heads (the paper: 0.7).
         name: the model's name.
-        include_preprocessing: when True the model takes RGB pixels in [0, 255] and
-            applies the variant's `preprocess_input` itself, in a `Rescaling` layer
-            named `preprocessing` right after the input (as ConvNeXt and
-            EfficientNetV2 do in `keras.applications`). Needs 3 input channels. The
-            weights are the same as without it, so `weights` files and
-            `weights="imagenet"` load either way.
+        include_preprocessing: when True the model takes RGB pixels in [0, 255] and applies
+            the variant's `preprocess_input` itself, in a `Rescaling` layer named
+            `preprocessing` after the input (as ConvNeXt and EfficientNetV2 do in
+            `keras.applications`). Needs 3 input channels. The weights are the same either
+            way, so weights files and `weights="imagenet"` load into both.
 
     Returns:
         A `keras.Model`.
+
+    Raises:
+        ValueError: an argument is invalid (the message names it), or `weights` does not
+            fit the architecture built.
     """
     variant_spec = spec_lib.get_variant(variant)
     block_widths = spec_lib.resolve_widths(widths, width_multiplier)
@@ -127,21 +113,19 @@ def GoogLeNet(
                                 padding="same", name=f"pool{stage_index + 2}")(x)
         for block in stage:
             x = inception_block(x, block_widths[block], f"inception_{block}", variant_spec)
-            if include_aux and block in aux_after:
-                head = aux_after[block]
+            if include_aux and (head := aux_after.get(block)):
                 aux_outputs[head] = aux_head(
                     x, classes, classifier_activation, aux_dropout, head, variant_spec)
 
-    if include_top:
+    if include_top or pooling == "avg":
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+    if include_top:
         x = layers.Dropout(dropout, name="dropout")(x)
         # float32 so softmax stays accurate under a mixed-precision policy.
         x = layers.Dense(classes, activation=classifier_activation, dtype="float32",
                          name="predictions")(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
 
     model = keras.Model(model_inputs, {"main": x, **aux_outputs} if include_aux else x,
                         name=name)
@@ -158,11 +142,9 @@ def _load_weights(model, weights, variant, include_top, include_aux, classes, wi
         # Imported here: the weights port needs no builder, the builder no port.
         from keras_googlenet.weights.imagenet import load_imagenet_weights
 
-        load_imagenet_weights(
-            model, variant=variant, include_top=include_top, classes=classes,
-            build_reference=imagenet_reference_model, widths=widths,
-            width_multiplier=width_multiplier,
-        )
+        load_imagenet_weights(model, variant=variant, include_top=include_top, classes=classes,
+                              build_reference=imagenet_reference_model, widths=widths,
+                              width_multiplier=width_multiplier)
         return
     load_weights_or_explain(
         lambda: model.load_weights(weights),
@@ -188,10 +170,8 @@ def imagenet_reference_model():
 
 
 def set_batch_norm_momentum(model, momentum):
-    """Set every BatchNormalization's moving-average momentum (0.9 suits short runs).
-
-    Keras' default 0.99 needs thousands of steps before the moving statistics are usable.
-    """
+    """Set every BatchNormalization's moving-average momentum; returns `model`. 0.9 suits
+    short runs: Keras' default 0.99 needs thousands of steps for usable moving statistics."""
     for layer in model.layers:
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = momentum
@@ -238,11 +218,9 @@ def inception_block(x, widths, name, variant_spec):
     if variant_spec.five_by_five_branch == "two_3x3":
         # Two stacked 3x3 convs see 5x5 with fewer weights (Inception v2/v3).
         branch_5x5 = conv_block(branch_5x5, n5x5, 3, f"{name}_5x5_pre", variant_spec)
-        branch_5x5 = conv_block(branch_5x5, n5x5, 3, f"{name}_5x5", variant_spec)
-    else:
-        # torchvision's "5x5" is 3x3 (vision#906); the branch keeps the paper's name.
-        kernel = 5 if variant_spec.five_by_five_branch == "5x5" else 3
-        branch_5x5 = conv_block(branch_5x5, n5x5, kernel, f"{name}_5x5", variant_spec)
+    # torchvision's "5x5" is 3x3 (vision#906); the branch keeps the paper's name.
+    kernel = 5 if variant_spec.five_by_five_branch == "5x5" else 3
+    branch_5x5 = conv_block(branch_5x5, n5x5, kernel, f"{name}_5x5", variant_spec)
 
     branch_pool = layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_pool")(x)
     branch_pool = conv_block(branch_pool, n_pool_proj, 1, f"{name}_pool_proj", variant_spec)
@@ -261,29 +239,15 @@ def aux_head(x, classes, classifier_activation, dropout, name, variant_spec):
     x = layers.Flatten(name=f"{name}_flatten")(x)
     x = layers.Dense(spec_lib.AUX_DENSE_UNITS, activation="relu", name=f"{name}_fc")(x)
     x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
-    return layers.Dense(
-        classes, activation=classifier_activation, dtype="float32", name=f"{name}_predictions"
-    )(x)
+    return layers.Dense(classes, activation=classifier_activation, dtype="float32",
+                        name=f"{name}_predictions")(x)
 
 
 def _validate_arguments(include_top, weights, pooling, classes, classifier_activation,
                         include_aux, dropout, aux_dropout, include_preprocessing):
     """`ValueError` naming the first argument of `GoogLeNet` that is wrong on its own."""
     if weights is not None and not (isinstance(weights, str) and weights == "imagenet"):
-        if not isinstance(weights, (str, os.PathLike)):
-            raise ValueError("`weights` must be None or the path to a '.weights.h5' file (or "
-                             f"'imagenet'); received weights={weights!r}.")
-        if not str(weights).endswith(".weights.h5"):
-            hint = ""
-            if str(weights).lower().endswith((".pth", ".pt", ".npz")):
-                hint = (" A torchvision state dict must be converted first: "
-                        f"`python -m keras_googlenet convert-torchvision {weights} "
-                        "OUT.weights.h5`, or `keras_googlenet.weights.from_torchvision`.")
-            raise ValueError("`weights` must be None, 'imagenet' or a path ending in "
-                             "'.weights.h5' (as written by `model.save_weights`); received "
-                             f"weights={weights!r}.{hint}")
-        if not os.path.isfile(weights):
-            raise ValueError(f"`weights` file not found: {weights!r}.")
+        _check_weights_file(weights)
     # A string such as "no" is truthy: it would silently build the classifier.
     for arg, value in (("include_top", include_top), ("include_aux", include_aux),
                        ("include_preprocessing", include_preprocessing)):
@@ -293,8 +257,7 @@ def _validate_arguments(include_top, weights, pooling, classes, classifier_activ
         raise ValueError("`include_aux=True` needs `include_top=True`: the auxiliary heads are "
                          "classifiers. Use include_aux=False for a feature extractor.")
     if pooling not in (None, "avg", "max"):
-        raise ValueError("`pooling` must be one of None, 'avg' or 'max'; received "
-                         f"pooling={pooling!r}.")
+        checks.fail("pooling", "one of None, 'avg' or 'max'", pooling)
     if include_top:
         checks.positive_int("classes", classes)
         if weights is not None and classifier_activation not in (None, "softmax"):
@@ -303,6 +266,23 @@ def _validate_arguments(include_top, weights, pooling, classes, classifier_activ
         checks.activation("classifier_activation", classifier_activation)
     checks.rate("dropout", dropout)
     checks.rate("aux_dropout", aux_dropout)
+
+
+def _check_weights_file(weights):
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ValueError("`weights` must be None or the path to a '.weights.h5' file (or "
+                         f"'imagenet'); received weights={weights!r}.")
+    if not str(weights).endswith(".weights.h5"):
+        hint = ""
+        if str(weights).lower().endswith((".pth", ".pt", ".npz")):
+            hint = (" A torchvision state dict must be converted first: "
+                    f"`python -m keras_googlenet convert-torchvision {weights} "
+                    "OUT.weights.h5`, or `keras_googlenet.weights.from_torchvision`.")
+        raise ValueError("`weights` must be None, 'imagenet' or a path ending in "
+                         "'.weights.h5' (as written by `model.save_weights`); received "
+                         f"weights={weights!r}.{hint}")
+    if not os.path.isfile(weights):
+        raise ValueError(f"`weights` file not found: {weights!r}.")
 
 
 def _resolve_input_shape(input_tensor, input_shape, include_top, include_aux, variant_spec,
@@ -314,50 +294,30 @@ def _resolve_input_shape(input_tensor, input_shape, include_top, include_aux, va
                          "keras.config.image_data_format() is "
                          f"{keras.config.image_data_format()!r}.")
     if input_tensor is not None:
-        if not isinstance(input_tensor, keras.KerasTensor):
-            raise ValueError("`input_tensor` must be a Keras tensor (e.g. "
-                             "`keras.Input(shape=...)`); received type "
-                             f"{type(input_tensor).__name__}.")
-        tensor_shape = tuple(input_tensor.shape[1:])
-        if len(tensor_shape) != 3:
-            raise ValueError("`input_tensor` must be a batch of images (batch, height, width, "
-                             f"channels); received a tensor of shape {tuple(input_tensor.shape)}.")
-        if input_shape is not None:
-            shape = tuple(input_shape)
-            if len(shape) != 3 or any(
-                a is not None and b is not None and a != b
-                for a, b in zip(shape, tensor_shape, strict=True)
-            ):
-                raise ValueError(f"`input_tensor` of shape {tuple(input_tensor.shape)} is "
-                                 f"incompatible with `input_shape={input_shape!r}`.")
-        input_shape = tensor_shape
+        input_shape = _input_tensor_shape(input_tensor, input_shape)
     elif input_shape is None:
         input_shape = (224, 224, 3) if include_top else (None, None, 3)
-
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3 or not all(
-        d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0)
-        for d in input_shape
-    ) or input_shape[-1] is None:
-        raise ValueError("`input_shape` must be (height, width, channels) with positive ints "
-                         f"(height and width may be None); received input_shape={input_shape!r}.")
-    minimum = spec_lib.min_input_size(include_aux, variant_spec.name)
-    for side in input_shape[:2]:
-        if side is not None and side < minimum:
-            raise ValueError(f"Input size must be at least {minimum}x{minimum} "
-                             f"({'with' if include_aux else 'without'} auxiliary heads; the "
-                             f"minima are {spec_lib.min_input_size(False, variant_spec.name)} "
-                             f"without and {spec_lib.min_input_size(True, variant_spec.name)} "
-                             f"with them for variant={variant_spec.name!r}); received "
-                             f"input_shape={input_shape!r}.")
-    if include_aux and variant_spec.has_fixed_size_aux_pool and None in input_shape[:2]:
-        raise ValueError(f"The auxiliary heads of variant={variant_spec.name!r} flatten a pooled "
-                         "map whose size depends on the input, so `input_shape` needs a fixed "
-                         "height and width with include_aux=True; received "
-                         f"input_shape={input_shape!r}. (variant='torchvision' pools adaptively "
-                         "and accepts any size.)")
+    input_shape = spec_lib.check_input_shape(input_shape, include_aux, variant_spec.name)
     if include_preprocessing and input_shape[-1] != 3:
         raise ValueError("`include_preprocessing=True` rescales RGB pixels, so the input needs 3 "
                          f"channels; received input_shape={input_shape!r}. Preprocess other inputs "
                          "yourself and use include_preprocessing=False.")
     return input_shape
+
+
+def _input_tensor_shape(input_tensor, input_shape):
+    """The image shape of `input_tensor`; `ValueError` unless it is a batch of images
+    that agrees with `input_shape` (if given)."""
+    if not isinstance(input_tensor, keras.KerasTensor):
+        raise ValueError("`input_tensor` must be a Keras tensor (e.g. `keras.Input(shape=...)`); "
+                         f"received type {type(input_tensor).__name__}.")
+    tensor_shape = tuple(input_tensor.shape[1:])
+    if len(tensor_shape) != 3:
+        raise ValueError("`input_tensor` must be a batch of images (batch, height, width, "
+                         f"channels); received a tensor of shape {tuple(input_tensor.shape)}.")
+    if input_shape is not None and (len(tuple(input_shape)) != 3 or any(
+            a is not None and b is not None and a != b
+            for a, b in zip(input_shape, tensor_shape, strict=True))):
+        raise ValueError(f"`input_tensor` of shape {tuple(input_tensor.shape)} is "
+                         f"incompatible with `input_shape={input_shape!r}`.")
+    return tensor_shape

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import keras
 
+from keras_googlenet.layers import clone_with_weights
 from keras_googlenet.model_card import OUTPUT_NAME as MAIN_CLASSIFIER
+from keras_googlenet.model_card import find_layer
 
 __all__ = ["MAIN_CLASSIFIER", "float32_inference_model", "inference_model"]
 
@@ -21,22 +23,18 @@ def _main_output(model):
                              f"{sorted(outputs)}.")
         return outputs["main"]
     if isinstance(outputs, (list, tuple)):
-        try:
-            return model.get_layer(MAIN_CLASSIFIER).output
-        except ValueError:
+        if (classifier := find_layer(model, MAIN_CLASSIFIER)) is None:
             raise ValueError(f"`model` has {len(outputs)} outputs and no layer named "
-                             f"{MAIN_CLASSIFIER!r} to pick the main head from.") from None
+                             f"{MAIN_CLASSIFIER!r} to pick the main head from.")
+        return classifier.output
     return outputs
 
 
 def inference_model(model, name=None):
-    """The single-output main-head model, sharing `model`'s layers and variables.
-
-    The auxiliary heads are dropped, so the parameter count is the main-only count and
-    `inference_model(m)(x)` equals `m(x)["main"]` in inference mode. Training either
-    model trains both: they hold the same variable objects.
-    """
-    main = _main_output(model)
+    """The single-output main-head model, sharing `model`'s layers and variables: the aux
+    heads are dropped, `inference_model(m)(x)` equals `m(x)["main"]` in inference mode, and
+    training either model trains both. `ValueError` if `model` has no main head."""
+    main = _main_output(model)  # first: it explains a model that is not functional
     return keras.Model(model.input, main, name=name or model.name)
 
 
@@ -44,21 +42,12 @@ def _float32_layer(layer):
     config = layer.get_config()
     if "dtype" in config:
         config["dtype"] = "float32"
-    return layer.__class__.from_config(config)
+    return type(layer).from_config(config)
 
 
 def float32_inference_model(model, name=None):
-    """A float32 rebuild of `inference_model(model)` with copied weight values.
-
-    Use it for export: a model built under `mixed_bfloat16`/`mixed_float16` keeps
-    half-precision ops when merely sliced, and TFLite cannot convert those
-    (`'tf.Conv2D' op is neither a custom op nor a flex op`). The result owns new
-    variables; the weight values are identical.
-    """
-    pruned = inference_model(model, name=name)
-    rebuilt = keras.models.clone_model(pruned, clone_function=_float32_layer)
-    for source, target in zip(pruned.layers, rebuilt.layers, strict=True):
-        if source.name != target.name:  # clone_model keeps order; guard against surprises
-            raise RuntimeError(f"layer order changed while cloning: {source.name} vs {target.name}")
-        target.set_weights(source.get_weights())
-    return rebuilt
+    """A float32 rebuild of `inference_model(model)`, with new variables holding the same
+    weight values. Use it for export: a model built under `mixed_bfloat16`/`mixed_float16`
+    keeps half-precision ops when merely sliced, and TFLite cannot convert those
+    (`'tf.Conv2D' op is neither a custom op nor a flex op`)."""
+    return clone_with_weights(inference_model(model, name=name), _float32_layer)

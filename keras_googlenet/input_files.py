@@ -1,6 +1,5 @@
 """The user's input files, read safely: images within a pixel budget, decoded to 8-bit RGB
-alike for training and predict (`open_image`, `pil_to_rgb8`); names as UTF-8 text
-(`read_lines`)."""
+alike for training and predict; names as UTF-8 text."""
 
 from __future__ import annotations
 
@@ -31,17 +30,22 @@ def _name(path):
     return os.fsdecode(path) if isinstance(path, bytes) else path
 
 
+def _image(name):
+    return f"image {name!r}" if name else "image"
+
+
+def _over_budget(name, claim):
+    return ImageTooLargeError(
+        f"{_image(name)} {claim}, over the {MAX_IMAGE_PIXELS / 1e6:g}-megapixel budget "
+        "(keras_googlenet.input_files.MAX_IMAGE_PIXELS); refused before decoding: downscale it.")
+
+
 def check_pixel_budget(image, name=None):
     """Raise `ImageTooLargeError` naming the file if PIL `image` (opened, not necessarily
     decoded) has more than `MAX_IMAGE_PIXELS` pixels."""
     width, height = image.size
     if width * height > MAX_IMAGE_PIXELS:
-        what = f"image {name!r}" if name else "image"
-        raise ImageTooLargeError(
-            f"{what} is {width}x{height} ({width * height / 1e6:.1f} megapixels), over the "
-            f"{MAX_IMAGE_PIXELS / 1e6:g}-megapixel budget "
-            "(keras_googlenet.input_files.MAX_IMAGE_PIXELS); refused before decoding: "
-            "downscale it.")
+        raise _over_budget(name, f"is {width}x{height} ({width * height / 1e6:.1f} megapixels)")
 
 
 @contextlib.contextmanager
@@ -57,11 +61,8 @@ def open_image(path):
     try:
         image = Image.open(name)
     except Image.DecompressionBombError:  # PIL refuses past ~179 megapixels
-        raise ImageTooLargeError(
-            f"image {name!r} claims more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
-            f"megapixels, over the {MAX_IMAGE_PIXELS / 1e6:g}-megapixel budget "
-            "(keras_googlenet.input_files.MAX_IMAGE_PIXELS); refused before decoding: "
-            "downscale it.") from None
+        raise _over_budget(name, f"claims more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
+                                 "megapixels") from None
     with image:
         check_pixel_budget(image, name)
         yield image
@@ -103,8 +104,7 @@ def pil_to_rgb8(image, name=None):
     """
     if image.mode not in HIGH_BIT_DEPTH_MODES:
         return np.asarray(image.convert("RGB"))
-    values = np.asarray(image)
-    what = f"image {name!r}" if name else "image"
+    values, what = np.asarray(image), _image(name)
     if image.mode == "F":
         low, high = float(np.nanmin(values)), float(np.nanmax(values))
         if not np.all(np.isfinite(values)) or low < 0 or high > 1:
@@ -117,5 +117,4 @@ def pil_to_rgb8(image, name=None):
             raise ValueError(f"{what} has 32-bit pixels in [{low}, {high}]; only 8- and 16-bit "
                              "images can be read.")
         gray = np.round(values.astype("float64") / 257.0)  # 65535 -> 255
-    gray = gray.astype(np.uint8)
-    return np.repeat(gray[..., None], 3, axis=-1)
+    return np.repeat(gray.astype(np.uint8)[..., None], 3, axis=-1)

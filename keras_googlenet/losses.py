@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import keras
 
 from keras_googlenet.checks import rate
 from keras_googlenet.heads import MAIN_CLASSIFIER
+from keras_googlenet.model_card import find_layer
 
 __all__ = [
     "DEFAULT_LOSS_WEIGHTS", "SmoothedSparseCategoricalCrossentropy", "compile_googlenet",
@@ -20,10 +23,9 @@ DEFAULT_LOSS_WEIGHTS = {"main": 1.0, "aux1": 0.3, "aux2": 0.3}
 class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
     """Sparse categorical cross-entropy with label smoothing (Keras' sparse loss has none)."""
 
-    def __init__(
-        self, from_logits=False, label_smoothing=0.0, name="sparse_categorical_crossentropy",
-        reduction="sum_over_batch_size", dtype=None,
-    ):
+    def __init__(self, from_logits=False, label_smoothing=0.0,
+                 name="sparse_categorical_crossentropy", reduction="sum_over_batch_size",
+                 dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.from_logits = from_logits
         self.label_smoothing = rate("label_smoothing", label_smoothing)
@@ -31,16 +33,11 @@ class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
     def call(self, y_true, y_pred):
         if self.label_smoothing == 0.0:
             return keras.losses.sparse_categorical_crossentropy(
-                y_true, y_pred, from_logits=self.from_logits
-            )
-        num_classes = keras.ops.shape(y_pred)[-1]
-        labels = keras.ops.one_hot(
-            keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), num_classes,
-            dtype=y_pred.dtype,
-        )
+                y_true, y_pred, from_logits=self.from_logits)
+        labels = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"),
+                                   keras.ops.shape(y_pred)[-1], dtype=y_pred.dtype)
         return keras.losses.categorical_crossentropy(
-            labels, y_pred, from_logits=self.from_logits, label_smoothing=self.label_smoothing
-        )
+            labels, y_pred, from_logits=self.from_logits, label_smoothing=self.label_smoothing)
 
     def get_config(self):
         config = super().get_config()
@@ -49,39 +46,34 @@ class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
 
 
 def _outputs_from_logits(model):
-    try:
-        activation = model.get_layer(MAIN_CLASSIFIER).activation
-    except ValueError:
+    classifier = find_layer(model, MAIN_CLASSIFIER)
+    if classifier is None:
         raise ValueError(f"`model` has no layer {MAIN_CLASSIFIER!r}: compile_googlenet needs a "
-                         "GoogLeNet built with include_top=True.") from None
-    return activation is keras.activations.linear
+                         "GoogLeNet built with include_top=True.")
+    return classifier.activation is keras.activations.linear
 
 
-def compile_googlenet(
-    model,
-    optimizer="adam",
-    loss_weights=None,
-    label_smoothing=0.0,
-    **compile_kwargs,
-):
+def compile_googlenet(model, optimizer="adam", loss_weights=None, label_smoothing=0.0,
+                      **compile_kwargs):
     """Compile a GoogLeNet (with or without aux heads) for integer class labels.
 
-    Every head gets a (sparse) categorical cross-entropy; with aux heads the losses are
-    weighted main 1.0, aux1 0.3, aux2 0.3 as in the paper (override with `loss_weights`,
-    e.g. `{"aux1": 0.5, "aux2": 0.5}`). Each head reports its accuracy, so the logs have
-    `main_accuracy` / `val_main_accuracy` (also for a model without aux heads),
-    `aux1_accuracy`, `aux2_accuracy` and the per-head losses. Logits models
-    (`classifier_activation=None`) are handled.
+    Every head gets a (sparse) categorical cross-entropy, from logits when
+    `classifier_activation=None`; with aux heads the losses weigh main 1.0, aux1 0.3, aux2 0.3
+    as in the paper (override with `loss_weights`, e.g. `{"aux1": 0.5, "aux2": 0.5}`). The
+    logs have each head's loss and accuracy: `main_accuracy` / `val_main_accuracy` (also
+    without aux heads), `aux1_accuracy`, `aux2_accuracy`. Feed int labels, as
+    `{"main": y, "aux1": y, "aux2": y}` with aux heads (`keras_googlenet.head_targets`).
+    The optimizer is built for the variables trainable now: after changing `trainable`,
+    compile again (as Keras asks anyway).
 
-    Feed labels as an int array for a single-output model, and as
-    `{"main": y, "aux1": y, "aux2": y}` for a model with aux heads (or use
-    `keras_googlenet.head_targets(model, y)`).
+    Raises:
+        ValueError: `model` has no `predictions` layer, or `loss_weights` names a head
+            the model lacks.
     """
     from_logits = _outputs_from_logits(model)
 
-    def head_loss():
-        return SmoothedSparseCategoricalCrossentropy(from_logits=from_logits,
-                                                     label_smoothing=label_smoothing)
+    head_loss = functools.partial(SmoothedSparseCategoricalCrossentropy, from_logits=from_logits,
+                                  label_smoothing=label_smoothing)
 
     loss_weights = dict(loss_weights or {})
     if isinstance(model.output, dict):
@@ -102,6 +94,10 @@ def compile_googlenet(
         compile_kwargs.setdefault(
             "metrics", [keras.metrics.SparseCategoricalAccuracy(name="main_accuracy")])
         model.compile(optimizer=optimizer, loss=head_loss(), **compile_kwargs)
+    # Create the optimizer's slots now, as Keras does under a distribution strategy: left to
+    # the first train step, they are made while it is traced, which doubles that step's cost
+    # for GoogLeNet's ~200 variables (benchmarks/first_step.py).
+    model.optimizer.build(model.trainable_variables)
     return model
 
 

@@ -1,8 +1,5 @@
-"""The model card: the JSON that travels with every exported artefact (docs/export.md).
-
-`keras_googlenet.export` writes cards and `keras_googlenet.runtime` reads them; both take
-the format from here, so neither depends on the other.
-"""
+"""The model card: the JSON that travels with every exported artefact (docs/export.md). The
+export writes cards and the runtime reads them; both take the format from here."""
 
 from __future__ import annotations
 
@@ -33,22 +30,22 @@ def card_path_for(path):
 
 def read_model_card(path):
     """The model card of an artefact (sidecar, or inside a SavedModel dir), or None."""
-    candidates = [card_path_for(path)]
-    if os.path.isdir(path):
-        candidates.append(os.path.join(path, CARD_IN_SAVEDMODEL))
-    for candidate in candidates:
+    for candidate in (card_path_for(path), os.path.join(path, CARD_IN_SAVEDMODEL)):
         if os.path.isfile(candidate):
-            try:
-                with open(candidate, encoding="utf-8") as f:
-                    card = json.load(f)
-            except (ValueError, UnicodeDecodeError) as error:
-                raise ValueError(f"the model card {candidate!r} is corrupt (not JSON: "
-                                 f"{error}); fix or delete it.") from None
+            card = _read_json(candidate)
             if not isinstance(card, dict):
                 raise ValueError(f"the model card {candidate!r} is corrupt (not a JSON "
                                  "object); fix or delete it.")
             return card
     return None
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError as error:  # UnicodeDecodeError is one too
+        raise ValueError(f"{path!r} is corrupt (not JSON: {error}); fix or delete it.") from None
 
 
 def preprocessing_card(in_model, mode="tf"):
@@ -73,15 +70,14 @@ def has_preprocessing_layer(model):
 def read_run_dir(run_dir):
     """What a run directory says about its model: config.json, labels.txt, metrics.json."""
     info = {"run_dir": os.path.abspath(run_dir)}
-    for key, required in (("config", True), ("metrics", False)):
+    for key in ("config", "metrics"):
         path = os.path.join(run_dir, f"{key}.json")
         if os.path.isfile(path):
             try:
-                with open(path, encoding="utf-8") as f:
-                    info[key] = json.load(f)
-            except ValueError as error:  # a corrupt metrics.json only costs the card figures
-                if required:
-                    raise ValueError(f"{path!r} is corrupt (not JSON: {error}).") from None
+                info[key] = _read_json(path)
+            except ValueError:  # a corrupt metrics.json only costs the card figures
+                if key == "config":
+                    raise
     labels_path = os.path.join(run_dir, "labels.txt")
     if os.path.isfile(labels_path):
         from keras_googlenet.input_files import read_lines
@@ -101,7 +97,7 @@ def resolve_source(source):
     """(path of the `.keras` file, run-directory info or {}) for a file or run directory."""
     path = os.fspath(source)
     if os.path.isdir(path):
-        for candidate in ("inference.keras", "model.keras"):
+        for candidate in ("qat.keras", "inference.keras", "model.keras"):  # QAT: docs/export.md
             if os.path.isfile(os.path.join(path, candidate)):
                 return os.path.join(path, candidate), read_run_dir(path)
         raise FileNotFoundError(f"run directory {path!r} has neither inference.keras nor "
@@ -150,8 +146,7 @@ def _activation_name(model):
     layer = find_layer(model, OUTPUT_NAME)
     if layer is None or not hasattr(layer, "activation"):
         return "unknown"
-    name = getattr(layer.activation, "__name__", str(layer.activation))
-    return "softmax" if name == "softmax" else name
+    return getattr(layer.activation, "__name__", str(layer.activation))
 
 
 def describe_source(path, model, run_info=None):
@@ -162,19 +157,17 @@ def describe_source(path, model, run_info=None):
     """
     if run_info is None:
         run_info = _run_beside(path) if path is not None and os.path.isfile(path) else {}
-    config_model = (run_info.get("config") or {}).get("model", {})
-    shape = model.input_shape
-    input_size = None
-    if shape[1] is not None and shape[2] is not None:
-        input_size = [int(shape[1]), int(shape[2])]
-    elif config_model.get("input_size"):
-        size = config_model["input_size"]
-        input_size = [int(size), int(size)] if isinstance(size, int) else list(size)
+    config = run_info.get("config") or {}
+    config_model = config.get("model", {})
+    size = model.input_shape[1:3]
+    if None in size:  # a model built for any size: the size it was trained at
+        size = config_model.get("input_size")
+        size = [size, size] if isinstance(size, int) else size
+    input_size = [int(v) for v in size] if size else None
     classes = int(model.output_shape[-1])
     labels = run_info.get("labels")
     if labels is not None and len(labels) != classes:
         labels = None  # a labels.txt that does not match the head is worse than none
-    config = run_info.get("config") or {}
     return {
         "model": {
             "name": model.name,

@@ -3,6 +3,7 @@ check every command uses before it joins a name to a directory or replaces a pat
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 __all__ = ["child_path", "refuse_symlink", "unwritable", "writable_destination"]
@@ -19,9 +20,8 @@ def child_path(parent, name, arg):
     text = os.fspath(name) if isinstance(name, os.PathLike) else name
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"`{arg}` must be a non-empty name; received {arg}={name!r}.")
-    separators = {os.sep} | ({os.altsep} if os.altsep else set())
-    if text in (".", "..") or os.path.isabs(text) or any(s in text for s in separators) \
-            or "\0" in text:
+    if text in (".", "..") or os.path.isabs(text) or "\0" in text \
+            or any(sep and sep in text for sep in (os.sep, os.altsep)):
         raise ValueError(
             f"`{arg}` must be a plain name inside {parent} (not '.', '..', an absolute path "
             f"or a name with '/'); received {arg}={name!r}.")
@@ -43,11 +43,10 @@ def unwritable(directory):
     'permission denied'), or None. access(2) answers EROFS even for root."""
     if os.access(directory, os.W_OK | os.X_OK):
         return None
-    try:
-        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
-    except OSError:
-        read_only = False
-    return "read-only file system" if read_only else "permission denied"
+    with contextlib.suppress(OSError):
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return "read-only file system"
+    return "permission denied"
 
 
 def writable_destination(path, arg, flag):
@@ -62,8 +61,7 @@ def writable_destination(path, arg, flag):
     if not os.path.isdir(existing):
         raise ValueError(f"`{arg}` ({flag} {os.fspath(path)}): {existing} is a file, not a "
                          "directory.")
-    problem = unwritable(existing)
-    if problem:
+    if problem := unwritable(existing):
         raise ValueError(f"`{arg}` ({flag} {os.fspath(path)}): cannot write {existing}: "
                          f"{problem}; pick another {flag}.")
     return existing

@@ -1,7 +1,5 @@
-"""Atomic publishing: a finished file or directory replaces its target whole, or not at all.
-
-Shared by the export, the KerasHub preset writer and the training run directory.
-"""
+"""Atomic publishing: a finished file or directory replaces its target whole, or not at all
+(the export, the KerasHub preset writer and the training run directory)."""
 
 from __future__ import annotations
 
@@ -56,11 +54,10 @@ def publish(tmp_path, target):
     Files: `os.replace`. Directories: the old one is renamed aside, the new one renamed
     in, then the old one deleted; if the second rename fails the old one is restored.
     """
+    _default_mode(tmp_path)
     if not os.path.isdir(tmp_path):
-        _default_mode(tmp_path)
         os.replace(tmp_path, target)
         return
-    _default_mode(tmp_path, directory=True)
     backup = None
     if os.path.lexists(target):
         backup = tempfile.mkdtemp(dir=os.path.dirname(target),
@@ -121,21 +118,14 @@ def replace_owned(staging, target, owned):
 def _directory_lock(directory):
     """An exclusive `flock` on `directory` itself for the few renames of a swap: nothing
     is created, and the kernel drops it if the process dies."""
-    try:
-        fd = os.open(directory, os.O_RDONLY) if fcntl is not None else None
-    except OSError:  # a parent we may write but not read: swap unlocked
-        fd = None
-    if fd is None:
-        yield
-        return
-    try:
-        try:
+    with contextlib.ExitStack() as stack:
+        # Unlocked where no lock can be had: a parent we may write but not read, NFS (no
+        # flock on a read-only descriptor), Lustre without flock, Windows (no fcntl).
+        with contextlib.suppress(OSError, AttributeError):
+            fd = os.open(directory, os.O_RDONLY)
+            stack.callback(os.close, fd)
             fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:  # NFS (no flock on a read-only descriptor), Lustre without flock
-            pass
         yield
-    finally:
-        os.close(fd)
 
 
 def discard_stage(stage, created):
@@ -144,9 +134,8 @@ def discard_stage(stage, created):
     user's files that a failed `replace_owned` could not move back are never deleted."""
     if not stage or not os.path.isdir(stage) or os.path.islink(stage):
         return True
-    for name in os.listdir(stage):
-        if name in created:
-            remove_path(os.path.join(stage, name))
+    for name in set(os.listdir(stage)).intersection(created):
+        remove_path(os.path.join(stage, name))
     try:
         os.rmdir(stage)
     except OSError:
@@ -191,24 +180,16 @@ def current_umask(status="/proc/self/status"):
     return umask
 
 
-def _default_mode(path, directory=False):
+def _default_mode(path):
     """mkstemp/mkdtemp create 0600/0700; give published artefacts the usual umask mode."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~current_umask())
 
 
 def write_json_atomic(obj, path):
     """Write `obj` as indented JSON to `path` atomically (numpy values as plain ones)."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                               prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, default=json_default)
-            f.write("\n")
-        _default_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        remove_path(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, default=json_default)
+        f.write("\n")
 
 
 def json_default(value):

@@ -1,9 +1,5 @@
-"""Load any exported GoogLeNet artefact and predict with it (docs/export.md, "Python").
-
-`load_predictor(path)` returns one `Predictor` interface over a `.keras` file, a SavedModel
-directory, a `.tflite` or an `.onnx` file; its model card supplies labels, input size and
-preprocessing.
-"""
+"""Load any exported GoogLeNet artefact behind one `Predictor` (docs/export.md, "Python"); its
+model card supplies labels, input size and preprocessing."""
 
 from __future__ import annotations
 
@@ -79,26 +75,21 @@ class Predictor:
     def __init__(self, path, card=None):
         self.path = os.fspath(path)
         self.card = (card if card is not None else read_model_card(self.path)) or {}
-        model = self.card.get("model", {})
-        size = model.get("input_size")
+        size = self.card.get("model", {}).get("input_size")
         self.input_size = tuple(size) if size else None
         self.labels = self.card.get("labels")
         # None without a card: `predict` then tells probabilities from logits by their rows.
         self.output_activation = (self.card.get("output") or {}).get("activation")
+        self._tolerance = PROBABILITY_TOLERANCE  # how far a probability row may sum from 1
 
     @property
     def output_is_probability(self):
         """True/False as the card says; None when unknown (decided per batch by `predict`)."""
-        if self.output_activation in UNKNOWN_ACTIVATIONS:
-            return None
-        return self.output_activation == SOFTMAX
+        activation = self.output_activation
+        return None if activation in UNKNOWN_ACTIVATIONS else activation == SOFTMAX
 
-    def _probability_tolerance(self):
-        """How far a probability row of this artefact's outputs may sum from 1."""
-        return PROBABILITY_TOLERANCE
-
-    # -- subclasses implement _run(x: float32 batch) -> raw float32 output
     def _run(self, x):
+        """The raw float32 output for a float32 batch: each runtime implements it."""
         raise NotImplementedError
 
     def predict(self, x, batch_size=32):
@@ -124,13 +115,13 @@ class Predictor:
         if y.ndim != 2:  # e.g. include_top=False: feature maps, not class scores
             raise ValueError(f"{self.path!r} is not a classifier: its output has shape "
                              f"{tuple(y.shape[1:])} per image, expected (classes,).")
-        if not np.all(np.isfinite(y)):
-            bad = int(np.sum(~np.all(np.isfinite(y.reshape(len(y), -1)), axis=1)))
-            # NaN probabilities would still sort into a confident-looking top-k.
+        finite_rows = np.all(np.isfinite(y), axis=1)
+        if not finite_rows.all():  # NaN probabilities would still sort into a confident top-k
             raise ValueError(
-                f"{self.path!r} produced non-finite outputs (NaN/inf) for {bad} of {len(y)} "
-                "image(s): its weights are corrupt (a diverged training run?).")
-        return as_probabilities(y, self.output_activation, self._probability_tolerance())
+                f"{self.path!r} produced non-finite outputs (NaN/inf) for "
+                f"{int(np.sum(~finite_rows))} of {len(y)} image(s): its weights are corrupt "
+                "(a diverged training run?).")
+        return as_probabilities(y, self.output_activation, self._tolerance)
 
     def preprocess_images(self, images):
         """Decode/resize/scale images (paths, PIL images or uint8 arrays) for this model."""
@@ -142,8 +133,8 @@ class Predictor:
         crop = preprocessing.get("central_crop", EVAL_CROP_FRACTION)
         # A model with its preprocessing inside takes the resized pixels as they are.
         scale = not preprocessing.get("in_model", False)
-        return np.stack([load_image(image, self.input_size, crop, scale=scale)
-                         for image in images])
+        return resize_pixels([_rgb_pixels(image) for image in images], self.input_size, crop,
+                             scale=scale)
 
     def classify(self, images, top_k=5):
         """`top_k` of each image (paths, PIL images or arrays)."""
@@ -158,10 +149,9 @@ class Predictor:
                 for i in top_indices(probs, k)]
 
     def label(self, index):
+        """The name of class `index`, or the index as text where the card names none."""
         index = int(index)
-        if self.labels and index < len(self.labels):
-            return self.labels[index]
-        return str(index)
+        return self.labels[index] if self.labels and index < len(self.labels) else str(index)
 
 
 class KerasPredictor(Predictor):
@@ -190,31 +180,27 @@ class KerasPredictor(Predictor):
 class SavedModelPredictor(Predictor):
     format = "savedmodel"
 
-    def __init__(self, path, card=None, num_threads=None, signature="serving_default"):
+    def __init__(self, path, card=None, num_threads=None):
         import tensorflow as tf
 
         super().__init__(path, card)
         try:
-            self.loaded = tf.saved_model.load(self.path)
+            loaded = tf.saved_model.load(self.path)
         except (OSError, ValueError, tf.errors.OpError) as error:  # e.g. a corrupt .pb
             raise ValueError(f"{self.path!r} is not a valid SavedModel directory: "
                              f"{first_line(error)}") from None
-        if signature not in self.loaded.signatures:
-            raise ValueError(f"SavedModel {self.path!r} has no signature {signature!r}; it has "
-                             f"{sorted(self.loaded.signatures)}.")
-        self.signature = self.loaded.signatures[signature]
-        _, kwargs = self.signature.structured_input_signature
-        (self.input_name, spec), = kwargs.items()
+        if "serving_default" not in loaded.signatures:
+            raise ValueError(f"SavedModel {self.path!r} has no signature 'serving_default'; it "
+                             f"has {sorted(loaded.signatures)}.")
+        self.loaded, self.signature = loaded, loaded.signatures["serving_default"]
+        (self.input_name, spec), = self.signature.structured_input_signature[1].items()
         if self.input_size is None and spec.shape[1] is not None:
             self.input_size = tuple(spec.shape[1:3])
         outputs = list(self.signature.structured_outputs)
         self.output_name = OUTPUT_NAME if OUTPUT_NAME in outputs else outputs[0]
 
     def _run(self, x):
-        import tensorflow as tf
-
-        result = self.signature(**{self.input_name: tf.constant(x)})
-        return result[self.output_name].numpy()
+        return self.signature(**{self.input_name: x})[self.output_name].numpy()
 
 
 class TFLitePredictor(Predictor):
@@ -226,50 +212,38 @@ class TFLitePredictor(Predictor):
         super().__init__(path, card)
         try:
             self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads)
-            self.interpreter.allocate_tensors()
+            self._allocate()
         except (ValueError, RuntimeError) as error:  # LiteRT's words never name the file
             raise ValueError(f"{self.path!r} is not a valid TFLite model: "
                              f"{first_line(error)}") from None
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
         if self.input_size is None:
             self.input_size = tuple(int(v) for v in self.input["shape"][1:3])
-        self._batch = int(self.input["shape"][0])
+        if np.issubdtype(np.dtype(self.output["dtype"]), np.integer):
+            # Each quantized score is off by up to half a step, so the row sum by `classes` halves.
+            self._tolerance += 0.5 * float(self.output["quantization"][0]) * int(
+                self.output["shape"][-1])
 
-    def _quantize(self, x):
+    def _allocate(self):
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+
+    def _run(self, x):
+        if len(x) != self.input["shape"][0]:
+            self.interpreter.resize_tensor_input(self.input["index"], [len(x), *x.shape[1:]])
+            self._allocate()
         dtype = np.dtype(self.input["dtype"])
-        if not np.issubdtype(dtype, np.integer):
-            return x.astype(dtype)
-        scale, zero_point = self.input["quantization"]
-        info = np.iinfo(dtype)
-        return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
-
-    def _dequantize(self, y):
+        if np.issubdtype(dtype, np.integer):
+            scale, zero_point = self.input["quantization"]
+            info = np.iinfo(dtype)
+            x = np.clip(np.round(x / scale + zero_point), info.min, info.max)
+        self.interpreter.set_tensor(self.input["index"], x.astype(dtype))
+        self.interpreter.invoke()
+        y = self.interpreter.get_tensor(self.output["index"])
         if not np.issubdtype(y.dtype, np.integer):
             return y.astype("float32")
         scale, zero_point = self.output["quantization"]
         return (y.astype("float32") - zero_point) * scale
-
-    def _probability_tolerance(self):
-        # Each quantized score is off by up to half a step, so the row sum by `classes` halves.
-        if not np.issubdtype(np.dtype(self.output["dtype"]), np.integer):
-            return PROBABILITY_TOLERANCE
-        scale, _ = self.output["quantization"]
-        return PROBABILITY_TOLERANCE + 0.5 * float(scale) * int(self.output["shape"][-1])
-
-    def _resize(self, batch):
-        if batch != self._batch:
-            self.interpreter.resize_tensor_input(self.input["index"], [batch, *self.input_size, 3])
-            self.interpreter.allocate_tensors()
-            self.input = self.interpreter.get_input_details()[0]
-            self.output = self.interpreter.get_output_details()[0]
-            self._batch = batch
-
-    def _run(self, x):
-        self._resize(len(x))
-        self.interpreter.set_tensor(self.input["index"], self._quantize(x))
-        self.interpreter.invoke()
-        return self._dequantize(self.interpreter.get_tensor(self.output["index"]))
 
 
 class ONNXPredictor(Predictor):
@@ -318,19 +292,22 @@ def load_predictor(path, num_threads=None):
         raise ValueError("`path` must be the path of a .keras, .tflite or .onnx file or a "
                          f"SavedModel directory; received {path!r}.")
     checks.positive_int("num_threads", num_threads, optional=True)
-    fmt = detect_format(path)
-    card = read_model_card(path)
-    return _PREDICTORS[fmt](path, card=card, num_threads=num_threads)
+    return _PREDICTORS[detect_format(path)](path, card=read_model_card(path),
+                                            num_threads=num_threads)
 
 
 def load_image(image, size, central_crop=EVAL_CROP_FRACTION, scale=True):
     """An image (path, PIL image or HxW[x3] array) as float32 `size` RGB in [-1, 1].
 
-    Decoded with PIL and converted to RGB, then `resize_pixels`: the same central crop,
-    bilinear resize and `x / 127.5 - 1` as the training pipeline's evaluation and the
-    SavedModel's `serving_uint8` signature. An image over the pixel budget
-    (`keras_googlenet.input_files.MAX_IMAGE_PIXELS`) is refused before it is decoded.
+    Decoded with PIL to RGB, then `resize_pixels`: the crop, resize and scaling of training's
+    evaluation and the SavedModel's `serving_uint8` signature. An image over the pixel
+    budget (`keras_googlenet.input_files.MAX_IMAGE_PIXELS`) is refused before decoding.
     """
+    return resize_pixels(_rgb_pixels(image), size, central_crop, scale=scale)
+
+
+def _rgb_pixels(image):
+    """An image (path, PIL image or HxW[x1|3|4] array) as its RGB pixels (H, W, 3)."""
     from PIL import Image
 
     from keras_googlenet.input_files import check_pixel_budget, open_image, pil_to_rgb8
@@ -338,40 +315,34 @@ def load_image(image, size, central_crop=EVAL_CROP_FRACTION, scale=True):
     if isinstance(image, (str, os.PathLike)):
         with open_image(image) as opened:  # refuses a decompression bomb before decoding
             opened.load()
-            pixels = pil_to_rgb8(opened, name=os.fspath(image))
-    elif isinstance(image, Image.Image):
+            return pil_to_rgb8(opened, name=os.fspath(image))
+    if isinstance(image, Image.Image):
         check_pixel_budget(image)  # a lazily opened image is decoded only now
-        pixels = pil_to_rgb8(image)
-    else:
-        pixels = np.asarray(image)
-        if pixels.ndim == 2:
-            pixels = pixels[..., None]
-        if pixels.ndim != 3 or pixels.shape[-1] not in (1, 3, 4):
-            raise ValueError(f"expected an HxWx3 image array; received shape {pixels.shape}.")
-        if pixels.shape[-1] == 1:
-            pixels = np.repeat(pixels, 3, axis=-1)
-        pixels = _check_pixel_range(pixels[..., :3])
-    return resize_pixels(pixels, size, central_crop, scale=scale)
+        return pil_to_rgb8(image)
+    pixels = np.asarray(image)
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    if pixels.ndim != 3 or pixels.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"expected an HxWx3 image array; received shape {pixels.shape}.")
+    if pixels.shape[-1] == 1:
+        pixels = np.repeat(pixels, 3, axis=-1)
+    return _check_pixel_range(pixels[..., :3])
 
 
 def _check_pixel_range(pixels):
     """Arrays must hold RGB pixels in [0, 255]; a float image in [0, 1] (or already
     preprocessed to [-1, 1]) would be read as a nearly black picture, confidently wrong."""
-    if np.issubdtype(pixels.dtype, np.integer) or pixels.dtype == bool or not pixels.size:
-        if pixels.size and (pixels.min() < 0 or pixels.max() > 255):
-            raise ValueError(
-                f"image arrays must hold RGB pixels in [0, 255]; received {pixels.dtype} values "
-                f"in [{pixels.min()}, {pixels.max()}] (scale 16-bit images by 1/257).")
+    if not pixels.size:
         return pixels
-    low, high = float(np.nanmin(pixels)), float(np.nanmax(pixels))
+    integral = np.issubdtype(pixels.dtype, np.integer) or pixels.dtype == bool
+    low, high = (int(pixels.min()), int(pixels.max())) if integral else (
+        float(np.nanmin(pixels)), float(np.nanmax(pixels)))
     if not np.all(np.isfinite(pixels)) or low < 0 or high > 255:
-        raise ValueError(
-            "image arrays must hold RGB pixels in [0, 255]; received float values in "
-            f"[{low:g}, {high:g}]" + (" (already preprocessed? pass them to `predict`)."
-                                     if low < 0 else ".")
-        )
-    if 0 < high <= 1:
-        raise ValueError(
-            f"image arrays must hold RGB pixels in [0, 255]; received float values in [{low:g}, "
-            f"{high:g}], which look like a [0, 1] image: multiply by 255 (or pass uint8).")
-    return pixels
+        hint = (" (scale 16-bit images by 1/257)" if integral
+                else " (already preprocessed? pass them to `predict`)" if low < 0 else "")
+    elif not integral and 0 < high <= 1:
+        hint = ", which look like a [0, 1] image: multiply by 255 (or pass uint8)"
+    else:
+        return pixels
+    raise ValueError(f"image arrays must hold RGB pixels in [0, 255]; received {pixels.dtype} "
+                     f"values in [{low:g}, {high:g}]{hint}.")

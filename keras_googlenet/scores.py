@@ -1,8 +1,5 @@
-"""Class scores in NumPy: the one softmax and the one ranking of every entry point.
-
-`decode_predictions`, `Predictor.top_k`/`classify`, `googlenet-predict` and the export's
-verification all rank and normalise scores here, so they cannot disagree.
-"""
+"""Class scores in NumPy: the one softmax and the one ranking of every entry point (decoding,
+`Predictor`, `googlenet-predict`, the export's verification), so they cannot disagree."""
 
 from __future__ import annotations
 
@@ -24,8 +21,7 @@ PROBABILITY_TOLERANCE = 1e-2
 def softmax(logits):
     """Softmax over the last axis, shifted by the row maximum so large logits stay finite."""
     logits = np.asarray(logits, dtype="float32")
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(shifted)
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
 
@@ -33,14 +29,10 @@ def looks_like_probabilities(scores, tolerance=PROBABILITY_TOLERANCE):
     """Whether every row of `scores` (N, classes) is a probability distribution: values
     in [0, 1] and a sum within `tolerance` of 1 (wider for quantized scores, whose range
     stays exact). Logits practically never are."""
-    scores = np.asarray(scores, dtype="float64")
-    if scores.ndim == 1:
-        scores = scores[None]
-    if not scores.size or not np.all(np.isfinite(scores)):
-        return False
-    if scores.min() < 0 or scores.max() > 1 + PROBABILITY_TOLERANCE:
-        return False
-    return bool(np.all(np.abs(scores.sum(axis=-1) - 1.0) <= tolerance))
+    scores = np.atleast_2d(np.asarray(scores, dtype="float64"))
+    in_range = scores.size and np.all(np.isfinite(scores)) and scores.min() >= 0 \
+        and scores.max() <= 1 + PROBABILITY_TOLERANCE
+    return bool(in_range and np.all(np.abs(scores.sum(axis=-1) - 1.0) <= tolerance))
 
 
 def as_probabilities(scores, activation, tolerance=PROBABILITY_TOLERANCE):
@@ -51,9 +43,8 @@ def as_probabilities(scores, activation, tolerance=PROBABILITY_TOLERANCE):
     already `looks_like_probabilities`, so logits are never shown as probabilities.
     """
     scores = np.asarray(scores, dtype="float32")
-    if activation == SOFTMAX:
-        return scores
-    if activation in UNKNOWN_ACTIVATIONS and looks_like_probabilities(scores, tolerance):
+    if activation == SOFTMAX or (activation in UNKNOWN_ACTIVATIONS
+                                 and looks_like_probabilities(scores, tolerance)):
         return scores
     return softmax(scores)
 

@@ -1,8 +1,5 @@
-"""GoogLeNet's architecture as data: Table 1 of the paper and the variant presets.
-
-The builder in `googlenet.py` reads only what is here, so a width search, a new
-variant or a port of someone else's weights changes a table, not the code.
-"""
+"""GoogLeNet's architecture as data: Table 1 of the paper and the variant presets. The
+builder reads only what is here, so a width search or a new variant changes a table."""
 
 from __future__ import annotations
 
@@ -14,7 +11,8 @@ __all__ = [
     "AUX_CONV_FILTERS", "AUX_DENSE_UNITS", "AUX_POOLED_SIZE", "AUX_POOLS", "AUX_TAPS",
     "BLOCK_NAMES", "ENDPOINTS", "FIVE_BY_FIVE_BRANCHES", "INCEPTION_WIDTHS", "STAGES",
     "STEM_WIDTHS", "VARIANTS", "WIDTH_COLUMNS", "VariantSpec", "backbone_params",
-    "block_output_channels", "get_variant", "min_input_size", "resolve_widths", "scale_width",
+    "block_output_channels", "check_input_shape", "get_variant", "min_input_size",
+    "resolve_widths", "scale_width",
 ]
 
 # Table 1 of Szegedy et al. 2014, the six width columns of each Inception block.
@@ -134,6 +132,10 @@ def scale_width(width, multiplier, divisor=8):
     return scaled
 
 
+def _is_positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def _block_override(name, value):
     """(block key, six widths) of one `widths` entry; `ValueError` naming it if malformed."""
     key = str(name).removeprefix("inception_")
@@ -147,18 +149,16 @@ def _block_override(name, value):
         merged = {**dict(zip(WIDTH_COLUMNS, INCEPTION_WIDTHS[key], strict=True)), **value}
         value = tuple(merged[c] for c in WIDTH_COLUMNS)
     if not isinstance(value, (tuple, list)) or len(value) != len(WIDTH_COLUMNS) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+            map(_is_positive_int, value)):
         raise ValueError(f"`widths[{name!r}]` must be six positive ints in the order "
                          f"{WIDTH_COLUMNS}; received {value!r}.")
     return key, tuple(value)
 
 
 def resolve_widths(widths=None, width_multiplier=1.0):
-    """Return the per-block widths `{"3a": (6 ints), ...}` after overrides and scaling.
-
-    `widths` maps a block ("3a" or "inception_3a") to six ints in Table 1's column
-    order `WIDTH_COLUMNS`, or to a dict naming some of those columns.
-    """
+    """The per-block widths `{"3a": (6 ints), ...}` after overrides and scaling; `ValueError`
+    naming the argument if malformed. `widths` maps a block ("3a" or "inception_3a") to six
+    ints in Table 1's column order `WIDTH_COLUMNS`, or to a dict naming some columns."""
     positive_number("width_multiplier", width_multiplier)
     if widths is not None and not isinstance(widths, dict):
         raise ValueError(f"`widths` must be a dict mapping a block name "
@@ -166,9 +166,8 @@ def resolve_widths(widths=None, width_multiplier=1.0):
                          f"received widths={widths!r}.")
     table = {**INCEPTION_WIDTHS,
              **dict(_block_override(name, value) for name, value in (widths or {}).items())}
-    resolved = {
-        key: tuple(scale_width(w, width_multiplier) for w in cols) for key, cols in table.items()
-    }
+    resolved = {key: tuple(scale_width(w, width_multiplier) for w in cols)
+                for key, cols in table.items()}
     params = backbone_params(resolved, width_multiplier)
     if params > MAX_BACKBONE_PARAMS:
         given = f"`width_multiplier={width_multiplier!r}`" + (
@@ -180,10 +179,10 @@ def resolve_widths(widths=None, width_multiplier=1.0):
     return resolved
 
 
-def backbone_params(block_widths, width_multiplier=1.0, channels=3):
-    """Convolution weights of the stem and the Inception blocks (no heads), from widths."""
+def backbone_params(block_widths, width_multiplier=1.0):
+    """Convolution weights of the stem and the Inception blocks (no heads) on RGB input."""
     stem = {k: scale_width(v, width_multiplier) for k, v in STEM_WIDTHS.items()}
-    total = 49 * channels * stem["conv1"] + stem["conv1"] * stem["conv2_reduce"] \
+    total = 49 * 3 * stem["conv1"] + stem["conv1"] * stem["conv2_reduce"] \
         + 9 * stem["conv2_reduce"] * stem["conv2"]
     c_in = stem["conv2"]
     for stage in STAGES:
@@ -203,7 +202,30 @@ def min_input_size(include_aux, variant):
     """Smallest square input side the chosen heads accept."""
     if not include_aux:
         return MIN_INPUT_SIZE
-    spec = get_variant(variant)
     # The aux pooling needs a map at least as big as its window at inception_4a/4d.
-    needed = 5 if spec.has_fixed_size_aux_pool else AUX_POOLED_SIZE
+    needed = 5 if get_variant(variant).has_fixed_size_aux_pool else AUX_POOLED_SIZE
     return max(MIN_INPUT_SIZE, (needed - 1) * 2**DOWNSAMPLING_BEFORE_AUX + 1)
+
+
+def check_input_shape(input_shape, include_aux, variant, fixed_size=False):
+    """`input_shape` as a tuple; `ValueError` unless it is `(height, width, channels)` of
+    positive ints (height and width may be None unless `fixed_size`) that the chosen heads
+    of `variant` accept."""
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not _is_positive_int(shape[2]) or not all(
+            _is_positive_int(side) or (side is None and not fixed_size) for side in shape[:2]):
+        fail("input_shape", "(height, width, channels) with positive ints" + (
+            " (a fixed size)" if fixed_size else " (height and width may be None)"), input_shape)
+    minimum = min_input_size(include_aux, variant)
+    if any(side is not None and side < minimum for side in shape[:2]):
+        raise ValueError(f"Input size must be at least {minimum}x{minimum} for variant="
+                         f"{variant!r} {'with' if include_aux else 'without'} auxiliary heads "
+                         f"(height and width >= {min_input_size(False, variant)} without them, "
+                         f">= {min_input_size(True, variant)} with them); received "
+                         f"input_shape={input_shape!r}.")
+    if include_aux and get_variant(variant).has_fixed_size_aux_pool and None in shape[:2]:
+        raise ValueError(f"The auxiliary heads of variant={variant!r} flatten a pooled map whose "
+                         "size depends on the input, so `input_shape` needs a fixed height and "
+                         f"width with include_aux=True; received input_shape={input_shape!r}. "
+                         "(variant='torchvision' pools adaptively and accepts any size.)")
+    return shape

@@ -1,11 +1,9 @@
-"""KerasTuner search over Inception widths under a compute budget (docs/tuning.md).
-
-The search space (`GoogLeNetHyperModel`) and the result helpers; the budget is in
-`compute_budget`, the tuners that enforce it in `keras_googlenet_training.tuner`.
-"""
+"""KerasTuner search space over Inception widths under a compute budget (docs/tuning.md);
+the budget is in `compute_budget`, the tuners that enforce it in `keras_googlenet_training`."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 
@@ -61,30 +59,11 @@ def _number_or_range(arg, value, low, high):
     values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
     ok = len(values) in (1, 2) and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v < high
-        for v in values
-    ) and (len(values) == 1 or values[0] < values[1])
+        for v in values) and (len(values) == 1 or values[0] < values[1])
     if not ok:
         raise ValueError(f"`{arg}` must be a number in [{low}, {high}) or a (min, max) range with "
                          f"min < max; received {arg}={value!r}.")
     return tuple(float(v) for v in values)
-
-
-def _fixed_input_shape(input_shape, variants, include_aux):
-    """`input_shape` as a tuple of positive ints big enough for every variant searched."""
-    shape = tuple(input_shape)
-    if len(shape) != 3 or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
-        raise ValueError(
-            "`input_shape` must be (height, width, channels) with positive ints (the "
-            f"budget needs a fixed size); received input_shape={input_shape!r}.")
-    for variant in variants:
-        minimum = spec_lib.min_input_size(include_aux, variant)
-        if min(shape[:2]) < minimum:
-            raise ValueError(
-                f"`input_shape` {shape} is too small for variant {variant!r} "
-                f"{'with' if include_aux else 'without'} aux heads: height and width "
-                f"must be >= {minimum}.")
-    return shape
 
 
 class GoogLeNetHyperModel(kt.HyperModel):
@@ -93,13 +72,11 @@ class GoogLeNetHyperModel(kt.HyperModel):
     The hyperparameters (docs/tuning.md) are `stage3`/`stage4`/`stage5` (a width multiplier
     per stage), `reduce_3x3`/`reduce_5x5` (an extra factor on the reduce columns), `variant`,
     `dropout` and `learning_rate`; a tuple of values is searched, a single value fixed.
-    Widths round to multiples of 8 (`spec.scale_width`), then `width_multiplier` scales
-    the whole network, stem included.
+    Widths round to multiples of 8 (`spec.scale_width`) before `width_multiplier`.
 
-    `build(hp)` returns a GoogLeNet compiled by `compile_googlenet` (Adam; aux loss
-    weight `aux_loss_weight`), whose logs carry `val_main_accuracy`, the tuner's
-    objective (`OBJECTIVE`). `fit` accepts plain `(images, labels)` datasets and feeds
-    the labels to every head. `cost(hp)` measures the candidate against the budget.
+    `build(hp)` returns a GoogLeNet compiled by `compile_googlenet` (Adam), whose logs carry
+    the tuner's objective `val_main_accuracy` (`OBJECTIVE`). `fit` feeds the labels of plain
+    `(images, labels)` data to every head. `cost(hp)` measures a candidate against the budget.
 
     Args:
         input_shape: `(height, width, channels)` of the images.
@@ -121,36 +98,20 @@ class GoogLeNetHyperModel(kt.HyperModel):
         name: the model's name.
     """
 
-    def __init__(
-        self,
-        input_shape=(224, 224, 3),
-        classes=1000,
-        *,
-        include_aux=True,
-        variants="v1_bn",
-        width_multiplier=1.0,
-        stage_multipliers=(0.5, 0.75, 1.0),
-        reduce_ratios=(0.5, 0.75, 1.0),
-        dropout=0.4,
-        learning_rate=2e-3,
-        aux_loss_weight=0.3,
-        bn_momentum=0.9,
-        label_smoothing=0.0,
-        max_macs=None,
-        max_params=None,
-        max_latency_ms=None,
-        latency_precision="float32",
-        latency_threads=1,
-        latency_runs=10,
-        name="googlenet",
-    ):
+    def __init__(self, input_shape=(224, 224, 3), classes=1000, *, include_aux=True,
+                 variants="v1_bn", width_multiplier=1.0, stage_multipliers=(0.5, 0.75, 1.0),
+                 reduce_ratios=(0.5, 0.75, 1.0), dropout=0.4, learning_rate=2e-3,
+                 aux_loss_weight=0.3, bn_momentum=0.9, label_smoothing=0.0, max_macs=None,
+                 max_params=None, max_latency_ms=None, latency_precision="float32",
+                 latency_threads=1, latency_runs=10, name="googlenet"):
         super().__init__(name=name, tunable=True)
         self.variants = (variants,) if isinstance(variants, str) else tuple(variants)
         if not self.variants:
             raise ValueError("`variants` must name at least one variant.")
-        for variant in self.variants:
+        for variant in self.variants:  # the budget needs a fixed size that each accepts
             spec_lib.get_variant(variant)
-        self.input_shape = _fixed_input_shape(input_shape, self.variants, include_aux)
+            self.input_shape = spec_lib.check_input_shape(input_shape, include_aux, variant,
+                                                          fixed_size=True)
         self.classes = checks.positive_int("classes", classes)
         self.include_aux = bool(include_aux)
         # One number: the search scales each stage with `stage_multipliers`.
@@ -167,32 +128,26 @@ class GoogLeNetHyperModel(kt.HyperModel):
         self.budget = ComputeBudget(
             max_macs=max_macs, max_params=max_params, max_latency_ms=max_latency_ms,
             latency_precision=latency_precision, latency_threads=latency_threads,
-            latency_runs=latency_runs,
-        )
+            latency_runs=latency_runs)
         self._costs = {}
 
-    # ------------------------------------------------------------------ the space
-
     @staticmethod
-    def _choice(hp, name, values):
+    def _declare(hp, name, values, sampling=None):
+        """A fixed value, a `Float` range (`sampling` given) or a `Choice` among `values`."""
         if len(values) == 1:
             return hp.Fixed(name, values[0])
+        if sampling:
+            return hp.Float(name, values[0], values[1], sampling=sampling)
         return hp.Choice(name, list(values), ordered=not isinstance(values[0], str))
-
-    @staticmethod
-    def _float(hp, name, values, sampling="linear"):
-        if len(values) == 1:
-            return hp.Fixed(name, values[0])
-        return hp.Float(name, values[0], values[1], sampling=sampling)
 
     def values(self, hp):
         """The hyperparameter values of a candidate (declaring them in `hp` on first use)."""
-        values = {name: self._choice(hp, name, self.stage_multipliers) for name in STAGE_HPS}
-        values["reduce_3x3"] = self._choice(hp, "reduce_3x3", self.reduce_ratios)
-        values["reduce_5x5"] = self._choice(hp, "reduce_5x5", self.reduce_ratios)
-        values["variant"] = self._choice(hp, "variant", self.variants)
-        values["dropout"] = self._float(hp, "dropout", self.dropout)
-        values["learning_rate"] = self._float(hp, "learning_rate", self.learning_rate, "log")
+        values = {name: self._declare(hp, name, self.stage_multipliers) for name in STAGE_HPS}
+        for name in ("reduce_3x3", "reduce_5x5"):
+            values[name] = self._declare(hp, name, self.reduce_ratios)
+        values["variant"] = self._declare(hp, "variant", self.variants)
+        values["dropout"] = self._declare(hp, "dropout", self.dropout, "linear")
+        values["learning_rate"] = self._declare(hp, "learning_rate", self.learning_rate, "log")
         return values
 
     def width_overrides(self, hp):
@@ -227,13 +182,10 @@ class GoogLeNetHyperModel(kt.HyperModel):
 
     def build(self, hp):
         model = self.build_model(hp)
-        aux_weights = {"aux1": self.aux_loss_weight, "aux2": self.aux_loss_weight}
         return compile_googlenet(
             model, optimizer=keras.optimizers.Adam(learning_rate=self.values(hp)["learning_rate"]),
-            loss_weights=aux_weights if self.include_aux else None,
-            label_smoothing=self.label_smoothing)
-
-    # ------------------------------------------------------------------ the budget
+            loss_weights=dict.fromkeys(spec_lib.AUX_TAPS, self.aux_loss_weight)
+            if self.include_aux else None, label_smoothing=self.label_smoothing)
 
     @staticmethod
     def _key(hp):
@@ -242,12 +194,9 @@ class GoogLeNetHyperModel(kt.HyperModel):
         return json.dumps(values, sort_keys=True, default=str)
 
     def cost(self, hp, model=None):
-        """A `CandidateCost`: MACs and params of the inference model, latency if budgeted.
-
-        The latency is only measured when MACs and params are within budget (a
-        conversion takes seconds). Results are cached per configuration. `model`: the
-        candidate already built from `hp`, to save a build.
-        """
+        """A `CandidateCost`: MACs and params of the inference model, latency if budgeted,
+        cached per configuration. The latency is only measured when MACs and params are
+        within budget (a conversion takes seconds). `model`: the candidate built from `hp`."""
         key = self._key(hp)
         if key in self._costs:
             return self._costs[key]
@@ -258,10 +207,9 @@ class GoogLeNetHyperModel(kt.HyperModel):
         violations = budget_violations(budget, macs, params)
         latency = None
         if budget.max_latency_ms is not None and not violations:
-            latency = measure_latency_ms(float32_inference_model(model),
-                                         precision=budget.latency_precision,
-                                         num_threads=budget.latency_threads,
-                                         runs=budget.latency_runs)
+            latency = measure_latency_ms(
+                float32_inference_model(model), precision=budget.latency_precision,
+                num_threads=budget.latency_threads, runs=budget.latency_runs)
             violations = budget_violations(budget, macs, params, latency)
         cost = CandidateCost(macs=macs, params=params, latency_ms=latency,
                              violations=tuple(violations))
@@ -275,8 +223,6 @@ class GoogLeNetHyperModel(kt.HyperModel):
             raise BudgetExceededError("over budget, not trained: " + "; ".join(cost.violations),
                                       cost)
         return cost
-
-    # ------------------------------------------------------------------ training
 
     @staticmethod
     def _dataset_targets(model, data):
@@ -292,29 +238,23 @@ class GoogLeNetHyperModel(kt.HyperModel):
     def fit(self, hp, model, *args, **kwargs):
         """Train a candidate; refuses one over budget (with any KerasTuner tuner)."""
         self.check_budget(hp)
-        args = list(args)
-        if args:
-            args[0] = self._dataset_targets(model, args[0])
-        elif "x" in kwargs:
-            kwargs["x"] = self._dataset_targets(model, kwargs["x"])
-        if "validation_data" in kwargs:
-            kwargs["validation_data"] = self._dataset_targets(model, kwargs["validation_data"])
-        if len(args) > 1 and not isinstance(args[1], dict):  # array labels: one per head
-            args[1] = head_targets(model, args[1])
-        elif kwargs.get("y") is not None and not isinstance(kwargs["y"], dict):
-            kwargs["y"] = head_targets(model, kwargs["y"])
-        data = args[0] if args else kwargs.get("x")
+        fit_args = inspect.signature(model.fit).bind(*args, **kwargs)
+        given = fit_args.arguments
+        for key in ("x", "validation_data"):
+            if key in given:
+                given[key] = self._dataset_targets(model, given[key])
+        if given.get("y") is not None and not isinstance(given["y"], dict):
+            given["y"] = head_targets(model, given["y"])  # array labels: one per head
+        data = given.get("x")
         if type(data).__module__.startswith("tensorflow") and hasattr(data, "element_spec"):
-            kwargs.setdefault("shuffle", False)  # a tf.data pipeline shuffles itself
-        return model.fit(*args, **kwargs)
+            given.setdefault("shuffle", False)  # a tf.data pipeline shuffles itself
+        return model.fit(*fit_args.args, **fit_args.kwargs)
 
 
 def pareto_front(records, cost="macs"):
     """Trial ids of completed trials no other trial beats on both accuracy and `cost`."""
-    points = sorted(
-        (r for r in records if r["status"] == "completed" and r[cost] is not None),
-        key=lambda r: (r[cost], -r[OBJECTIVE.name]),
-    )
+    points = sorted((r for r in records if r["status"] == "completed" and r[cost] is not None),
+                    key=lambda r: (r[cost], -r[OBJECTIVE.name]))
     front, best = [], -math.inf
     for record in points:
         if record[OBJECTIVE.name] > best:

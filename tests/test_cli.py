@@ -36,7 +36,8 @@ def test_start_shows_no_tensorflow_noise_but_our_error():
     output = result.stdout + result.stderr
     assert not [noise for noise in cli.START_NOISE if noise in output], output
     assert result.stderr.splitlines() == [
-        "googlenet-train: error: `epochs` must be a positive int; received epochs=0."], \
+        "googlenet-train: error: `epochs` must be a positive int (0 only for QAT alone: with "
+        "qat_epochs and init_weights); received epochs=0."], \
         result.stderr
 
 

@@ -7,8 +7,8 @@ units of its output scale) on the verification images; `int8_float_layers` is it
 import os
 import re
 
-import numpy as np
 import keras
+import numpy as np
 import pytest
 
 from keras_googlenet import GoogLeNet

@@ -46,5 +46,9 @@ def test_lrn_off_tensorflow_computes_tensorflows_formula(size, alpha, beta, bias
     """Other backends take the `keras.ops` path (tests/test_backends.py runs it on JAX)."""
     layer = LocalResponseNormalization(size=size, alpha=alpha, beta=beta, bias=bias)
     x = np.random.default_rng(1).normal(size=(2, 4, 4, 9)).astype("float32") * 10
-    np.testing.assert_allclose(np.asarray(layer._ops_lrn(x)), np.asarray(layer._tf_lrn(x)),
+    import tensorflow as tf
+
+    expected = tf.nn.local_response_normalization(x, depth_radius=size // 2, bias=bias,
+                                                  alpha=alpha / size, beta=beta)
+    np.testing.assert_allclose(np.asarray(layer._ops_lrn(x, size // 2)), np.asarray(expected),
                                rtol=1e-5, atol=1e-6)

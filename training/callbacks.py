@@ -90,6 +90,17 @@ class TrainingProgress(keras.callbacks.Callback):
         return sum(rates) / len(rates) if rates else float("nan")
 
 
+class PhaseCSVLogger(keras.callbacks.CSVLogger):
+    """`CSVLogger` whose rows name the phase they trained in (`run_dir.PHASE_COLUMN`)."""
+
+    def __init__(self, filename, phase, append=False):
+        super().__init__(filename, append=append)
+        self.phase = phase
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, {**(logs or {}), run_dir_lib.PHASE_COLUMN: self.phase})
+
+
 class BestWeights(keras.callbacks.Callback):
     """Keep the weights with the best `monitor` (atomically written `.weights.h5`)."""
 

@@ -81,7 +81,7 @@ def mark_diverged(config, run_dir, is_chief, policy, learning_rate, what):
 def epochs_backed_up(run_dir, config):
     """Epochs an interrupted run would resume after (its backups and finished phases)."""
     done = 0
-    for index, (_, end_epoch, _) in enumerate(config.phases()):
+    for index, (_, end_epoch) in enumerate(config.all_phases()):
         if os.path.exists(os.path.join(run_dir, f"phase{index}.weights.h5")):
             done = max(done, end_epoch)
         try:

@@ -25,7 +25,8 @@ TRAINING_STATE = ("backup", "history.csv", "best.weights.h5", "logs", DIVERGED_M
 # Everything a run directory holds that the project wrote: what an `--overwrite` replaces.
 # Any other entry is the user's and moves into the replacement.
 OWNED_NAMES = (*TRAINING_STATE, FINISHED_MARKER, "model.keras", "inference.keras",
-               "curves.png")
+               "qat.keras", "curves.png")
+PHASE_COLUMN = "phase"  # history.csv: the phase ("float" or "qat") each epoch trained in
 OWNED_PATTERNS = ("phase*.weights.h5", ".tmp-*", "googlenet-train-error-*.log")
 
 
@@ -215,9 +216,17 @@ def _history_rows(path):
 
 
 def read_history(path):
-    """history.csv as {column: [floats]}, one value per epoch."""
+    """history.csv's numbers as {column: [floats]}, one value per epoch (the phase of each
+    epoch: `read_phases`)."""
     columns, rows = _history_rows(path)
-    return {c: [float(r[c]) for r in rows if r.get(c) not in (None, "")] for c in columns}
+    return {c: [float(r[c]) for r in rows if r.get(c) not in (None, "")] for c in columns
+            if c != PHASE_COLUMN}
+
+
+def read_phases(path):
+    """The phase ("float" or "qat") of each epoch in history.csv, in epoch order."""
+    _, rows = _history_rows(path)
+    return [r.get(PHASE_COLUMN) or "float" for r in rows]
 
 
 def compact_history(path):

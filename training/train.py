@@ -30,6 +30,7 @@ import tensorflow as tf
 import keras_googlenet as kg
 from keras_googlenet import _compat
 from keras_googlenet.googlenet import set_batch_norm_momentum
+from keras_googlenet.quantization import quantize_aware
 from keras_googlenet_training import callbacks as callbacks_lib
 from keras_googlenet_training import data as data_lib
 from keras_googlenet_training import launcher, multiworker, resume, run_lock
@@ -57,6 +58,7 @@ class TrainResult:
     run_dir: str
     metrics: dict
     model: keras.Model
+    qat_model: keras.Model | None = None  # with `qat_epochs`: the quantization-aware model
 
 
 @dataclasses.dataclass
@@ -215,7 +217,7 @@ def _train_locked(config, log, cluster, run_dir, work_dir, target, lock):
     # under MultiWorkerMirroredStrategy a save that one worker skips deadlocks the others.
     chief_history = os.path.join(run_dir, "history.csv")
     if os.path.exists(chief_history):
-        previous = run_dir_lib.read_history(chief_history).get("val_main_accuracy", [])
+        previous = _float_epochs(chief_history).get("val_main_accuracy", [])
         if previous:
             best.best = max(previous)
     stop_on_nan = callbacks_lib.StopOnNaN()
@@ -225,15 +227,29 @@ def _train_locked(config, log, cluster, run_dir, work_dir, target, lock):
                                                         stop_on_nan)
         completed_steps += steps
         progress = phase_progress or progress
+    qat_model = qat = None
+    if config.qat_epochs:
+        qat_model, steps, qat_progress = _run_qat_phase(run, data, model, stop_on_nan)
+        completed_steps += steps
+        progress = qat_progress or progress
 
     wall_time = time.perf_counter() - started
     if config.loop == "fit":
+        if not model.compiled:  # restored from a finished float phase, or QAT alone
+            _compile_for_phase(run, model, config.learning_rate, 1, None, data.steps_per_epoch)
         with _no_ran_out_of_data_warning():
             final = model.evaluate(data.val, verbose=0, return_dict=True)
+            if qat_model is not None:
+                qat = qat_model.evaluate(data.val, verbose=0, return_dict=True)
     else:
         final = custom_loop.evaluate(strategy.experimental_distribute_dataset(data.val))
     # The test split once, now: no checkpoint, EMA or early stop ever saw it (all workers).
     test = _evaluate_test(run, data, model, custom_loop)
+    if qat is not None:
+        qat = {"final_val_main_accuracy": float(qat["main_accuracy"]),
+               "final_val_loss": float(qat["loss"]), "epochs": config.qat_epochs,
+               "learning_rate": config.qat_learning_rate,
+               **_evaluate_test(run, data, qat_model, None)}
     # A collective: every worker takes part, before the non-chiefs return.
     weights_spread = _weights_spread_across_workers(model, strategy) if cluster else None
     if not run.is_chief:
@@ -241,8 +257,17 @@ def _train_locked(config, log, cluster, run_dir, work_dir, target, lock):
                                                   final["main_accuracy"]}, model=model)
     metrics = _finish_run_dir(run, data, model, final, wall_time=wall_time,
                               completed_steps=completed_steps, progress=progress,
-                              weights_spread=weights_spread, test=test)
-    return TrainResult(run_dir=target, metrics=metrics, model=model)
+                              weights_spread=weights_spread, test=test, qat_model=qat_model,
+                              qat=qat)
+    return TrainResult(run_dir=target, metrics=metrics, model=model, qat_model=qat_model)
+
+
+def _float_epochs(history_path):
+    """history.csv's columns over the float epochs only (what model.keras was chosen on)."""
+    history = run_dir_lib.read_history(history_path)
+    is_float = [phase != "qat" for phase in run_dir_lib.read_phases(history_path)]
+    return {column: [v for v, keep in zip(values, is_float, strict=False) if keep]
+            for column, values in history.items()}
 
 
 def _load_data(run):
@@ -334,6 +359,8 @@ def _open_run_dir(run, data, new_heads):
         f"classes; variant {config.variant} at {config.input_size}px; precision {run.policy}; "
         f"{replicas} replica(s) x {config.batch_size} = global batch {data.global_batch}; "
         f"{data.steps_per_epoch} steps/epoch"
+        + (f"; {config.epochs} float then {config.qat_epochs} quantization-aware epochs (LR "
+           f"{config.qat_learning_rate:g})" if config.qat_epochs else "")
     )
     if splits.skipped:
         run.log(f"skipped {len(splits.skipped)} unreadable file(s): {splits.skipped[:5]}...")
@@ -342,9 +369,11 @@ def _open_run_dir(run, data, new_heads):
 
 
 def _compile_for_phase(run, model, base_lr, phase_epochs, frozen, steps_per_epoch):
+    """Compile `model` for one phase; `frozen` None leaves every layer's `trainable` as is."""
     config = run.config
     with run.strategy.scope():
-        set_backbone_trainable(model, not frozen)
+        if frozen is not None:
+            set_backbone_trainable(model, not frozen)
         optimizer = make_optimizer(
             config, learning_rate_schedule(config, steps_per_epoch, phase_epochs, base_lr),
             total_steps=steps_per_epoch * phase_epochs,
@@ -358,18 +387,37 @@ def _compile_for_phase(run, model, base_lr, phase_epochs, frozen, steps_per_epoc
         )
 
 
-def _run_phase(run, data, model, index, phase, best, stop_on_nan):
-    """Train one phase (all epochs, or the frozen then the fine-tuning part), resuming
-    from its backup. Returns (optimizer steps of the phase, progress, custom loop)."""
+def _run_qat_phase(run, data, model, stop_on_nan):
+    """The quantization-aware phase after the float ones: `quantize_aware` of the trained
+    float model, fine-tuned at `qat_learning_rate` on the same stream, resuming from its
+    own backup (which holds the learned ranges: they are the QAT model's weights).
+    Returns (the QAT model, its optimizer steps, progress)."""
+    config = run.config
+    first_epoch, end_epoch = config.qat_phase()
+    with run.strategy.scope():  # its variables must be the strategy's, like the float model's
+        qat_model = quantize_aware(model)
+    # `frozen` None: what the last float phase froze stays frozen, and the folded
+    # preprocessing conv (trainable=False) is not unfrozen.
+    steps, progress, _ = _run_phase(
+        run, data, qat_model, len(config.phases()), (first_epoch, end_epoch, None), None,
+        stop_on_nan, base_lr=config.qat_learning_rate, label="qat")
+    return qat_model, steps, progress
+
+
+def _run_phase(run, data, model, index, phase, best, stop_on_nan, base_lr=None,
+               label="float"):
+    """Train one phase (all epochs, the frozen or the fine-tuning part, or QAT: `label`),
+    resuming from its backup. Returns (optimizer steps of the phase, progress, custom loop)."""
     config, steps_per_epoch = run.config, data.steps_per_epoch
     first_epoch, end_epoch, frozen = phase
     phase_epochs = end_epoch - first_epoch
     phase_done = os.path.join(run.run_dir, f"phase{index}.weights.h5")  # read by all workers
-    last_phase = end_epoch == config.epochs
+    last_phase = end_epoch == config.all_phases()[-1][1]
     if not last_phase and os.path.exists(phase_done):
         model.load_weights(phase_done)  # finished before an interruption
         return phase_epochs * steps_per_epoch, None, None
-    base_lr = config.learning_rate * (FINE_TUNE_LR_FACTOR if index > 0 else 1.0)
+    if base_lr is None:
+        base_lr = config.learning_rate * (FINE_TUNE_LR_FACTOR if index > 0 else 1.0)
     _compile_for_phase(run, model, base_lr, phase_epochs, frozen, steps_per_epoch)
     progress = callbacks_lib.TrainingProgress(
         data.global_batch, steps_per_epoch, stream=None if run.is_chief else io.StringIO())
@@ -382,10 +430,11 @@ def _run_phase(run, data, model, index, phase, best, stop_on_nan):
     # (it must hold the raw weights); the best checkpoint after it (averaged weights).
     phase_callbacks = [
         stop_on_nan,
-        keras.callbacks.CSVLogger(os.path.join(run.work_dir, "history.csv"), append=True),
+        callbacks_lib.PhaseCSVLogger(os.path.join(run.work_dir, "history.csv"), label,
+                                     append=True),
         backup,
         *([swap] if swap else []),
-        best,
+        *([best] if best is not None else []),  # model.keras is the float model, not QAT
         keras.callbacks.TensorBoard(os.path.join(run.work_dir, "logs")),
         progress,
     ]
@@ -421,15 +470,17 @@ def _run_phase(run, data, model, index, phase, best, stop_on_nan):
     return int(model.optimizer.iterations.numpy()), progress, custom_loop
 
 
-def _finish_run_dir(run, data, model, final, **summary):
+def _finish_run_dir(run, data, model, final, qat_model=None, **summary):
     """Publish the finished run: models, curves, metrics (the marker, written last), and
     remove what only an unfinished run needs. Returns the metrics."""
     config, run_dir = run.config, run.run_dir
     history_path = os.path.join(run.work_dir, "history.csv")
     run_dir_lib.compact_history(history_path)  # drop rows of epochs an interruption redid
-    history = run_dir_lib.read_history(history_path)
+    history = _float_epochs(history_path)
+    phases = run_dir_lib.read_phases(history_path)
     # Nothing non-finite is ever published as a finished run, whatever got it there.
-    bad = callbacks_lib.nonfinite_variables(model)
+    bad = callbacks_lib.nonfinite_variables(model) + (
+        callbacks_lib.nonfinite_variables(qat_model) if qat_model is not None else [])
     if bad or not math.isfinite(float(final["loss"])):
         resume.mark_diverged(config, run_dir, run.is_chief, run.policy, config.learning_rate,
                   f"{len(bad)} weight tensors are NaN/inf" if bad
@@ -437,24 +488,29 @@ def _finish_run_dir(run, data, model, final, **summary):
     run_dir_lib.save_keras(model, os.path.join(run_dir, "model.keras"))
     run_dir_lib.save_keras(kg.float32_inference_model(model),
                            os.path.join(run_dir, "inference.keras"))
-    run_dir_lib.plot_curves(
-        history, os.path.join(run_dir, "curves.png"),
+    if qat_model is not None:
+        run_dir_lib.save_keras(qat_model, os.path.join(run_dir, "qat.keras"))
+    run_dir_lib.plot_curves(  # every epoch, QAT's too
+        run_dir_lib.read_history(history_path), os.path.join(run_dir, "curves.png"),
         title=f"{config.run_name}: GoogLeNet {config.variant}, {data.splits.source}",
     )
-    metrics = _metrics(run, data, model, final, history, **summary)
+    metrics = _metrics(run, data, model, final, history, phases, **summary)
     run_dir_lib.write_json(os.path.join(run_dir, run_dir_lib.FINISHED_MARKER), metrics)
     shutil.rmtree(os.path.join(run_dir, "backup"), ignore_errors=True)
     leftovers = [run_dir_lib.DIVERGED_MARKER] + [
-        f"phase{index}.weights.h5" for index in range(len(config.phases()))]
+        f"phase{index}.weights.h5" for index in range(len(config.all_phases()))]
     for name in leftovers:
         if os.path.exists(os.path.join(run_dir, name)):
             os.remove(os.path.join(run_dir, name))
     if run.replacing:  # only now, the new run finished, does the old one go
         run_dir_lib.publish_replacement(run_dir, run.target)
+    best = (f" (best {metrics['best_val_main_accuracy']:.4f} at epoch {metrics['best_epoch']})"
+            if metrics["best_epoch"] else "")  # QAT alone trains no float epoch
+    qat = (f"; QAT {metrics['qat']['final_val_main_accuracy']:.4f} (qat.keras)"
+           if metrics["qat"] else "")
     run.log(
         f"done in {metrics['wall_time_seconds']:.0f} s: val main accuracy "
-        f"{metrics['final_val_main_accuracy']:.4f} "
-        f"(best {metrics['best_val_main_accuracy']:.4f} at epoch {metrics['best_epoch']}), "
+        f"{metrics['final_val_main_accuracy']:.4f}{best}{qat}, "
         f"{metrics['images_per_second'] or float('nan'):.1f} img/s -> {run.target}"
     )
     return metrics
@@ -477,8 +533,8 @@ def _evaluate_test(run, data, model, custom_loop):
             "test_loss": float(result["loss"])}
 
 
-def _metrics(run, data, model, final, history, *, wall_time, completed_steps, progress,
-             weights_spread, test=None):
+def _metrics(run, data, model, final, history, phases, *, wall_time, completed_steps,
+             progress, weights_spread, test=None, qat=None):
     """`metrics.json` of a finished run: validation figures (what was selected on) and,
     apart, the test split's, evaluated once at the end."""
     config = run.config
@@ -490,7 +546,9 @@ def _metrics(run, data, model, final, history, *, wall_time, completed_steps, pr
         "best_val_main_accuracy": max(val_curve) if val_curve else None,
         "best_epoch": (val_curve.index(max(val_curve)) + 1) if val_curve else None,
         "epochs": config.epochs,
-        "epochs_completed": len(history.get("epoch", [])),
+        "epochs_completed": len(phases),
+        "epoch_phases": phases,  # "float" or "qat", per epoch (history.csv's `phase`)
+        "qat": qat,  # the QAT model's figures (qat.keras); None without --qat-epochs
         "steps_per_epoch": data.steps_per_epoch,
         "total_steps": completed_steps,
         "global_batch": data.global_batch,

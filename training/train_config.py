@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import re
 
@@ -18,6 +19,12 @@ STRATEGIES = ("mirrored", "multi-worker")
 LOOPS = ("fit", "custom")
 SCHEDULES = ("cosine", "paper", "constant")
 DEFAULT_LEARNING_RATES = {"adam": 2e-3, "sgd": 0.05}
+# QAT fine-tunes folded weights without batch statistics: a tenth of the float peak LR.
+QAT_LR_FACTOR = 0.1
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @dataclasses.dataclass
@@ -34,7 +41,7 @@ class TrainConfig:
     aux: bool = True
     aux_loss_weight: float = 0.3
     dropout: float = 0.4
-    epochs: int = 8
+    epochs: int = 8  # 0: QAT alone, from `init_weights`
     batch_size: int = 64  # per replica
     steps_per_epoch: int | None = None  # None: one pass over the training split
     precision: str = "auto"
@@ -56,6 +63,8 @@ class TrainConfig:
     min_crop_area: float | None = None  # None: dataset default (paper: 0.08)
     cache: bool | None = None  # None: dataset default (on for digits)
     val_fraction: float = 0.2
+    qat_epochs: int = 0  # quantization-aware epochs after the float ones (docs/training.md)
+    qat_learning_rate: float | None = None  # None: QAT_LR_FACTOR x the float learning rate
     init_weights: str | None = None
     freeze_backbone: bool = False
     unfreeze_after: int | None = None
@@ -73,6 +82,8 @@ class TrainConfig:
                 setattr(config, key, defaults[key])
         if config.learning_rate is None:
             config.learning_rate = DEFAULT_LEARNING_RATES[config.optimizer]
+        if config.qat_epochs and config.qat_learning_rate is None:
+            config.qat_learning_rate = QAT_LR_FACTOR * config.learning_rate
         if config.loop is None:
             config.loop = "custom" if config.strategy == "multi-worker" else "fit"
         if config.run_name is None:
@@ -82,10 +93,22 @@ class TrainConfig:
 
     def phases(self):
         """(first_epoch, end_epoch, backbone_frozen) per fit call: all epochs, or the
-        frozen part then the fine-tuning part."""
+        frozen part then the fine-tuning part; none for QAT alone (`epochs=0`)."""
+        if not self.epochs:
+            return []
         if self.unfreeze_after:
             return [(0, self.unfreeze_after, True), (self.unfreeze_after, self.epochs, False)]
         return [(0, self.epochs, self.freeze_backbone)]
+
+    def qat_phase(self):
+        """(first_epoch, end_epoch) of the quantization-aware phase, numbered after the
+        float epochs; None without one."""
+        return (self.epochs, self.epochs + self.qat_epochs) if self.qat_epochs else None
+
+    def all_phases(self):
+        """(first_epoch, end_epoch) of every phase, float then QAT: the run's backups."""
+        qat = self.qat_phase()
+        return [phase[:2] for phase in self.phases()] + ([qat] if qat else [])
 
     def validate(self):
         """Raise a `ValueError` naming the argument for any setting that cannot run."""
@@ -98,7 +121,12 @@ class TrainConfig:
         spec_lib.resolve_widths(self.widths, self.width_multiplier)  # raises on bad widths
 
     def _check_counts_and_sizes(self):
-        positive_int("epochs", self.epochs)
+        if not _is_int(self.qat_epochs) or self.qat_epochs < 0:
+            fail("qat_epochs", "an int >= 0", self.qat_epochs)
+        qat_alone = self.epochs == 0 and self.qat_epochs and self.init_weights
+        if not qat_alone and (not _is_int(self.epochs) or self.epochs < 1):
+            fail("epochs", "a positive int (0 only for QAT alone: with qat_epochs and "
+                 "init_weights)", self.epochs)
         positive_int("batch_size", self.batch_size)
         positive_int("steps_per_epoch", self.steps_per_epoch, optional=True)
         positive_int("replicas", self.replicas, optional=True)
@@ -124,6 +152,10 @@ class TrainConfig:
             if self.replicas not in (None, 1):
                 fail("replicas", "None under the multi-worker strategy (one replica per "
                      "worker process)", self.replicas)
+        if self.qat_epochs and (self.strategy == "multi-worker" or self.loop == "custom"):
+            raise ValueError("`qat_epochs` runs with Model.fit only, not under the custom loop "
+                             "(nor the multi-worker strategy, which needs it); train QAT alone "
+                             "on one host: --init-weights RUN --epochs 0 --qat-epochs N.")
         if self.precision not in PRECISIONS:
             fail("precision", f"one of {PRECISIONS}", self.precision)
         if self.optimizer not in OPTIMIZERS:
@@ -133,6 +165,7 @@ class TrainConfig:
 
     def _check_rates(self):
         positive_number("learning_rate", self.learning_rate, optional=True)
+        positive_number("qat_learning_rate", self.qat_learning_rate, optional=True)
         for arg in ("weight_decay", "warmup_epochs"):
             if not getattr(self, arg) >= 0:
                 fail(arg, "a number >= 0", getattr(self, arg))

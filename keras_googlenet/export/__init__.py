@@ -1,8 +1,5 @@
 """Export a GoogLeNet to SavedModel, TFLite and ONNX, each verified against Keras (docs/export.md).
-
-The other names live in the module that owns them: `formats`, `source`, `convert`, `verify`,
-`cards`, `publish`, `report`, `tflite_metadata`, `tflite_gpu`.
-"""
+The other names live in the submodule that owns them (`formats`, `convert`, `verify`, ...)."""
 
 from keras_googlenet.export.core import export_model
 from keras_googlenet.export.formats import FORMATS

@@ -9,7 +9,7 @@ import os
 import keras
 import numpy as np
 
-from keras_googlenet.export.formats import UINT8_SIGNATURE
+from keras_googlenet.export.formats import FORMATS, UINT8_SIGNATURE
 from keras_googlenet.export.report import log_progress
 from keras_googlenet.model_card import INPUT_NAME, OUTPUT_NAME, resolve_source
 from keras_googlenet.publish import json_default
@@ -45,24 +45,25 @@ def resolve_labels(explicit, source, card, verbose):
         return explicit
     if not isinstance(source, keras.Model):
         run_labels = resolve_source(source)[1].get("labels")
-        if run_labels is not None and len(run_labels) != classes:
-            raise ValueError(
-                f"the run's labels.txt has {len(run_labels)} names but the model has "
-                f"{classes} classes; fix labels.txt or pass labels (CLI: --labels FILE).")
         if run_labels is not None:
+            if len(run_labels) != classes:
+                raise ValueError(f"the run's labels.txt has {len(run_labels)} names but the "
+                                 f"model has {classes} classes; fix labels.txt or pass labels "
+                                 "(CLI: --labels FILE).")
             return run_labels
     if classes == 1000:
-        from keras_googlenet.preprocessing import imagenet_class_index
+        from keras_googlenet.preprocessing import imagenet_labels
 
         log_progress(verbose, "[export] no labels given: using ImageNet's 1000 class names")
-        return [name for _, name in (imagenet_class_index()[i] for i in range(1000))]
-    log_progress(verbose, "[export] no labels (no labels.txt, no --labels): classes are named by "
-                  "their index")
+        return imagenet_labels()
+    log_progress(verbose, "[export] no labels (no labels.txt, no --labels): classes are named "
+                          "by their index")
     return None
 
 
-def format_card(base_card, fmt, precision, target, opset, int8_io, uint8_signature):
-    """`base_card` (a copy) with the fields of `fmt`'s artefact at `target`."""
+def format_card(base_card, fmt, target, options):
+    """`base_card` (a copy) with the fields of `fmt`'s artefact at `target`; `options`:
+    `export_model`'s `opset`, `int8_io` and `uint8_signature`."""
     import tensorflow as tf
 
     from keras_googlenet._version import __version__
@@ -71,7 +72,7 @@ def format_card(base_card, fmt, precision, target, opset, int8_io, uint8_signatu
     card.update({
         "format": fmt,
         "file": os.path.basename(target),
-        "precision": precision,
+        "precision": FORMATS[fmt][1],
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"tensorflow": tf.__version__, "keras": keras.version(),
                      "keras_googlenet": __version__},
@@ -81,7 +82,7 @@ def format_card(base_card, fmt, precision, target, opset, int8_io, uint8_signatu
             "serving_default": {"inputs": {INPUT_NAME: "float32 [N, H, W, 3] in [-1, 1]"},
                                 "outputs": {OUTPUT_NAME: "float32 [N, classes]"}},
         }
-        if uint8_signature:
+        if options["uint8_signature"]:
             card["signatures"][UINT8_SIGNATURE] = {
                 "inputs": {INPUT_NAME: "uint8 [N, any H, any W, 3] RGB pixels"},
                 "outputs": {OUTPUT_NAME: "float32 [N, classes]"},
@@ -91,26 +92,24 @@ def format_card(base_card, fmt, precision, target, opset, int8_io, uint8_signatu
     elif fmt == "onnx":
         import tf2onnx
 
-        card["onnx"] = {"opset": opset, "tf2onnx": tf2onnx.__version__}
+        card["onnx"] = {"opset": options["opset"], "tf2onnx": tf2onnx.__version__}
     if fmt == "tflite-int8":
-        card["int8_io"] = int8_io
+        card["int8_io"] = options["int8_io"]
     else:  # only the int8 artefact was calibrated
         card.pop("calibration", None)
     return card
 
 
-def fill_io(card, fmt, predictor, path=None):
-    """Record the artefact's real input/output dtypes and quantization in the card."""
-    if fmt.startswith("tflite"):
-        if predictor is None:
-            from keras_googlenet.runtime import TFLitePredictor
+def fill_io(card, path):
+    """Record the real input/output dtypes and quantization of the `.tflite` at `path`."""
+    from keras_googlenet.runtime import TFLitePredictor
 
-            predictor = TFLitePredictor(path, card=card)
-        for key, details in (("input", predictor.input), ("output", predictor.output)):
-            card[key]["dtype"] = np.dtype(details["dtype"]).name
-            scale, zero_point = details["quantization"]
-            card[key]["quantization"] = (
-                {"scale": float(scale), "zero_point": int(zero_point)} if scale else None)
+    predictor = TFLitePredictor(path, card=card)
+    for key, details in (("input", predictor.input), ("output", predictor.output)):
+        card[key]["dtype"] = np.dtype(details["dtype"]).name
+        scale, zero_point = details["quantization"]
+        card[key]["quantization"] = (
+            {"scale": float(scale), "zero_point": int(zero_point)} if scale else None)
 
 
 def predictor_for(fmt, path, card):
@@ -122,14 +121,16 @@ def predictor_for(fmt, path, card):
     return predictor(path, card=card)
 
 
-def _tflite_metadata_fields(card):
-    """What the TFLite metadata of `card`'s artefact says (also recorded in the card)."""
+def with_tflite_metadata(flatbuffer, card):
+    """(the `.tflite` bytes with the TFLite Metadata that `card` describes, what it says for
+    the card: the labels counted, not listed)."""
     from keras_googlenet._version import __version__
+    from keras_googlenet.export.tflite_metadata import LABELS_FILE, add_image_classifier_metadata
 
     model = card["model"]
     in_model = card["preprocessing"]["in_model"]
     dataset = (card.get("source") or {}).get("dataset")
-    return {
+    fields = {
         "name": model["name"],
         "description": (f"GoogLeNet (Inception v1, Szegedy et al. 2014), variant "
                         f"{model['variant']}, {model['classes']} classes"
@@ -146,14 +147,6 @@ def _tflite_metadata_fields(card):
         "labels": card["labels"] or [str(i) for i in range(model["classes"])],
         "input_size": model["input_size"],
     }
-
-
-def with_tflite_metadata(flatbuffer, card):
-    """(the `.tflite` bytes with the TFLite Metadata that `card` describes, what it says for
-    the card: the labels counted, not listed)."""
-    from keras_googlenet.export.tflite_metadata import LABELS_FILE, add_image_classifier_metadata
-
-    fields = _tflite_metadata_fields(card)
     summary = {**{k: v for k, v in fields.items() if k != "labels"},
                "labels_file": LABELS_FILE, "labels_count": len(fields["labels"])}
     return add_image_classifier_metadata(flatbuffer, **fields), summary

@@ -50,25 +50,23 @@ def write_savedmodel(model, path, uint8_signature=True):
 
 
 def convert_tflite(savedmodel_dir, fmt, representative_dataset=None, int8_io=DEFAULT_INT8_IO):
-    """TFLite flatbuffer bytes for one of the `tflite-*` formats."""
+    """TFLite flatbuffer bytes for one of the `tflite-*` formats (`tflite-int8` needs
+    `representative_dataset`)."""
     return _tflite_converter(savedmodel_dir, fmt, representative_dataset, int8_io).convert()
 
 
 def _tflite_converter(savedmodel_dir, fmt, representative_dataset, int8_io):
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(
-        os.fspath(savedmodel_dir), signature_keys=["serving_default"]
-    )
+    converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(savedmodel_dir),
+                                                         signature_keys=["serving_default"])
+    if fmt not in ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8"):
+        raise ValueError(f"not a TFLite format: {fmt!r}")
+    if fmt != "tflite-fp32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if fmt == "tflite-fp16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
-    elif fmt == "tflite-dynamic":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif fmt == "tflite-int8":
-        if representative_dataset is None:
-            raise ValueError("full-integer int8 needs a representative dataset.")
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset
         # LRN (variant v1) has no int8 kernel: the converter wraps it in
         # dequantize/quantize and keeps everything else integer.
@@ -76,28 +74,20 @@ def _tflite_converter(savedmodel_dir, fmt, representative_dataset, int8_io):
         io_type = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[int8_io]
         converter.inference_input_type = io_type
         converter.inference_output_type = io_type
-    elif fmt != "tflite-fp32":
-        raise ValueError(f"not a TFLite format: {fmt!r}")
     return converter
 
 
 def int8_layer_errors(savedmodel_dir, representative_dataset, debug_dataset, layer_names,
-                      float_layers=(), int8_io="int8", top=INT8_REPORT_LAYERS):
-    """The int8 layers with the largest quantization error, and the int8 model that keeps
-    `float_layers` in float (None when there are none: the plain converter writes it).
+                      float_layers, int8_io):
+    """(the int8 model that keeps `float_layers` in float, or None when there are none: the
+    plain converter writes it; the `INT8_REPORT_LAYERS` layers with the largest quantization
+    error, worst first, as `{"layer", "op", "rmse_per_scale", "max_abs_error", "scale"}`).
 
-    `tf.lite.experimental.QuantizationDebugger` runs `debug_dataset` through a debug
-    model that computes every quantized op also in float; a layer's error is the RMSE of
-    the difference in units of its output's quantization scale (1 is one step).
-
-    Args:
-        layer_names: the Keras model's layer names, which the TFLite tensor names contain.
-        float_layers: names from `layer_names` to keep in float (the debugger's denylist).
-        int8_io: `"int8"` or `"float32"`: the debugger writes no uint8 interface.
-
-    Returns:
-        (bytes or None, a list of `{"layer", "op", "rmse_per_scale", "max_abs_error",
-        "scale"}`, worst first, one per layer, at most `top`).
+    `tf.lite.experimental.QuantizationDebugger` runs `debug_dataset` through a debug model
+    that computes every quantized op also in float; a layer's error is the RMSE of the
+    difference in units of its output's quantization scale (1 is one step). `layer_names`:
+    the Keras model's, which the TFLite tensor names contain; `float_layers`: some of them
+    (the debugger's denylist); `int8_io`: "int8" or "float32" (no uint8 from the debugger).
     """
     import tensorflow as tf
 
@@ -110,14 +100,14 @@ def int8_layer_errors(savedmodel_dir, representative_dataset, debug_dataset, lay
         debugger.run()
         rows = _layer_rows(debugger, layer_names)
         if not float_layers:
-            return None, _worst_layers(rows, top)
+            return None, _worst_layers(rows)
         debugger.options = tf.lite.experimental.QuantizationDebugOptions(
             denylisted_nodes=[row["tensor"] for row in rows
                               if set(row["layers"]) & set(float_layers)],
             fully_quantize=int8_io == "int8")  # int8 in and out; else float32
         debugger.run()
         return debugger.get_nondebug_quantized_model(), _worst_layers(
-            _layer_rows(debugger, layer_names), top)
+            _layer_rows(debugger, layer_names))
 
 
 def _layer_rows(debugger, layer_names):
@@ -152,7 +142,7 @@ def _keras_layers_of(tensor_name, layer_names):
     return found
 
 
-def _worst_layers(rows, top):
+def _worst_layers(rows):
     worst = {}
     for row in sorted((r for r in rows if not math.isnan(r["rmse_per_scale"])),
                       key=lambda r: -r["rmse_per_scale"]):
@@ -160,7 +150,7 @@ def _worst_layers(rows, top):
         if layer is not None and layer not in worst:
             worst[layer] = {"layer": layer, **{key: row[key] for key in
                             ("op", "rmse_per_scale", "max_abs_error", "scale")}}
-    return list(worst.values())[:top]
+    return list(worst.values())[:INT8_REPORT_LAYERS]
 
 
 def convert_onnx(model, path, opset=MIN_ONNX_OPSET):
@@ -170,15 +160,12 @@ def convert_onnx(model, path, opset=MIN_ONNX_OPSET):
 
     size = tuple(model.input_shape[1:3])
     spec = (tf.TensorSpec((None, *size, 3), tf.float32, name=INPUT_NAME),)
-    try:
-        tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset,
-                                   output_path=os.fspath(path))
-    except (KeyError, AttributeError, TypeError):
-        # tf2onnx's Keras path trips on some Keras 3 graphs ('keras_tensor_N');
-        # tracing a plain function is equivalent.
-        @tf.function(input_signature=spec, autograph=False)
-        def forward(image):
-            return {OUTPUT_NAME: model(image, training=False)}
 
-        tf2onnx.convert.from_function(forward, input_signature=spec, opset=opset,
-                                      output_path=os.fspath(path))
+    # A traced function, not `from_keras`: tf2onnx's Keras path trips on some Keras 3
+    # graphs ('keras_tensor_N'), and both write the same graph where it works.
+    @tf.function(input_signature=spec, autograph=False)
+    def forward(image):
+        return {OUTPUT_NAME: model(image, training=False)}
+
+    tf2onnx.convert.from_function(forward, input_signature=spec, opset=opset,
+                                  output_path=os.fspath(path))

@@ -11,6 +11,7 @@ import time
 import keras
 import numpy as np
 
+from keras_googlenet import checks
 from keras_googlenet.export import cards
 from keras_googlenet.export.convert import (
     convert_onnx,
@@ -36,7 +37,13 @@ from keras_googlenet.export.report import (
     log_progress,
     missed_bounds,
 )
-from keras_googlenet.export.source import load_source, take_images, with_preprocessing
+from keras_googlenet.export.source import (
+    is_quantize_aware_source,
+    load_source,
+    take_images,
+    to_pixels,
+    with_preprocessing,
+)
 from keras_googlenet.export.tflite_gpu import gpu_delegate_report
 from keras_googlenet.export.verify import check_max_accuracy_drop, keras_reference, verify_artifact
 from keras_googlenet.model_card import (
@@ -55,6 +62,12 @@ from keras_googlenet.publish import (
     remove_path,
     replace_owned,
     write_json_atomic,
+)
+from keras_googlenet.quantization import (
+    folded_float_model,
+    is_quantize_aware,
+    tflite_from_learned_ranges,
+    with_pixel_input,
 )
 
 # The images the int8 layer report is measured on: its debug model runs every quantized op
@@ -81,17 +94,17 @@ class _Plan:
     work_dir: str = ""
     stage_dir: str = ""  # where every artefact and card is written before publishing
     swap: bool = False  # whether the stage replaces `out_dir` whole (else unit by unit)
-    staged: dict = dataclasses.field(default_factory=dict)  # format -> verified paths
+    staged: dict = dataclasses.field(default_factory=dict)  # format -> (staged, target)
     created: set = dataclasses.field(default_factory=set)  # names this export put in the stage
     pixel_model: keras.Model | None = None
     int8_layer_errors: list | None = None  # the int8 layers worst first (convert.py)
     conversion_savedmodels: dict = dataclasses.field(default_factory=dict)
+    qat_model: keras.Model | None = None  # a quantize_aware source: int8 from its ranges
 
     def in_model(self, fmt):
         """Whether `fmt`'s artefact has the preprocessing inside (takes RGB pixels)."""
-        option = self.options
-        return (has_preprocessing_layer(self.model) or option["include_preprocessing"]
-                or (fmt == "tflite-int8" and option["int8_io"] == "uint8"))
+        return (has_preprocessing_layer(self.model) or self.options["include_preprocessing"]
+                or (fmt == "tflite-int8" and self.options["int8_io"] == "uint8"))
 
     def model_for(self, fmt):
         """The Keras model behind `fmt`'s artefact: scaled input, or pixels."""
@@ -102,6 +115,12 @@ class _Plan:
                                                   self.base_card["preprocessing"]["mode"])
         return self.pixel_model
 
+    def int8_qat_model(self):
+        """The quantization-aware model behind `tflite-int8`: scaled input, or pixels."""
+        if self.in_model("tflite-int8"):
+            return with_pixel_input(self.qat_model, self.base_card["preprocessing"]["mode"])
+        return self.qat_model
+
 
 def export_model(
     source, out_dir, formats=None, *, name=None, input_size=None, calibration_data=None,
@@ -110,25 +129,26 @@ def export_model(
     verification_data=None, verification_samples=512, bounds=None, max_accuracy_drop=None,
     int8_float_layers=None, opset=MIN_ONNX_OPSET, strict=True, verbose=True,
 ):
-    """Export the float32 inference model of `source` to each format, verified.
-
-    Every artefact is staged beside `out_dir`, verified against Keras, given its model card
-    `<artefact>.json`, and published only when every format is done (docs/export.md).
+    """Export the float32 inference model of `source` to each format; each artefact is
+    staged, verified against Keras, given its card `<artefact>.json`, and published only
+    when every format is done (docs/export.md).
 
     Args:
-        source: a `.keras` file, a run directory (`inference.keras` or `model.keras`, with
-            `config.json`, `labels.txt`) or a `keras.Model`; aux heads are pruned.
+        source: a `.keras` file, a run directory (`qat.keras`, `inference.keras` or
+            `model.keras`, with `config.json`, `labels.txt`) or a `keras.Model`; aux heads
+            are pruned. A `quantize_aware` model exports `tflite-int8` from its learned
+            ranges (no calibration data) and its folded float model to the other formats.
         out_dir: destination directory (created; not a symbolic link; its other files stay).
         formats: a list (or comma-separated string) from `FORMATS`. Default: every float
             format, plus `"tflite-int8"` when `calibration_data` is given.
         name: base name of the artefacts (default: the model's name).
         input_size: fixes the input size of a model built for any size.
-        calibration_data: images for full-integer int8: float32 preprocessed or uint8 pixels,
-            as an array, `(images, labels)`, a `tf.data.Dataset` or an iterable of batches;
-            or a callable used as the converter's `representative_dataset`.
+        calibration_data: images for `tflite-int8` (float32 preprocessed or uint8 pixels: an
+            array, `(images, labels)`, a `tf.data.Dataset` or an iterable of batches), or a
+            callable used as the converter's `representative_dataset`.
         calibration_steps: how many images to calibrate on.
-        int8_io: the int8 model's input/output type: `"uint8"` (raw pixels in: the
-            preprocessing is put inside), `"int8"` or `"float32"`.
+        int8_io: the int8 model's input/output type: `"uint8"` (pixels in: the preprocessing
+            is put inside), `"int8"` or `"float32"`.
         include_preprocessing: put the preprocessing inside every artefact (RGB pixels in).
         labels: class names (a list, or a text file with one per line); default: the run's
             `labels.txt`, else ImageNet's names for 1000 classes, else the indices.
@@ -136,15 +156,14 @@ def export_model(
         author, license: recorded in the cards and the TFLite metadata.
         uint8_signature: add the SavedModel signature `serving_uint8` (uint8, any size).
         verify: compare every artefact with Keras before publishing it.
-        verification_data: validation images (as `calibration_data`). With labels, each
-            format is bounded by its top-1 accuracy drop; without, by its top-1 agreement
-            on the images Keras is confident about; without images, random inputs: the
-            agreement is reported, not enforced.
+        verification_data: validation images (as `calibration_data`): with labels, each format
+            is bounded by its top-1 accuracy drop; without, by its top-1 agreement where Keras
+            is confident; without images, random inputs (agreement reported, not enforced).
         verification_samples: at most this many verification images.
         bounds: per-format overrides of `DEFAULT_BOUNDS`.
-        max_accuracy_drop: the top-1 accuracy drop below Keras (percentage points) a format
-            may show on labelled images: a number, or a dict per format (default 0.1 for
-            the float formats, 1 for `tflite-dynamic` and `tflite-int8`).
+        max_accuracy_drop: the top-1 accuracy drop (percentage points) a format may show on
+            labelled images: a number or a dict per format (default 0.1 for the float
+            formats, 1 for `tflite-dynamic` and `tflite-int8`).
         int8_float_layers: Keras layer names (as the int8 report lists them) that
             `tflite-int8` keeps in float; needs `int8_io` "int8" or "float32".
         opset: ONNX opset (>= 17).
@@ -152,25 +171,28 @@ def export_model(
         verbose: progress on stderr.
 
     Returns:
-        An `ExportReport` (`report["tflite-int8"].verification`, `.summary()`); with
-        `verify`, `report["tflite-int8"].int8_layers` lists the layers with the largest
-        quantization error on the verification images.
+        An `ExportReport` (`report["tflite-int8"].verification`, `.summary()`); with `verify`,
+        `report["tflite-int8"].int8_layers` lists the worst quantized layers.
 
     Raises:
         ValueError: a bad argument (unknown format, int8 without calibration data, a `name`
-            with a path, a symlinked `out_dir`, labels not one per class, ...), before
-            anything is written.
+            with a path, a symlinked `out_dir`, labels not one per class, ...), before any
+            write.
         FileNotFoundError: `source` does not exist.
         ExportError: with `strict`, a conversion failed or a bound was missed; nothing was
             published for that format and an existing artefact was kept.
     """
     check_destination(source, out_dir, name)
+    learned_ranges = is_quantize_aware_source(source)
     formats = validate_export_arguments(formats, calibration_data, calibration_steps, int8_io,
-                                        opset, verification_samples)
+                                        opset, verification_samples, learned_ranges)
     float_layers = check_int8_float_layers(int8_float_layers, formats, int8_io)
+    if learned_ranges and float_layers:
+        raise ValueError("`int8_float_layers` (--int8-float-layers) applies to post-training "
+                         "int8; a quantization-aware model is converted from its learned "
+                         "ranges whole.")
     if not isinstance(include_preprocessing, bool):
-        raise ValueError("`include_preprocessing` must be True or False; received "
-                         f"{include_preprocessing!r}.")
+        checks.fail("include_preprocessing", "True or False", include_preprocessing)
     options = {"include_preprocessing": include_preprocessing, "int8_io": int8_io,
                "opset": opset, "uint8_signature": uint8_signature,
                "tflite_metadata": tflite_metadata, "verify": verify, "verbose": verbose,
@@ -178,7 +200,9 @@ def export_model(
     plan = _plan(source, out_dir, name, input_size, labels, author, license, options,
                  merged_bounds(bounds, check_max_accuracy_drop(max_accuracy_drop)))
     check_int8_float_layers(float_layers, formats, int8_io, _layer_names(plan.model))
-    if "tflite-int8" in formats:
+    if plan.qat_model is not None:
+        _learned_ranges_card(plan, calibration_data)
+    elif "tflite-int8" in formats:
         plan.representative = _representative(plan, calibration_data, calibration_steps)
     if verify:
         log_progress(verbose, "[export] computing Keras reference outputs")
@@ -196,8 +220,7 @@ def _plan(source, out_dir, name, input_size, labels, author, license, options, b
     """Load the source and fill the base card every artefact's card starts from."""
     explicit_labels = cards.read_labels(labels) if labels is not None else None
     verbose = options["verbose"]
-    log_progress(verbose, "[export] loading "
-                          f"{source if not hasattr(source, 'name') else source.name}")
+    log_progress(verbose, f"[export] loading {getattr(source, 'name', source)}")
     model, base_card = load_source(source, input_size=input_size)
     base_card["labels"] = cards.resolve_labels(explicit_labels, source, base_card, verbose)
     for key, value in (("author", author), ("license", license)):
@@ -206,8 +229,21 @@ def _plan(source, out_dir, name, input_size, labels, author, license, options, b
     out_dir = os.path.abspath(os.fspath(out_dir))
     if name is None:  # the model's own name must be a plain file name too
         check_name(out_dir, model.name)
+    qat_model = None
+    if is_quantize_aware(model):  # the float formats and the reference: the folded weights
+        qat_model, model = model, folded_float_model(model)
     return _Plan(model=model, base_card=base_card, out_dir=out_dir, name=name or model.name,
-                 options=options, bounds=bounds)
+                 options=options, bounds=bounds, qat_model=qat_model)
+
+
+def _learned_ranges_card(plan, calibration_data):
+    """The int8 card's `calibration` of a quantization-aware source: no images."""
+    plan.base_card["calibration"] = {"images": 0,
+                                     "ranges": "learned by quantization-aware training"}
+    if calibration_data is not None:
+        note = "calibration_data ignored: the int8 ranges are the ones QAT learned"
+        plan.base_card["calibration"]["note"] = note
+        log_progress(plan.options["verbose"], f"[export] {note}")
 
 
 def _representative(plan, calibration_data, calibration_steps):
@@ -222,13 +258,17 @@ def _representative(plan, calibration_data, calibration_steps):
         # exactly [0, 255]: a uint8 input then carries the pixels unchanged.
         gradient = np.broadcast_to(np.linspace(-1.0, 1.0, size[1], dtype="float32")
                                    [None, None, :, None], (1, *size, 3))
-        calib_x = (np.concatenate([calib_x, gradient]) + 1.0) * 127.5
+        calib_x = to_pixels(np.concatenate([calib_x, gradient]))
+    return _one_at_a_time(calib_x)
 
-    def representative():
-        for i in range(len(calib_x)):
-            yield [calib_x[i:i + 1]]
 
-    return representative
+def _one_at_a_time(images):
+    """A TFLite `representative_dataset`: a callable yielding `[one image]` per image."""
+    def dataset():
+        for i in range(len(images)):
+            yield [images[i:i + 1]]
+
+    return dataset
 
 
 def _export_staged(plan, formats):
@@ -264,7 +304,7 @@ def _export_one(plan, fmt):
             write_json_atomic(card, os.path.join(staged, CARD_IN_SAVEDMODEL))
         write_json_atomic(card, staged_card)
         result.card = card
-        plan.staged[fmt] = (staged, staged_card, target)
+        plan.staged[fmt] = (staged, target)
         if fmt == "savedmodel":  # verified: the TFLite converter reuses it from the stage
             plan.conversion_savedmodels.setdefault(plan.in_model(fmt), staged)
         log_progress(verbose, f"[export] {fmt}: ok, {card['file_size_bytes'] / 1e6:.2f} MB; "
@@ -295,6 +335,8 @@ def _convert(plan, fmt, staged):
     if fmt == "onnx":
         convert_onnx(plan.model_for(fmt), staged, opset=options["opset"])
         return None
+    if fmt == "tflite-int8" and plan.qat_model is not None:
+        return tflite_from_learned_ranges(plan.int8_qat_model(), int8_io=options["int8_io"])
     key = plan.in_model(fmt)
     if key not in plan.conversion_savedmodels:
         plan.conversion_savedmodels[key] = os.path.join(
@@ -323,21 +365,14 @@ def _debug_dataset(plan):
     if plan.reference is None:
         return plan.representative
     images = plan.reference["agree_x"][:_DEBUG_IMAGES]
-    if plan.in_model("tflite-int8"):
-        images = (images + 1.0) * 127.5
-
-    def debug_dataset():
-        for i in range(len(images)):
-            yield [images[i:i + 1]]
-
-    return debug_dataset
+    return _one_at_a_time(to_pixels(images) if plan.in_model("tflite-int8") else images)
 
 
 def _artifact_card(plan, fmt, target, staged, flatbuffer, result):
-    """The card of `fmt`'s artefact; writes the TFLite bytes and verifies against Keras."""
+    """The card of `fmt`'s artefact; writes the TFLite bytes and verifies against Keras
+    (`_BoundMissedError` on a missed bound)."""
     options = plan.options
-    card = cards.format_card(plan.base_card, fmt, FORMATS[fmt][1], target, options["opset"],
-                       options["int8_io"], options["uint8_signature"])
+    card = cards.format_card(plan.base_card, fmt, target, options)
     card["preprocessing"] = preprocessing_card(plan.in_model(fmt),
                                                plan.base_card["preprocessing"]["mode"])
     if fmt.startswith("tflite"):
@@ -347,9 +382,13 @@ def _artifact_card(plan, fmt, target, staged, flatbuffer, result):
         card["int8_layer_errors"] = result.int8_layers = plan.int8_layer_errors
     card["verification"] = None
     if options["verify"]:
-        _verify(plan, fmt, staged, card, result)
-    else:
-        cards.fill_io(card, fmt, None, path=staged)
+        log_progress(options["verbose"], f"[export] {fmt}: verifying against Keras")
+        uint8_path = staged if fmt == "savedmodel" and options["uint8_signature"] else None
+        card["verification"] = result.verification = verify_artifact(
+            cards.predictor_for(fmt, staged, card), plan.reference, fmt, plan.bounds[fmt],
+            savedmodel_path=uint8_path)
+        if not result.verification["passed"]:
+            raise _BoundMissedError(missed_bounds(result.verification))
     card["file_size_bytes"] = path_size(staged)
     return card
 
@@ -362,29 +401,14 @@ def _write_tflite(plan, fmt, flatbuffer, card, path):
     card["gpu_delegate"] = gpu_delegate_report(flatbuffer)
     with open(path, "wb") as f:
         f.write(flatbuffer)
-
-
-def _verify(plan, fmt, path, card, result):
-    """Record the figures of the artefact at `path`; `_BoundMissedError` on a missed bound."""
-    log_progress(plan.options["verbose"], f"[export] {fmt}: verifying against Keras")
-    predictor = cards.predictor_for(fmt, path, card)
-    cards.fill_io(card, fmt, predictor)
-    uint8_path = path if fmt == "savedmodel" and plan.options["uint8_signature"] else None
-    figures = verify_artifact(predictor, plan.reference, fmt, plan.bounds[fmt],
-                              savedmodel_path=uint8_path)
-    del predictor
-    card["verification"] = result.verification = figures
-    if not figures["passed"]:
-        raise _BoundMissedError(missed_bounds(figures))
+    cards.fill_io(card, path)
 
 
 def _staging(out_dir, name):
-    """(the directory every artefact is staged in, whether it then replaces `out_dir` whole).
-
-    A sibling of `out_dir`, swapped in whole (`replace_owned`) when `_swappable`, else
-    published from unit by unit; a hidden directory inside `out_dir` only where no sibling
-    can be renamed in (a mount point, a parent we cannot write).
-    """
+    """(the staging directory, whether it then replaces `out_dir` whole): a sibling of
+    `out_dir`, swapped in whole (`replace_owned`) when `_swappable`, else published from unit
+    by unit; a hidden directory inside `out_dir` only where no sibling can be renamed in (a
+    mount point, a parent we cannot write)."""
     parent = os.path.dirname(out_dir)
     prefix = f".{os.path.basename(out_dir)}.export-"
     if _swappable(out_dir):
@@ -423,22 +447,21 @@ def _holds_only_exports(out_dir):
 def _publish_all(plan, results):
     """Publish every verified artefact with its card: one swap of the directory, or (see
     `_staging`) each artefact then its card, right after each other."""
-    done = [r for r in results if r.format in plan.staged]
-    if not done:
+    if not plan.staged:
         return
     if plan.swap:
-        owned = {os.path.basename(path) for fmt in plan.staged
-                 for path in (plan.staged[fmt][2], card_path_for(plan.staged[fmt][2]))}
+        owned = {os.path.basename(path) for _, target in plan.staged.values()
+                 for path in (target, card_path_for(target))}
         # The old artefacts of these formats go; everything else in out_dir is kept.
         plan.created = owned  # from now on the stage may also hold the user's files
         replace_owned(plan.stage_dir, plan.out_dir, owned=owned.__contains__)
     else:
-        for result in done:
-            staged, staged_card, target = plan.staged[result.format]
+        for staged, target in plan.staged.values():
             publish(staged, target)
-            publish(staged_card, card_path_for(target))
-    for result in done:
-        result.path = plan.staged[result.format][2]
-        result.card_path = card_path_for(result.path)
-    log_progress(plan.options["verbose"], f"[export] published {len(done)} artefact(s) with "
-                 f"their cards in {plan.out_dir}")
+            publish(card_path_for(staged), card_path_for(target))
+    for result in results:
+        if result.format in plan.staged:
+            result.path = plan.staged[result.format][1]
+            result.card_path = card_path_for(result.path)
+    log_progress(plan.options["verbose"], f"[export] published {len(plan.staged)} artefact(s) "
+                 f"with their cards in {plan.out_dir}")

@@ -6,6 +6,7 @@ import os
 
 import keras
 
+from keras_googlenet import checks
 from keras_googlenet.paths import child_path, refuse_symlink, writable_destination
 
 __all__ = ["DEFAULT_BOUNDS", "DEFAULT_INT8_IO", "FLOAT_FORMATS", "FORMATS", "INT8_IO_TYPES",
@@ -21,10 +22,7 @@ FORMATS = {
     "tflite-int8": ("_int8.tflite", "int8 (full integer)"),
     "onnx": (".onnx", "float32"),
 }
-
-
-FLOAT_FORMATS = ("savedmodel", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "onnx")
-
+FLOAT_FORMATS = tuple(fmt for fmt in FORMATS if fmt != "tflite-int8")
 
 # Verification bounds. "max_abs_diff": of the softmax outputs, on the same inputs as
 # Keras. "accuracy_drop": top-1 accuracy below Keras', in percentage points, on labelled
@@ -40,32 +38,25 @@ DEFAULT_BOUNDS = {
     "tflite-int8": {"top1_agreement": 0.99, "accuracy_drop": 1.0},
 }
 
-
 INT8_IO_TYPES = ("uint8", "int8", "float32")
-
-
 # uint8 is what MediaPipe Tasks and the TFLite Task Library accept for a quantized
 # image input (they refuse int8), and a uint8 input fed raw pixels is exact only when
 # the model rescales them itself: so a uint8 int8 export always has the preprocessing
 # inside (input quantization scale 1, zero point 0).
 DEFAULT_INT8_IO = "uint8"
-
-
 MIN_ONNX_OPSET = 17
-
-
 UINT8_SIGNATURE = "serving_uint8"
 
 
-def merged_bounds(bounds, accuracy_drops=None):
+def merged_bounds(bounds, accuracy_drops):
     """`DEFAULT_BOUNDS` per format with the caller's overrides (`bounds`) on top, and the
     `accuracy_drop` bound of each format in `accuracy_drops` (format -> points)."""
-    all_bounds = {fmt: dict(DEFAULT_BOUNDS.get(fmt, {})) for fmt in FORMATS}
+    all_bounds = {fmt: dict(DEFAULT_BOUNDS[fmt]) for fmt in FORMATS}
     for fmt, override in (bounds or {}).items():
         if fmt not in FORMATS:
             raise ValueError(f"`bounds` has an unknown format {fmt!r}; allowed: {list(FORMATS)}.")
         all_bounds[fmt].update(override)
-    for fmt, drop in (accuracy_drops or {}).items():
+    for fmt, drop in accuracy_drops.items():
         all_bounds[fmt]["accuracy_drop"] = drop
     return all_bounds
 
@@ -98,21 +89,22 @@ def check_name(out_dir, name):
 
 
 def validate_export_arguments(formats, calibration_data, calibration_steps, int8_io, opset,
-                              verification_samples):
-    """The resolved format list; `ValueError` naming the argument on any bad value."""
+                              verification_samples, learned_ranges=False):
+    """The resolved format list; `ValueError` naming the argument on any bad value.
+    `learned_ranges`: the source is a quantization-aware model, whose `tflite-int8` needs no
+    calibration data (see `keras_googlenet.export.source.is_quantize_aware_source`)."""
+    int8_ready = learned_ranges or calibration_data is not None
     if formats is None:
-        formats = list(FLOAT_FORMATS) + (["tflite-int8"] if calibration_data is not None else [])
+        formats = list(FLOAT_FORMATS) + (["tflite-int8"] if int8_ready else [])
     if isinstance(formats, str):
         formats = [f.strip() for f in formats.split(",") if f.strip()]
     formats = list(formats)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
-        raise ValueError(
-            f"unknown format(s) {unknown or formats!r}: `formats` must be a subset of "
-            f"{list(FORMATS)}."
-        )
+        raise ValueError(f"unknown format(s) {unknown or formats!r}: `formats` must be a subset "
+                         f"of {list(FORMATS)}.")
     formats = [f for f in FORMATS if f in formats]  # canonical order: SavedModel first
-    if "tflite-int8" in formats and calibration_data is None:
+    if "tflite-int8" in formats and not int8_ready:
         raise ValueError(
             "format 'tflite-int8' (full-integer quantization) needs `calibration_data`: a "
             "representative sample of training images (CLI: --calibration-data DATASET). "
@@ -120,20 +112,16 @@ def validate_export_arguments(formats, calibration_data, calibration_steps, int8
         )
     if int8_io not in INT8_IO_TYPES:
         raise ValueError(f"`int8_io` must be one of {INT8_IO_TYPES}; received {int8_io!r}.")
-    for arg, value, minimum in (("calibration_steps", calibration_steps, 1),
-                                ("opset", opset, MIN_ONNX_OPSET),
-                                ("verification_samples", verification_samples, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            wanted = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-            raise ValueError(f"`{arg}` must be {wanted}; received {arg}={value!r}.")
+    checks.positive_int("calibration_steps", calibration_steps)
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_ONNX_OPSET:
+        checks.fail("opset", f"an int >= {MIN_ONNX_OPSET}", opset)
+    checks.positive_int("verification_samples", verification_samples)
     return formats
 
 
 def check_int8_float_layers(int8_float_layers, formats, int8_io, layer_names=None):
     """`int8_float_layers` as a list of layer names; `ValueError` naming the argument.
-
-    With `layer_names` (the model's), every name must be one of them.
-    """
+    With `layer_names` (the model's), every name must be one of them."""
     if int8_float_layers is None:
         return []
     names = int8_float_layers

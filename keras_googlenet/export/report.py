@@ -7,10 +7,8 @@ import sys
 
 
 class ExportError(RuntimeError):
-    """Some formats failed to convert or missed a verification bound.
-
-    `report` holds every format's figures, including the ones that succeeded.
-    """
+    """Some formats failed to convert or missed a verification bound; `report` holds every
+    format's figures, including the ones that succeeded."""
 
     def __init__(self, message, report):
         super().__init__(message)
@@ -55,8 +53,7 @@ class ExportReport:
         """A plain-text table: format, status, size, verification figures."""
         lines = [f"{'format':<15} {'status':<7} {'size':>10}  verification"]
         for r in self.results:
-            size = r.card["file_size_bytes"] if r.card else None
-            size_text = f"{size / 1e6:.2f} MB" if size is not None else "-"
+            size_text = f"{r.card['file_size_bytes'] / 1e6:.2f} MB" if r.card else "-"
             lines.append(
                 f"{r.format:<15} {'ok' if r.ok else 'FAILED':<7} {size_text:>10}  "
                 f"{format_verification(r.verification)}"

@@ -1,9 +1,8 @@
 """Which ops of a `.tflite` model LiteRT's GPU delegate can take (docs/mobile.md).
 
 `tf.lite.experimental.Analyzer`'s GPU check passes every model in TensorFlow 2.21, so the
-verdict comes from the delegate's own op table (`CheckGpuDelegateCompatibility` in
-tensorflow/lite/tools/versioning/gpu_compatibility.cc), per op type: an op outside it falls
-back to the CPU. Per-op shape and attribute limits are not checked.
+verdict comes from the delegate's own op table (`CheckGpuDelegateCompatibility`), per op type:
+an op outside it falls back to the CPU. Per-op shape and attribute limits are not checked.
 """
 
 from __future__ import annotations
@@ -42,19 +41,15 @@ def model_ops(model_bytes):
              if not name.startswith("_") and isinstance(value, int)}
     model = schema.Model.GetRootAs(strip_appended_zip(bytes(model_bytes)), 0)
     codes = []
-    for i in range(model.OperatorCodesLength()):
-        code = model.OperatorCodes(i)
+    for code in map(model.OperatorCodes, range(model.OperatorCodesLength())):
         builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        if builtin == schema.BuiltinOperator.CUSTOM:
-            codes.append(("custom", code.CustomCode().decode()))
-        else:
-            codes.append(("builtin", names.get(builtin, f"BUILTIN_{builtin}")))
-    ops = collections.Counter()
-    for s in range(model.SubgraphsLength()):
-        subgraph = model.Subgraphs(s)
-        for o in range(subgraph.OperatorsLength()):
-            ops[codes[subgraph.Operators(o).OpcodeIndex()]] += 1
-    return ops
+        codes.append(("custom", code.CustomCode().decode())
+                     if builtin == schema.BuiltinOperator.CUSTOM
+                     else ("builtin", names.get(builtin, f"BUILTIN_{builtin}")))
+    subgraphs = map(model.Subgraphs, range(model.SubgraphsLength()))
+    return collections.Counter(codes[subgraph.Operators(o).OpcodeIndex()]
+                               for subgraph in subgraphs
+                               for o in range(subgraph.OperatorsLength()))
 
 
 def gpu_delegate_report(model_bytes):

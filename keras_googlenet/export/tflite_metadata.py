@@ -1,10 +1,10 @@
 """TFLite Metadata for image classifiers, written to the published schema (docs/mobile.md).
 
-MediaPipe Tasks, the TFLite Task Library and Android Studio read a `.tflite` through a
-`ModelMetadata` flatbuffer (`metadata_schema.fbs`, identifier `M001`) in the model buffer
-`TFLITE_METADATA`, with the labels in a zip appended to the model. The official writers do not
-install beside TensorFlow 2.21, so the tables an image classifier needs are written here with
-`flatbuffers`, their field slots taken from the schema.
+MediaPipe Tasks, the TFLite Task Library and Android Studio read a `ModelMetadata` flatbuffer
+(`metadata_schema.fbs`, identifier `M001`) in the model buffer `TFLITE_METADATA`, with the labels
+in a zip appended to the model. The official writers do not install beside TensorFlow 2.21, so
+the tables an image classifier needs are written here with `flatbuffers`, their field slots
+taken from the schema.
 """
 
 from __future__ import annotations
@@ -36,20 +36,12 @@ class MetadataError(ValueError):
 
 def _table(builder, fields):
     """One table from `(slot, kind, value)` fields; `None` values are left out."""
+    prepend = {"offset": builder.PrependUOffsetTRelativeSlot, "byte": builder.PrependInt8Slot,
+               "ubyte": builder.PrependUint8Slot, "uint": builder.PrependUint32Slot}
     builder.StartObject(max(slot for slot, _, _ in fields) + 1)
     for slot, kind, value in fields:
-        if value is None:
-            continue
-        if kind == "offset":
-            builder.PrependUOffsetTRelativeSlot(slot, value, 0)
-        elif kind == "byte":
-            builder.PrependInt8Slot(slot, value, 0)
-        elif kind == "ubyte":
-            builder.PrependUint8Slot(slot, value, 0)
-        elif kind == "uint":
-            builder.PrependUint32Slot(slot, value, 0)
-        else:  # pragma: no cover - a programming error
-            raise AssertionError(kind)
+        if value is not None:
+            prepend[kind](slot, value, 0)
     return builder.EndObject()
 
 
@@ -61,21 +53,11 @@ def _offsets(builder, offsets):
 
 
 def _floats(builder, values):
-    builder.StartVector(4, len(values), 4)
-    for value in reversed(values):
-        builder.PrependFloat32(float(value))
-    return builder.EndVector()
+    return builder.CreateNumpyVector(np.asarray(values, dtype=np.float32))
 
 
 def _string(builder, text):
     return None if text is None else builder.CreateString(str(text))
-
-
-def _associated_file(builder, name, description, file_type):
-    # AssociatedFile: name 0, description 1, type 2
-    return _table(builder, [(0, "offset", _string(builder, name)),
-                            (1, "offset", _string(builder, description)),
-                            (2, "byte", file_type)])
 
 
 def _stats(builder, low, high):
@@ -84,7 +66,7 @@ def _stats(builder, low, high):
                             (1, "offset", _floats(builder, [low]))])
 
 
-def _image_input(builder, name, description, mean, std, input_range, size):
+def _image_input(builder, mean, std, input_range, size):
     image_size = None
     if size is not None:  # ImageSize: width 0, height 1
         image_size = _table(builder, [(0, "uint", int(size[1])), (1, "uint", int(size[0]))])
@@ -102,35 +84,36 @@ def _image_input(builder, name, description, mean, std, input_range, size):
     stats = _stats(builder, *input_range)
     # TensorMetadata: name 0, description 1, dimension_names 2, content 3,
     # process_units 4, stats 5, associated_files 6
-    return _table(builder, [(0, "offset", _string(builder, name)),
-                            (1, "offset", _string(builder, description)),
+    return _table(builder, [(0, "offset", _string(builder, "image")),
+                            (1, "offset", _string(builder, "RGB image (height, width, 3).")),
                             (3, "offset", content), (4, "offset", units),
                             (5, "offset", stats)])
 
 
-def _scores_output(builder, name, description, output_range, labels_description):
+def _scores_output(builder, output_range):
     properties = _table(builder, [(0, "byte", None)])  # FeatureProperties: no fields
     content = _table(builder, [(0, "ubyte", _CONTENT_FEATURE_PROPERTIES),
                                (1, "offset", properties)])
-    labels = _associated_file(builder, LABELS_FILE, labels_description,
-                              _FILE_TENSOR_AXIS_LABELS)
+    # AssociatedFile: name 0, description 1, type 2
+    labels = _table(builder, [
+        (0, "offset", _string(builder, LABELS_FILE)),
+        (1, "offset", _string(builder, "Class names, one per line, in the order of the "
+                                       "output scores.")),
+        (2, "byte", _FILE_TENSOR_AXIS_LABELS)])
     files = _offsets(builder, [labels])
     stats = _stats(builder, *output_range) if output_range is not None else None
-    return _table(builder, [(0, "offset", _string(builder, name)),
-                            (1, "offset", _string(builder, description)),
+    return _table(builder, [(0, "offset", _string(builder, "probability")),
+                            (1, "offset", _string(builder, "Class scores, one per label.")),
                             (3, "offset", content), (5, "offset", stats),
                             (6, "offset", files)])
 
 
-def image_classifier_metadata(*, name, description, version, author, license, mean, std,
-                              input_range, output_range, input_size=None,
-                              input_description=None, output_description=None):
+def _classifier_metadata(name, description, version, author, license, mean, std, input_range,
+                         output_range, input_size):
     """The `ModelMetadata` flatbuffer (bytes) of a one-input, one-output image classifier."""
     builder = flatbuffers.Builder(1024)
-    image = _image_input(builder, "image", input_description, mean, std, input_range,
-                         input_size)
-    scores = _scores_output(builder, "probability", output_description, output_range,
-                            "Class names, one per line, in the order of the output scores.")
+    image = _image_input(builder, mean, std, input_range, input_size)
+    scores = _scores_output(builder, output_range)
     # SubGraphMetadata: name 0, description 1, input_tensor_metadata 2,
     # output_tensor_metadata 3
     subgraph = _table(builder, [(2, "offset", _offsets(builder, [image])),
@@ -181,19 +164,10 @@ def strip_appended_zip(model_bytes):
     return model_bytes
 
 
-def add_metadata(model_bytes, metadata, associated_files):
-    """`model_bytes` with `metadata` as its `TFLITE_METADATA` and the files appended.
-
-    Args:
-        model_bytes: a TFLite flatbuffer.
-        metadata: a `ModelMetadata` flatbuffer (`image_classifier_metadata`).
-        associated_files: `{file name: bytes}` packed as an uncompressed zip after the
-            model, where MediaPipe and the Task Library look for them.
-
-    Returns:
-        The new model file's bytes. Tensors, ops and weights are unchanged; an existing
-        `TFLITE_METADATA` entry and appended files are replaced.
-    """
+def _with_metadata(model_bytes, metadata, associated_files):
+    """`model_bytes` with `metadata` as its `TFLITE_METADATA` (replacing any) and only
+    `associated_files` ({name: bytes}) in the uncompressed zip after it, where MediaPipe
+    and the Task Library look for them; tensors, ops and weights unchanged."""
     from tensorflow.lite.python import schema_py_generated as schema
 
     model_bytes = strip_appended_zip(bytes(model_bytes))
@@ -201,20 +175,18 @@ def add_metadata(model_bytes, metadata, associated_files):
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(metadata, dtype=np.uint8)
     model.buffers = list(model.buffers or []) + [buffer]
-    entries = [m for m in (model.metadata or [])
-               if (m.name.decode() if isinstance(m.name, bytes) else m.name)
-               != METADATA_BUFFER_NAME]
     entry = schema.MetadataT()
     entry.name = METADATA_BUFFER_NAME
     entry.buffer = len(model.buffers) - 1
-    model.metadata = entries + [entry]
+    model.metadata = [m for m in (model.metadata or [])
+                      if (m.name.decode() if isinstance(m.name, bytes) else m.name)
+                      != METADATA_BUFFER_NAME] + [entry]
     builder = _AlignedBuilder(len(model_bytes) + len(metadata) + 4096)
     builder.Finish(model.Pack(builder), file_identifier=TFLITE_FILE_IDENTIFIER)
     packed = io.BytesIO(bytes(builder.Output()))
-    if associated_files:
-        with zipfile.ZipFile(packed, "a", compression=zipfile.ZIP_STORED) as archive:
-            for file_name, content in associated_files.items():
-                archive.writestr(file_name, content)
+    with zipfile.ZipFile(packed, "a", compression=zipfile.ZIP_STORED) as archive:
+        for file_name, content in associated_files.items():
+            archive.writestr(file_name, content)
     return packed.getvalue()
 
 
@@ -234,6 +206,9 @@ def add_image_classifier_metadata(model_bytes, *, labels, mean, std, input_range
         output_range: `(min, max)` of the scores, `None` for logits.
         name, description, version, author, license: shown by metadata readers.
         input_size: `(height, width)` recorded as the image's default size.
+
+    Raises:
+        MetadataError: bad labels, mean or std, or `model_bytes` not a TFLite flatbuffer.
     """
     labels = [str(label) for label in labels]
     if not labels or any("\n" in label or not label.strip() for label in labels):
@@ -243,11 +218,7 @@ def add_image_classifier_metadata(model_bytes, *, labels, mean, std, input_range
             raise MetadataError(f"`{arg}` must have 1 or 3 values; received {values!r}.")
     if any(float(s) == 0 for s in std):
         raise MetadataError(f"`std` must not contain 0; received {std!r}.")
-    metadata = image_classifier_metadata(
-        name=name, description=description, version=version, author=author,
-        license=license, mean=mean, std=std, input_range=input_range,
-        output_range=output_range, input_size=input_size,
-        input_description="RGB image (height, width, 3).",
-        output_description="Class scores, one per label.")
+    metadata = _classifier_metadata(name, description, version, author, license, mean, std,
+                                    input_range, output_range, input_size)
     labels_file = ("\n".join(labels) + "\n").encode("utf-8")
-    return add_metadata(model_bytes, metadata, {LABELS_FILE: labels_file})
+    return _with_metadata(model_bytes, metadata, {LABELS_FILE: labels_file})

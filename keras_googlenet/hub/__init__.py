@@ -1,13 +1,8 @@
-"""GoogLeNet for KerasHub: a `Backbone`, an `ImageClassifier` and their preprocessing, as presets.
+"""GoogLeNet for KerasHub: a `Backbone`, an `ImageClassifier` and their preprocessing, as presets
+(docs/keras_hub.md; needs `pip install 'keras-googlenet[hub]'`).
 
 Importing this module registers the classes with Keras, as `from_preset` needs:
-
-    import keras_hub
-    import keras_googlenet.hub
-
-    classifier = keras_hub.models.ImageClassifier.from_preset("path/to/preset")
-
-Needs the optional dependency KerasHub: `pip install 'keras-googlenet[hub]'` (docs/keras_hub.md).
+`import keras_googlenet.hub`, then `keras_hub.models.ImageClassifier.from_preset(DIR)`.
 """
 
 try:
@@ -32,14 +27,8 @@ from keras_googlenet.hub.presets import (
 )
 
 __all__ = [
-    "PRESET_FILES",
-    "GoogLeNetBackbone",
-    "GoogLeNetImageClassifier",
-    "GoogLeNetImageClassifierPreprocessor",
-    "GoogLeNetImageConverter",
-    "check_preset",
-    "check_preset_destination",
-    "image_classifier_from_googlenet",
-    "write_preset",
+    "PRESET_FILES", "GoogLeNetBackbone", "GoogLeNetImageClassifier",
+    "GoogLeNetImageClassifierPreprocessor", "GoogLeNetImageConverter", "check_preset",
+    "check_preset_destination", "image_classifier_from_googlenet", "write_preset",
     "write_torchvision_preset",
 ]

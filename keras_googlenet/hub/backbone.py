@@ -25,11 +25,9 @@ PYRAMID_LAYERS = {
 @contextlib.contextmanager
 def _dtype_policy(dtype):
     """Build under `dtype`: the GoogLeNet builder creates its layers under the global policy."""
-    if dtype is None:
-        yield
-        return
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(keras.dtype_policies.get(dtype))
+    if dtype is not None:
+        keras.config.set_dtype_policy(keras.dtype_policies.get(dtype))
     try:
         yield
     finally:
@@ -40,14 +38,12 @@ def _dtype_policy(dtype):
 class GoogLeNetBackbone(FeaturePyramidBackbone):
     """GoogLeNet (Inception v1) feature extractor: the stem and Inception blocks 3a to 5b.
 
-    The graph is `keras_googlenet.GoogLeNet(include_top=False, ...)`'s: the same layers,
-    layer names (`conv1`, `inception_4e`, ...) and weights, so weights move between the two
-    by layer name. The output is the 4D feature map of `inception_5b`;
-    `pyramid_outputs` holds one feature map per stride, keyed `"P1"` to `"P5"` (`"Pn"` is
-    2**n times smaller than the input), for KerasHub's dense-prediction tasks.
-
-    Inputs are images preprocessed for the variant (`keras_googlenet.preprocess_input`,
-    RGB in [-1, 1]); `GoogLeNetImageConverter` does that inside a KerasHub task.
+    The graph is `keras_googlenet.GoogLeNet(include_top=False, ...)`'s (the same layers,
+    names and weights, so weights move between the two by layer name); the output is
+    `inception_5b`'s feature map. `pyramid_outputs` maps `"P1"` to `"P5"` to the feature map
+    2**n times smaller than the input, for KerasHub's dense-prediction tasks. Inputs are
+    preprocessed images (`keras_googlenet.preprocess_input`, RGB in [-1, 1]), as
+    `GoogLeNetImageConverter` makes them inside a KerasHub task.
 
     Args:
         variant: `"v1"` (the paper: conv bias, LRN, true 5x5), `"v1_bn"`, `"torchvision"`
@@ -57,8 +53,7 @@ class GoogLeNetBackbone(FeaturePyramidBackbone):
         width_multiplier: scales every convolution's width, as in `GoogLeNet`.
         image_shape: `(height, width, channels)` of the input; height and width may be
             `None` (any size of at least 32).
-        dtype: `None` or a dtype policy (name or object) for the layers' computations and
-            weights; `None` uses the global policy.
+        dtype: a dtype policy (name or object) for the layers; `None`: the global policy.
         **kwargs: `name` and `trainable`, as for any `keras_hub.models.Backbone`.
 
     Example:
@@ -69,21 +64,12 @@ class GoogLeNetBackbone(FeaturePyramidBackbone):
     ```
     """
 
-    def __init__(
-        self,
-        variant="v1",
-        widths=None,
-        width_multiplier=1.0,
-        image_shape=(None, None, 3),
-        dtype=None,
-        **kwargs,
-    ):
+    def __init__(self, variant="v1", widths=None, width_multiplier=1.0,
+                 image_shape=(None, None, 3), dtype=None, **kwargs):
         variant_spec = spec_lib.get_variant(variant)
         if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3:
-            raise ValueError(
-                "`image_shape` must be (height, width, channels); received "
-                f"image_shape={image_shape!r}."
-            )
+            raise ValueError("`image_shape` must be (height, width, channels); received "
+                             f"image_shape={image_shape!r}.")
         kwargs.setdefault("name", "googlenet_backbone")
 
         # === Functional model: the builder's own graph, from our input ===
@@ -91,19 +77,11 @@ class GoogLeNetBackbone(FeaturePyramidBackbone):
         with _dtype_policy(dtype), warnings.catch_warnings():
             # The throwaway keras.Model only hands over its layers and tensors.
             warnings.simplefilter("ignore")
-            features = GoogLeNet(
-                include_top=False,
-                input_tensor=image_input,
-                variant=variant,
-                widths=widths,
-                width_multiplier=width_multiplier,
-            )
-        layer_names = dict(PYRAMID_LAYERS)
-        if variant_spec.lrn:
-            layer_names["P2"] = "norm2"
-        pyramid_outputs = {
-            level: features.get_layer(name).output for level, name in layer_names.items()
-        }
+            features = GoogLeNet(include_top=False, input_tensor=image_input, variant=variant,
+                                 widths=widths, width_multiplier=width_multiplier)
+        layer_names = {**PYRAMID_LAYERS, **({"P2": "norm2"} if variant_spec.lrn else {})}
+        pyramid_outputs = {level: features.get_layer(name).output
+                           for level, name in layer_names.items()}
         super().__init__(inputs=image_input, outputs=features.output, dtype=dtype, **kwargs)
 
         # === Config ===
@@ -115,16 +93,8 @@ class GoogLeNetBackbone(FeaturePyramidBackbone):
         self.data_format = "channels_last"
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "variant": self.variant,
-                "widths": self.widths,
-                "width_multiplier": self.width_multiplier,
-                "image_shape": self.image_shape,
-            }
-        )
-        return config
+        return {**super().get_config(), "variant": self.variant, "widths": self.widths,
+                "width_multiplier": self.width_multiplier, "image_shape": self.image_shape}
 
     def load_weights(self, filepath, *args, **kwargs):
         """`keras.Model.load_weights`, with an error naming the architecture on a mismatch."""
@@ -138,10 +108,8 @@ class GoogLeNetBackbone(FeaturePyramidBackbone):
 
 def _widths_config(widths):
     """`widths` in JSON form (lists, not tuples), so that configs round-trip unchanged."""
-    if widths is None:
-        return None
     if not isinstance(widths, dict):
-        return widths  # `GoogLeNet` has already refused it
+        return widths  # None, or refused by `GoogLeNet` already
     return {
         str(block): dict(value) if isinstance(value, dict) else [int(v) for v in value]
         for block, value in widths.items()

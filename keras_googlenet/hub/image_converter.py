@@ -7,11 +7,10 @@ from keras import ops
 from keras_hub.layers import ImageConverter
 
 from keras_googlenet import spec as spec_lib
+from keras_googlenet.checks import fraction
 from keras_googlenet.hub.backbone import GoogLeNetBackbone
-from keras_googlenet.preprocessing import EVAL_CROP_FRACTION, central_crop_box
+from keras_googlenet.preprocessing import EVAL_CROP_FRACTION, MODE_SCALE_OFFSET, central_crop_box
 
-# `preprocess_input(mode="tf")`, every variant's, as `x * scale + offset` on [0, 255].
-TF_SCALE_OFFSET = (1.0 / 127.5, -1.0)
 # Set from `variant` and `crop_fraction`, never passed in.
 _DERIVED_ARGUMENTS = ("scale", "offset", "crop_to_aspect_ratio", "pad_to_aspect_ratio")
 
@@ -37,8 +36,7 @@ class CentralCropResize(keras.layers.Layer):
         x = ops.cast(images, self.compute_dtype)
         if self.crop_fraction < 1.0:
             shape = ops.shape(x)
-            top, left, crop_h, crop_w = central_crop_box(shape[-3], shape[-2],
-                                                         self.crop_fraction)
+            top, left, crop_h, crop_w = central_crop_box(shape[-3], shape[-2], self.crop_fraction)
             x = x[..., top:top + crop_h, left:left + crop_w, :]
         x = ops.image.resize(x, (self.height, self.width), interpolation=self.interpolation,
                              antialias=self.antialias)
@@ -62,8 +60,7 @@ class GoogLeNetImageConverter(ImageConverter):
         variant: the GoogLeNet variant whose preprocessing to apply.
         crop_fraction: fraction of each side kept by the central crop, in (0, 1]; 1.0
             resizes the whole image.
-        interpolation: resize interpolation, as in `keras.layers.Resizing`
-            (`"bilinear"`, as in training).
+        interpolation: as in `keras.layers.Resizing` (`"bilinear"`, as in training).
         antialias: antialias when downsampling (off, as in training).
         **kwargs: `data_format`, `bounding_box_format`, `name` and `dtype`, as for
             `keras_hub.layers.ImageConverter`.
@@ -71,65 +68,34 @@ class GoogLeNetImageConverter(ImageConverter):
 
     backbone_cls = GoogLeNetBackbone
 
-    def __init__(
-        self,
-        image_size=(224, 224),
-        variant="v1",
-        crop_fraction=EVAL_CROP_FRACTION,
-        interpolation="bilinear",
-        antialias=False,
-        **kwargs,
-    ):
-        variant_spec = spec_lib.get_variant(variant)
-        given = [key for key in _DERIVED_ARGUMENTS if key in kwargs]
-        if given:
-            raise ValueError(
-                f"GoogLeNetImageConverter sets {given} itself (from `variant` and "
-                "`crop_fraction`); remove them."
-            )
+    def __init__(self, image_size=(224, 224), variant="v1", crop_fraction=EVAL_CROP_FRACTION,
+                 interpolation="bilinear", antialias=False, **kwargs):
+        mode = spec_lib.get_variant(variant).preprocessing
+        if given := [key for key in _DERIVED_ARGUMENTS if key in kwargs]:
+            raise ValueError(f"GoogLeNetImageConverter sets {given} itself (from `variant` and "
+                             "`crop_fraction`); remove them.")
         image_size = _validate_image_size(image_size, variant)
-        if isinstance(crop_fraction, bool) or not isinstance(crop_fraction, (int, float)) \
-                or not 0.0 < crop_fraction <= 1.0:
-            raise ValueError(
-                "`crop_fraction` must be a number in (0, 1]; received "
-                f"crop_fraction={crop_fraction!r}."
-            )
-        if variant_spec.preprocessing != "tf":
-            raise ValueError(
-                f"variant={variant!r} uses preprocessing mode {variant_spec.preprocessing!r}; "
-                "GoogLeNetImageConverter does only 'tf'."
-            )
-        scale, offset = TF_SCALE_OFFSET
-        super().__init__(
-            image_size=image_size,
-            scale=scale,
-            offset=offset,
-            crop_to_aspect_ratio=False,
-            interpolation=interpolation,
-            antialias=antialias,
-            **kwargs,
-        )
+        crop_fraction = fraction("crop_fraction", crop_fraction)
+        if mode != "tf":  # every variant's today; `metadata.json` records it as "scaling"
+            raise ValueError(f"variant={variant!r} uses preprocessing mode {mode!r}; "
+                             "GoogLeNetImageConverter does only 'tf'.")
+        scale, offset = MODE_SCALE_OFFSET[mode]
+        super().__init__(image_size=image_size, scale=scale, offset=offset,
+                         crop_to_aspect_ratio=False, interpolation=interpolation,
+                         antialias=antialias, **kwargs)
         if self.data_format != "channels_last":
             raise ValueError("GoogLeNetImageConverter supports data_format='channels_last' only.")
         # Replaces the base class' resize (which crops to the aspect ratio) with training's.
+        height, width = image_size or (None, None)
         self.resizing = CentralCropResize(
-            height=image_size[0] if image_size else None,
-            width=image_size[1] if image_size else None,
-            crop_fraction=float(crop_fraction),
-            interpolation=interpolation,
-            antialias=antialias,
-            dtype=self.dtype_policy,
-            name="central_crop_resize",
-        )
+            height=height, width=width, crop_fraction=crop_fraction, interpolation=interpolation,
+            antialias=antialias, dtype=self.dtype_policy, name="central_crop_resize")
         self.variant = variant
-        self.crop_fraction = float(crop_fraction)
+        self.crop_fraction = crop_fraction
 
     def get_config(self):
-        config = super().get_config()
-        for key in _DERIVED_ARGUMENTS:
-            config.pop(key, None)
-        config.update({"variant": self.variant, "crop_fraction": self.crop_fraction})
-        return config
+        config = {k: v for k, v in super().get_config().items() if k not in _DERIVED_ARGUMENTS}
+        return {**config, "variant": self.variant, "crop_fraction": self.crop_fraction}
 
 
 def _validate_image_size(image_size, variant):
@@ -139,15 +105,11 @@ def _validate_image_size(image_size, variant):
         image_size = (image_size, image_size)
     minimum = spec_lib.min_input_size(False, variant)
     if not isinstance(image_size, (tuple, list)) or len(image_size) != 2 or not all(
-        isinstance(side, int) and not isinstance(side, bool) for side in image_size
-    ):
-        raise ValueError(
-            "`image_size` must be (height, width), an int or None; received "
-            f"image_size={image_size!r}."
-        )
+            isinstance(side, int) and not isinstance(side, bool) for side in image_size):
+        raise ValueError("`image_size` must be (height, width), an int or None; received "
+                         f"image_size={image_size!r}.")
     if min(image_size) < minimum:
         raise ValueError(
             f"`image_size` must be at least {minimum}x{minimum} for variant={variant!r} (the "
-            f"network's minimum input); received image_size={tuple(image_size)!r}."
-        )
+            f"network's minimum input); received image_size={tuple(image_size)!r}.")
     return tuple(image_size)

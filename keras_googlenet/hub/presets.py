@@ -14,10 +14,9 @@ from keras_googlenet.hub.backbone import GoogLeNetBackbone
 from keras_googlenet.hub.classifier import GoogLeNetImageClassifier
 from keras_googlenet.hub.image_converter import GoogLeNetImageConverter
 from keras_googlenet.hub.preprocessor import GoogLeNetImageClassifierPreprocessor
+from keras_googlenet.model_card import OUTPUT_NAME, find_layer
 from keras_googlenet.preprocessing import EVAL_CROP_FRACTION
 
-PRESET_FILES = ("config.json", "model.weights.h5", "task.json", "task.weights.h5",
-                "preprocessor.json", "image_converter.json", "metadata.json")
 # The class each JSON file must describe.
 PRESET_CLASSES = {
     "config.json": GoogLeNetBackbone,
@@ -25,6 +24,8 @@ PRESET_CLASSES = {
     "preprocessor.json": GoogLeNetImageClassifierPreprocessor,
     "image_converter.json": GoogLeNetImageConverter,
 }
+PRESET_FILES = ("config.json", "model.weights.h5", "task.json", "task.weights.h5",
+                "preprocessor.json", "image_converter.json", "metadata.json")
 # Bound on |preset - source model| for the same uint8 images (probabilities or logits).
 VERIFY_MAX_ABS_DIFF = 1e-4
 VERIFY_IMAGES = 4
@@ -34,15 +35,8 @@ LOADING_NOTE = (
 )
 
 
-def image_classifier_from_googlenet(
-    model,
-    image_size=None,
-    *,
-    variant=None,
-    widths=None,
-    width_multiplier=None,
-    crop_fraction=EVAL_CROP_FRACTION,
-):
+def image_classifier_from_googlenet(model, image_size=None, *, variant=None, widths=None,
+                                    width_multiplier=None, crop_fraction=EVAL_CROP_FRACTION):
     """A `GoogLeNetImageClassifier` (with its preprocessor) holding a GoogLeNet's weights.
 
     Args:
@@ -59,16 +53,18 @@ def image_classifier_from_googlenet(
     Returns:
         A `GoogLeNetImageClassifier` whose outputs on raw uint8 images equal `model`'s on
         the same images after `keras_googlenet.preprocessing.resize_pixels`.
+
+    Raises:
+        ValueError: `model` is not a single-output GoogLeNet classifier, or its size,
+            widths or weights do not fit.
     """
     from keras_googlenet.model_card import infer_variant
 
     if not isinstance(model, keras.Model):
         raise ValueError(f"`model` must be a keras.Model; received {type(model).__name__}.")
     if isinstance(model.output, dict):
-        raise ValueError(
-            "`model` has several outputs (aux heads): pass "
-            "`keras_googlenet.inference_model(model)`."
-        )
+        raise ValueError("`model` has several outputs (aux heads): pass "
+                         "`keras_googlenet.inference_model(model)`.")
     variant = variant or infer_variant(model)
     if variant is None:
         raise ValueError(f"model {model.name!r} is not a GoogLeNet (no `conv1`/`inception_*` "
@@ -79,89 +75,75 @@ def image_classifier_from_googlenet(
         image_size = model.input_shape[1:3]
         if None in image_size:
             raise ValueError("the model takes any input size: pass `image_size`.")
-    try:
-        predictions = model.get_layer("predictions")
-    except ValueError:
-        raise ValueError(
-            f"model {model.name!r} has no `predictions` layer: build it with include_top=True."
-        ) from None
-
-    backbone = GoogLeNetBackbone(
-        variant=variant,
-        widths=widths,
-        width_multiplier=width_multiplier,
-        image_shape=(None, None, int(model.input_shape[-1])),
-        dtype="float32",
-    )
-    converter = GoogLeNetImageConverter(
-        image_size=image_size, variant=variant, crop_fraction=crop_fraction
-    )
-    dropout = next((layer.rate for layer in model.layers if layer.name == "dropout"), 0.4)
+    predictions = find_layer(model, OUTPUT_NAME)
+    if predictions is None:
+        raise ValueError(f"model {model.name!r} has no `predictions` layer: build it with "
+                         "include_top=True.")
+    backbone = GoogLeNetBackbone(variant=variant, widths=widths, width_multiplier=width_multiplier,
+                                 image_shape=(None, None, int(model.input_shape[-1])),
+                                 dtype="float32")
+    converter = GoogLeNetImageConverter(image_size=image_size, variant=variant,
+                                        crop_fraction=crop_fraction)
+    dropout = find_layer(model, "dropout")
+    activation = getattr(predictions.activation, "__name__", None)
     classifier = GoogLeNetImageClassifier(
         backbone=backbone,
         num_classes=int(predictions.units),
         preprocessor=GoogLeNetImageClassifierPreprocessor(image_converter=converter),
-        activation=_activation_name(predictions),
-        dropout=float(dropout),
+        activation=None if activation in (None, "linear") else activation,
+        dropout=float(dropout.rate if dropout is not None else 0.4),
     )
-    _copy_weights(model, [*backbone.layers, classifier.get_layer("predictions")])
+    _copy_weights(model, [*backbone.layers, classifier.get_layer(OUTPUT_NAME)])
     return classifier
 
 
-def write_preset(
-    source,
-    preset_dir,
-    *,
-    image_size=None,
-    crop_fraction=EVAL_CROP_FRACTION,
-    labels=None,
-    source_info=None,
-    verify=True,
-):
+def write_preset(source, preset_dir, *, image_size=None, crop_fraction=EVAL_CROP_FRACTION,
+                 labels=None, source_info=None, verify=True):
     """Write a KerasHub preset directory from a GoogLeNet run, `.keras` file or model.
 
     The preset is written next to `preset_dir`, checked (`check_preset`), verified, and only
-    then swapped in with one rename (`publish.replace_owned`), so a failure never leaves a
+    then swapped in with one rename (`publish.replace_owned`): a failure never leaves a
     half-written preset or replaces a good one. Files of an existing `preset_dir` that are
-    not preset files (the user's own) are kept; a `preset_dir` that is a symlink, `.`,
-    `..` or a file is refused before any work.
+    not preset files (the user's own) are kept.
 
     Args:
-        source: a training run directory (`inference.keras` or `model.keras`, with
-            `config.json` and `labels.txt`), a `.keras` file, or a `keras.Model`. Aux
-            heads are pruned and mixed precision undone (`float32_inference_model`).
+        source: a training run directory, a `.keras` file or a `keras.Model`, as for
+            `keras_googlenet.export.export_model`; aux heads are pruned and mixed precision
+            undone.
         preset_dir: the preset directory to write (its preset files replaced if it exists).
-        image_size: the converter's resize target, `(height, width)` or an int. Default:
-            the model's input size, else the run's `input_size`.
-        crop_fraction: the converter's central crop (0.875, the training pipeline's
-            evaluation transform).
+        image_size: the converter's resize target, `(height, width)` or an int; it fixes
+            the input of a model built for any size. Default: the model's input size, else
+            the run's `input_size`.
+        crop_fraction: the converter's central crop (0.875, the evaluation transform).
         labels: class names recorded in `metadata.json`; default: the run's `labels.txt`.
         source_info: a dict describing where the weights come from, recorded in
             `metadata.json` (default: the run directory, dataset and metrics).
-        verify: load the preset back through `keras_hub.models.ImageClassifier.from_preset`
-            and compare its outputs on random uint8 images with the source model's on the
-            same images after `keras_googlenet.preprocessing.resize_pixels` (bound
-            `VERIFY_MAX_ABS_DIFF`); a miss raises `ValueError` and writes nothing.
+        verify: reload the preset with `keras_hub.models.ImageClassifier.from_preset` and
+            compare its outputs on random uint8 images with the source model's on the same
+            images after `resize_pixels` (bound `VERIFY_MAX_ABS_DIFF`).
 
     Returns:
         The preset directory's absolute path.
+
+    Raises:
+        ValueError: a bad `preset_dir` (a symlink, `.`, `..` or a file: refused before any
+            work), `source` or `labels`, or a verification miss (nothing is written).
     """
     from keras_googlenet.publish import discard_stage, json_default, replace_owned
 
     preset_dir = check_preset_destination(preset_dir)
     model, card, classifier = _classifier_from_source(source, image_size, crop_fraction)
-    converter = classifier.preprocessor.image_converter
     labels = list(labels) if labels is not None else card.get("labels")
     if labels is not None and len(labels) != classifier.num_classes:
         raise ValueError(f"`labels` has {len(labels)} names for {classifier.num_classes} "
                          "classes.")
-
     parent = os.path.dirname(preset_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(preset_dir)}.tmp-")
     created = None  # everything in `tmp` is ours until the swap starts
     try:
         classifier.save_to_preset(tmp)
+        converter = classifier.preprocessor.image_converter
         verification = _verify(tmp, model, converter) if verify else None
         metadata_path = os.path.join(tmp, "metadata.json")
         with open(metadata_path, encoding="utf-8") as f:
@@ -173,9 +155,7 @@ def write_preset(
         created = set(os.listdir(tmp))
         replace_owned(tmp, preset_dir, owned=set(PRESET_FILES).__contains__)
     finally:
-        if created is None and os.path.isdir(tmp):
-            created = set(os.listdir(tmp))
-        discard_stage(tmp, created or set())
+        discard_stage(tmp, created if created is not None else set(os.listdir(tmp)))
     return preset_dir
 
 
@@ -195,30 +175,17 @@ def check_preset_destination(preset_dir):
 
 def _classifier_from_source(source, image_size, crop_fraction):
     """(float32 inference model, its card, the KerasHub classifier holding its weights)."""
-    from keras_googlenet.heads import float32_inference_model
-    from keras_googlenet.model_card import describe_source, resolve_source
+    from keras_googlenet.export.source import load_source
+    from keras_googlenet.model_card import read_run_dir
 
-    if isinstance(source, keras.Model):
-        path, run_info, model = None, {}, source
-    else:
-        path, run_info = resolve_source(source)
-        model = keras.saving.load_model(path, compile=False)
-    model = float32_inference_model(model)
-    card = describe_source(path, model, run_info if path is not None else {})
-    config_model = (run_info.get("config") or {}).get("model") or {}
-    if image_size is None:
-        image_size = card["model"]["input_size"]
-        if image_size is None:
-            raise ValueError("the model takes any input size and its run has no input_size: "
-                             "pass `image_size`.")
+    model, card = load_source(source, image_size)  # a fixed input: the converter's size
+    run_dir = card["source"]["run_dir"]
+    # The `widths` argument the run built with (the card holds the resolved ones).
+    config_model = ((read_run_dir(run_dir).get("config") or {}).get("model") or {}
+                    if run_dir else {})
     classifier = image_classifier_from_googlenet(
-        model,
-        image_size=tuple(image_size) if isinstance(image_size, list) else image_size,
-        variant=card["model"]["variant"],
-        widths=config_model.get("widths"),
-        width_multiplier=config_model.get("width_multiplier"),
-        crop_fraction=crop_fraction,
-    )
+        model, variant=card["model"]["variant"], widths=config_model.get("widths"),
+        width_multiplier=card["model"]["width_multiplier"], crop_fraction=crop_fraction)
     return model, card, classifier
 
 
@@ -228,13 +195,13 @@ def _preset_metadata(classifier, card, labels, source_info, verification):
 
     backbone = classifier.backbone
     converter = classifier.preprocessor.image_converter
+    widths = spec_lib.resolve_widths(backbone.widths, backbone.width_multiplier)
     return {
         "keras_googlenet_version": __version__,
         "loading": LOADING_NOTE,
         "variant": backbone.variant,
         "width_multiplier": backbone.width_multiplier,
-        "widths": {k: list(v) for k, v in spec_lib.resolve_widths(
-            backbone.widths, backbone.width_multiplier).items()},
+        "widths": {block: list(value) for block, value in widths.items()},
         "backbone_parameter_count": int(backbone.count_params()),
         "task_parameter_count": int(classifier.count_params()),
         "num_classes": classifier.num_classes,
@@ -258,16 +225,15 @@ def _preset_metadata(classifier, card, labels, source_info, verification):
 def write_torchvision_preset(src, preset_dir, image_size=224, verify=True):
     """Write torchvision's GoogLeNet ImageNet weights as a KerasHub preset.
 
+    The classifier returns logits, like torchvision and KerasHub's ImageNet classifiers;
+    `metadata.json` lists the 1000 ImageNet class names.
+
     Args:
-        src: torchvision's state dict (`googlenet-1378be20.pth`, which needs PyTorch to
-            read, an `.npz` of the same tensors, or a mapping), as for
-            `keras_googlenet.from_torchvision`.
+        src: torchvision's state dict, as for `keras_googlenet.weights.from_torchvision`
+            (a `.pth` needs PyTorch; an `.npz` of the same tensors or a mapping does not).
         preset_dir: the preset directory to write.
         image_size: the converter's resize target (224, torchvision's).
         verify: as in `write_preset`.
-
-    The classifier returns logits, like torchvision and KerasHub's ImageNet classifiers;
-    `metadata.json` lists the 1000 ImageNet class names.
 
     Returns:
         The preset directory's absolute path.
@@ -277,9 +243,8 @@ def write_torchvision_preset(src, preset_dir, image_size=224, verify=True):
     from keras_googlenet.weights.imagenet import torchvision_source
 
     check_preset_destination(preset_dir)  # before the port
-    model = from_torchvision(
-        src, classifier_activation=None, input_shape=(image_size, image_size, 3)
-    )
+    model = from_torchvision(src, classifier_activation=None,
+                             input_shape=(image_size, image_size, 3))
     labels = imagenet_labels() if model.output_shape[-1] == 1000 else None
     return write_preset(model, preset_dir, image_size=image_size, labels=labels,
                         source_info=torchvision_source(src), verify=verify)
@@ -289,9 +254,9 @@ def check_preset(preset_dir):
     """Check that a local directory is a complete, consistent GoogLeNet preset.
 
     Every file of `PRESET_FILES` must be there; each JSON file must describe this package's
-    class for its role (not another architecture's), and the backbone, the task's backbone,
-    the image converter and `metadata.json` must agree on the variant and widths. Weights
-    are checked when loaded (`GoogLeNetBackbone.load_weights` names a mismatch).
+    class for its role, and the backbone, the task's backbone, the image converter and
+    `metadata.json` must agree on the variant and widths. Weights are checked when loaded
+    (`GoogLeNetBackbone.load_weights` names a mismatch).
 
     Args:
         preset_dir: path of a local preset directory.
@@ -313,24 +278,15 @@ def check_preset(preset_dir):
         raise FileNotFoundError(
             f"KerasHub preset {preset_dir!r} lacks {', '.join(missing)}; a GoogLeNet preset "
             f"has {', '.join(PRESET_FILES)} (write one with `googlenet-export RUN --formats "
-            "keras-hub --out DIR` or `keras_googlenet.hub.write_preset`)."
-        )
-    configs = {}
-    for name in (*PRESET_CLASSES, "metadata.json"):
-        try:
-            with open(os.path.join(preset_dir, name), encoding="utf-8") as f:
-                configs[name] = json.load(f)
-        except ValueError as error:
-            raise ValueError(f"{name} of preset {preset_dir!r} is not valid JSON: {error}") \
-                from error
+            "keras-hub --out DIR` or `keras_googlenet.hub.write_preset`).")
+    configs = {name: _read_json(preset_dir, name) for name in (*PRESET_CLASSES, "metadata.json")}
     for name, cls in PRESET_CLASSES.items():
         expected = keras.saving.get_registered_name(cls)
         found = configs[name].get("registered_name") if isinstance(configs[name], dict) else None
         if found != expected:
             raise ValueError(
                 f"{name} of preset {preset_dir!r} describes {found!r}, not {expected!r}: the "
-                "file comes from another architecture (or the directory mixes presets)."
-            )
+                "file comes from another architecture (or the directory mixes presets).")
     backbone = configs["config.json"]["config"]
     task_backbone = configs["task.json"]["config"].get("backbone", {}).get("config", {})
     metadata = configs["metadata.json"]
@@ -343,17 +299,17 @@ def check_preset(preset_dir):
         if value != backbone.get(key):
             raise ValueError(
                 f"{name} has {key}={value!r} but config.json has {key}={backbone.get(key)!r} "
-                f"in preset {preset_dir!r}: the files come from different models."
-            )
+                f"in preset {preset_dir!r}: the files come from different models.")
     return metadata
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-def _activation_name(layer):
-    name = getattr(layer.activation, "__name__", None)
-    return None if name in (None, "linear") else name
+def _read_json(preset_dir, name):
+    try:
+        with open(os.path.join(preset_dir, name), encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError as error:
+        raise ValueError(f"{name} of preset {preset_dir!r} is not valid JSON: {error}") \
+            from error
 
 
 def _infer_width_multiplier(model, widths):
@@ -361,18 +317,16 @@ def _infer_width_multiplier(model, widths):
     from keras_googlenet.model_card import infer_widths
 
     conv1 = int(model.get_layer("conv1_conv").filters)
-    if conv1 == spec_lib.STEM_WIDTHS["conv1"]:
-        return 1.0
     multiplier = conv1 / spec_lib.STEM_WIDTHS["conv1"]
-    found = infer_widths(model)
+    if multiplier == 1.0:
+        return 1.0
     expected = {k: list(v) for k, v in spec_lib.resolve_widths(widths, multiplier).items()}
-    if found != expected:
+    if infer_widths(model) != expected:
         raise ValueError(
             f"cannot tell the width multiplier of model {model.name!r} (conv1 has {conv1} "
             "filters and the blocks do not follow Table 1 scaled alike): pass "
             "`width_multiplier` and `widths`, or export from the run directory, whose "
-            "config.json records them."
-        )
+            "config.json records them.")
     return multiplier
 
 
@@ -387,8 +341,7 @@ def _copy_weights(source, layers):
             raise ValueError(
                 f"layer {layer.name!r} has weights {found} in the source model but {shapes} "
                 "in the preset's architecture: check `variant`, `widths` and "
-                "`width_multiplier`."
-            )
+                "`width_multiplier`.")
         layer.set_weights(origin.get_weights())
     if weighted:
         raise ValueError(f"the source model has layers the preset does not: {sorted(weighted)}.")
@@ -401,19 +354,17 @@ def _verify(preset_dir, model, converter):
     from keras_googlenet.preprocessing import resize_pixels
 
     height, width = converter.image_size
-    rng = np.random.default_rng(0)
     # Not the model's size, so that the crop and the resize both run.
-    images = rng.integers(0, 256, (VERIFY_IMAGES, height + 9, width + 5, 3), dtype="uint8")
+    images = np.random.default_rng(0).integers(
+        0, 256, (VERIFY_IMAGES, height + 9, width + 5, 3), dtype="uint8")
     loaded = keras_hub.models.ImageClassifier.from_preset(preset_dir)
-    got = loaded.predict(images, verbose=0)
+    got = np.asarray(loaded.predict(images, verbose=0))
     inputs = np.stack([resize_pixels(image, (height, width), converter.crop_fraction)
                        for image in images])
-    want = model.predict(inputs, verbose=0)
-    diff = float(np.max(np.abs(np.asarray(got) - want)))
+    diff = float(np.max(np.abs(got - model.predict(inputs, verbose=0))))
     if not diff <= VERIFY_MAX_ABS_DIFF:
         raise ValueError(
             f"the preset's outputs differ from the source model's by {diff:.3g} (bound "
-            f"{VERIFY_MAX_ABS_DIFF}) on the same images; nothing was written."
-        )
+            f"{VERIFY_MAX_ABS_DIFF}) on the same images; nothing was written.")
     return {"max_abs_diff": diff, "images": VERIFY_IMAGES, "bound": VERIFY_MAX_ABS_DIFF,
             "loaded_with": "keras_hub.models.ImageClassifier.from_preset"}

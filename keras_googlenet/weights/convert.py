@@ -12,7 +12,7 @@ import numpy as np
 from keras_googlenet.googlenet import GoogLeNet
 from keras_googlenet.layers import portable_model
 from keras_googlenet.model_card import card_path_for, describe_source
-from keras_googlenet.paths import child_path
+from keras_googlenet.paths import child_path, writable_destination
 from keras_googlenet.preprocessing import imagenet_labels
 from keras_googlenet.publish import atomic_path
 from keras_googlenet.weights.imagenet import torchvision_source
@@ -22,18 +22,12 @@ from keras_googlenet.weights.state_dict import load_state_dict, save_state_dict_
 __all__ = ["check_output", "convert_torchvision", "from_torchvision"]
 
 
-def from_torchvision(
-    src,
-    include_aux=False,
-    *,
-    include_top=True,
-    input_shape=None,
-    pooling=None,
-    classifier_activation="softmax",
-    name="googlenet",
-    return_report=False,
-):
+def from_torchvision(src, include_aux=False, *, include_top=True, input_shape=None, pooling=None,
+                     classifier_activation="softmax", name="googlenet", return_report=False):
     """A `GoogLeNet(variant="torchvision")` with torchvision's GoogLeNet weights.
+
+    Expects inputs from `preprocess_input(x, variant="torchvision")` ([-1, 1]): torchvision's
+    `transform_input=True` is folded into that scaling.
 
     Args:
         src: torchvision's state dict: a `.pth`/`.pt` file (needs PyTorch), a NumPy `.npz`
@@ -50,19 +44,17 @@ def from_torchvision(
         name: the model's name.
         return_report: also return the `PortReport`.
 
-    Expects inputs from `preprocess_input(x, variant="torchvision")` ([-1, 1]): torchvision's
-    `transform_input=True` is folded into that scaling.
-
     Returns:
         the Keras model, or `(model, report)` with `return_report=True`.
+
+    Raises:
+        ValueError: `src` does not hold GoogLeNet's tensors (each offending one named).
     """
     state = load_state_dict(src)
-    classes = 1000
-    if include_top:
-        if "fc.weight" not in state:
-            raise ValueError("the torchvision state dict lacks tensor 'fc.weight' (the "
-                             "classifier); pass include_top=False for the backbone only.")
-        classes = int(np.shape(state["fc.weight"])[0])
+    if include_top and "fc.weight" not in state:
+        raise ValueError("the torchvision state dict lacks tensor 'fc.weight' (the "
+                         "classifier); pass include_top=False for the backbone only.")
+    classes = int(np.shape(state["fc.weight"])[0]) if include_top else 1000
     model = GoogLeNet(include_top=include_top, input_shape=input_shape, pooling=pooling,
                       classes=classes, classifier_activation=classifier_activation,
                       include_aux=include_aux, variant="torchvision", name=name)
@@ -71,12 +63,14 @@ def from_torchvision(
 
 
 def convert_torchvision(src, out, include_aux=False, input_size=224):
-    """Convert torchvision's weights into a file; returns `(out, report)`.
+    """Convert torchvision's weights into a file; returns `(out, report)` (report None for
+    an `.npz`).
 
     `out` ending in `.weights.h5`: the weights of `GoogLeNet(variant="torchvision",
     include_aux=include_aux)` (load them with `weights=out`); `.keras`: the whole inference
-    model with a model card `<out>.json` (ImageNet labels, preprocessing) for
+    model at `input_size` with a model card `<out>.json` (ImageNet labels, preprocessing) for
     `googlenet-predict`; `.npz`: the state dict as NumPy arrays, readable without PyTorch.
+    A bad `out` raises `ValueError` (`check_output`) before anything is read.
     """
     out = check_output(out, include_aux)
     lowered = out.lower()
@@ -103,7 +97,8 @@ def convert_torchvision(src, out, include_aux=False, input_size=224):
 
 def check_output(out, include_aux=False):
     """`out` as `convert_torchvision` writes it, or a `ValueError` naming it: a known
-    suffix, a plain file name inside its folder (not a link there), not a directory."""
+    suffix, a plain file name inside a folder that can be written (not a link there), not a
+    directory."""
     if not isinstance(out, (str, os.PathLike)):
         raise ValueError(f"`out` must be a file path; received {out!r}.")
     out = os.fspath(out)
@@ -114,9 +109,7 @@ def check_output(out, include_aux=False):
                          "model card) or '.npz' (the state dict as NumPy arrays).")
     if os.path.isdir(out):
         raise ValueError(f"output {out!r} is a directory; give a file name.")
-    parent = os.path.dirname(out)
-    if parent and os.path.exists(parent) and not os.path.isdir(parent):
-        raise ValueError(f"output {out!r}: {parent!r} is a file, not a directory.")
+    writable_destination(os.path.dirname(out) or os.curdir, "out", "OUT")
     if lowered.endswith(".keras") and include_aux:
         raise ValueError("a '.keras' output is the deployable main-head model; drop --aux.")
     return out

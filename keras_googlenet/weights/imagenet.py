@@ -5,10 +5,12 @@ function that builds the main-head model the cache file holds."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import urllib.request
 import warnings
 
+from keras_googlenet.layers import load_weights_or_explain
 from keras_googlenet.model_card import find_layer
 from keras_googlenet.paths import child_path
 from keras_googlenet.publish import atomic_path
@@ -39,11 +41,6 @@ _IMAGENET_WEIGHTS_HELP = (
     "from scratch, or the path of a '.weights.h5' file saved from a GoogLeNet built with "
     "the same arguments."
 )
-
-# What `model.load_weights` raises for a file that does not fit the model (Keras: ValueError
-# naming the objects it could not load; h5py: KeyError for a missing group, OSError for a
-# file that is not HDF5).
-_WEIGHTS_FILE_ERRORS = (ValueError, KeyError, OSError)
 
 
 def cache_dir():
@@ -95,68 +92,61 @@ def _missing_weights_message(path):
 
 
 def _torch_available():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("torch") is not None
 
 
-def _download(url, dest, sha256_prefix=TORCHVISION_SHA256_PREFIX, timeout=60):
-    """Download `url` to `dest`, checking torchvision's sha256 prefix; `dest` appears only
-    complete and checked."""
+def _download(dest):
+    """Download torchvision's file to `dest`, which appears only complete and checked
+    against the sha256 prefix in its name."""
     digest = hashlib.sha256()
     with atomic_path(dest, suffix=".part") as tmp, open(tmp, "wb") as f, \
-            urllib.request.urlopen(url, timeout=timeout) as response:
+            urllib.request.urlopen(TORCHVISION_URL, timeout=60) as response:
         while chunk := response.read(1 << 20):
             digest.update(chunk)
             f.write(chunk)
-        if not digest.hexdigest().startswith(sha256_prefix):
-            raise ValueError(f"downloaded {url} has sha256 {digest.hexdigest()[:16]}..., "
-                             f"expected a hash starting {sha256_prefix}.")
-    return dest
+        if not digest.hexdigest().startswith(TORCHVISION_SHA256_PREFIX):
+            raise ValueError(f"downloaded {TORCHVISION_URL} has sha256 "
+                             f"{digest.hexdigest()[:16]}..., expected a hash starting "
+                             f"{TORCHVISION_SHA256_PREFIX}.")
 
 
-def _convert_into_cache(src, path, build_reference):
-    """Port the state dict `src` onto the main-head model and save its weights at `path`:
-    the cache holds the file only once it is completely written."""
+def _convert_into_cache(src, build_reference):
+    """Port the state dict `src` onto the main-head model and save its weights in the cache,
+    which holds the file only once it is completely written."""
     model = build_reference()
     port_state_dict(model, src)
-    path = cache_file(os.path.basename(path))
+    path = cache_file(IMAGENET_WEIGHTS_FILE)
     with atomic_path(path, suffix=".weights.h5") as tmp:
         model.save_weights(tmp)
     return path
 
 
-def ensure_imagenet_weights(build_reference, download=None):
+def ensure_imagenet_weights(build_reference):
     """The path of the converted ImageNet weights, converting or downloading them first if
-    needed, in the order docs/weights.md gives; a `ValueError` naming the conversion
-    command if there is no way.
+    needed, in the order docs/weights.md gives (a download only with PyTorch installed and
+    `$KERAS_GOOGLENET_OFFLINE` unset); a `ValueError` naming the conversion command if
+    there is no way.
 
     Args:
         build_reference: a function returning a new main-head
             `GoogLeNet(variant="torchvision")`, the model a conversion ports onto.
-        download: allow the download (default: PyTorch installed and not offline).
     """
     path = os.path.join(cache_dir(), IMAGENET_WEIGHTS_FILE)
     if os.path.isfile(path):
         return path
     cache_file(IMAGENET_WEIGHTS_FILE)  # a cache directory that is a file: say so first
-    directory = cache_dir()
-    npz = os.path.join(directory, TORCHVISION_FILE[:-4] + ".npz")
-    pth = os.path.join(directory, TORCHVISION_FILE)
+    pth = os.path.join(cache_dir(), TORCHVISION_FILE)
+    npz = pth[:-len(".pth")] + ".npz"
     for candidate in (npz, pth):
         if os.path.isfile(candidate) and (candidate == npz or _torch_available()):
-            return _convert_into_cache(candidate, path, build_reference)
-    if download is None:
-        download = not os.environ.get(OFFLINE_ENV) and _torch_available()
-    if download:
+            return _convert_into_cache(candidate, build_reference)
+    if not os.environ.get(OFFLINE_ENV) and _torch_available():
         try:
-            _download(TORCHVISION_URL, cache_file(TORCHVISION_FILE))
+            _download(cache_file(TORCHVISION_FILE))
         except OSError as error:  # no network, proxy, disk: fall through to the help
             raise ValueError(f"could not download {TORCHVISION_URL} ({error}). "
                              + _missing_weights_message(path)) from error
-        return _convert_into_cache(pth, path, build_reference)
+        return _convert_into_cache(pth, build_reference)
     if os.path.isfile(pth):
         raise ValueError(f"found {pth!r} but reading it needs PyTorch: `pip install "
                          "'keras-googlenet[torch]'`, or put its '.npz' (converted where PyTorch is "
@@ -164,29 +154,11 @@ def ensure_imagenet_weights(build_reference, download=None):
     raise ValueError(_missing_weights_message(path))
 
 
-def _check_imagenet_arguments(variant, include_top, classes, widths, width_multiplier):
-    """`ValueError` unless the model can take the ported ImageNet weights."""
-    if variant != "torchvision":
-        raise ValueError(
-            f"`weights='imagenet'` needs variant='torchvision'; received variant={variant!r}. "
-            + _IMAGENET_WEIGHTS_HELP
-        )
-    if widths is not None or width_multiplier != 1.0:
-        raise ValueError("`weights='imagenet'` needs the standard widths (widths=None, "
-                         f"width_multiplier=1.0); received widths={widths!r}, "
-                         f"width_multiplier={width_multiplier!r}.")
-    if include_top and classes != 1000:
-        raise ValueError("`weights='imagenet'` with include_top=True needs classes=1000; received "
-                         f"classes={classes!r}. Use include_top=False for a backbone.")
-
-
 def _load_converted(model, path):
-    try:
-        model.load_weights(path)
-    except _WEIGHTS_FILE_ERRORS as error:
-        raise ValueError(f"{path!r} is not a converted main-head GoogLeNet(variant='torchvision') "
-                         f"weights file ({error}). Delete it and rerun `{CONVERT_COMMAND} "
-                         f"{TORCHVISION_FILE} {path}`.") from error
+    load_weights_or_explain(
+        lambda: model.load_weights(path),
+        f"{path!r} is not a converted main-head GoogLeNet(variant='torchvision') weights "
+        f"file: delete it and rerun `{CONVERT_COMMAND} {TORCHVISION_FILE} {path}`.")
 
 
 def load_imagenet_weights(model, variant, include_top, classes, build_reference, widths=None,
@@ -195,9 +167,19 @@ def load_imagenet_weights(model, variant, include_top, classes, build_reference,
 
     Called by `GoogLeNet(weights="imagenet")`, which passes `build_reference` (see
     `ensure_imagenet_weights`). The aux heads (not pretrained anywhere) keep their random
-    initialization, with a warning.
+    initialization, with a warning. A model that cannot take the weights (another variant,
+    widths, class count or input channels) raises `ValueError`.
     """
-    _check_imagenet_arguments(variant, include_top, classes, widths, width_multiplier)
+    if variant != "torchvision":
+        raise ValueError(f"`weights='imagenet'` needs variant='torchvision'; received "
+                         f"variant={variant!r}. {_IMAGENET_WEIGHTS_HELP}")
+    if widths is not None or width_multiplier != 1.0:
+        raise ValueError("`weights='imagenet'` needs the standard widths (widths=None, "
+                         f"width_multiplier=1.0); received widths={widths!r}, "
+                         f"width_multiplier={width_multiplier!r}.")
+    if include_top and classes != 1000:
+        raise ValueError("`weights='imagenet'` with include_top=True needs classes=1000; received "
+                         f"classes={classes!r}. Use include_top=False for a backbone.")
     if model.get_layer("conv1_conv").kernel.shape[2] != 3:
         raise ValueError("`weights='imagenet'` needs 3 input channels (RGB).")
     path = ensure_imagenet_weights(build_reference)
@@ -208,18 +190,15 @@ def load_imagenet_weights(model, variant, include_top, classes, build_reference,
     reference = build_reference()
     _load_converted(reference, path)
     untrained = []
-    for layer in model.layers:
-        if not layer.weights:
-            continue
+    for layer in (layer for layer in model.layers if layer.weights):
         source = find_layer(reference, layer.name)
         if source is None:
             untrained.append(layer.name)
-            continue
-        layer.set_weights(source.get_weights())
+        else:
+            layer.set_weights(source.get_weights())
     if untrained:
         warnings.warn(
             "The auxiliary heads have no ImageNet weights (torchvision's are not pretrained "
             f"either): {', '.join(untrained)} keep their random initialization; train them.",
-            stacklevel=3,
-        )
+            stacklevel=3)
     return path

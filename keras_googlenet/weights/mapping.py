@@ -24,6 +24,8 @@ _BRANCHES = tuple(zip(
 _BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
 _IGNORED = ("num_batches_tracked",)  # BN's training step counter: nothing to port
 _HEADS = tuple(spec_lib.AUX_TAPS)  # ("aux1", "aux2"), torchvision's names too
+# The axes of a Keras kernel in torchvision's order: OIHW from HWIO, (out, in) from (in, out).
+_CONV_AXES, _DENSE_AXES = (3, 2, 0, 1), (1, 0)
 
 
 @dataclasses.dataclass
@@ -59,14 +61,6 @@ def _conv_blocks(include_aux):
     return blocks
 
 
-def _conv_to_keras(array):
-    return np.transpose(array, (2, 3, 1, 0))  # OIHW -> HWIO
-
-
-def _dense_to_keras(array):
-    return np.transpose(array)  # (out, in) -> (in, out)
-
-
 def _flattened_dense_to_keras(channels, height, width):
     """torchvision flattens NCHW (c, h, w); Keras flattens NHWC (h, w, c)."""
 
@@ -79,45 +73,29 @@ def _flattened_dense_to_keras(channels, height, width):
     return convert
 
 
-def _keras_shape_to_torch(kind, shape):
-    """The torchvision shape a Keras variable of `shape` needs (for error messages)."""
-    if kind == "conv":
-        return (shape[3], shape[2], shape[0], shape[1])
-    if kind == "dense":
-        return (shape[1], shape[0])
-    return tuple(shape)
+def _dense(torch_prefix, layer, convert=None):
+    return [(f"{torch_prefix}.weight", layer.kernel, _DENSE_AXES, convert),
+            (f"{torch_prefix}.bias", layer.bias, None, None)]
 
 
 def _weight_plan(model):
-    """[(torch name, keras variable, converter, kind)] for every weight of `model`."""
+    """[(torch name, Keras variable, its `_CONV_AXES`/`_DENSE_AXES` or None, a conversion
+    other than that transpose or None)] for every weight of `model`."""
     has_top = find_layer(model, OUTPUT_NAME) is not None
     has_aux = find_layer(model, "aux1_fc") is not None
     plan = []
     for torch_prefix, keras_name in _conv_blocks(has_aux):
         conv = model.get_layer(f"{keras_name}_conv")
-        bn = model.get_layer(f"{keras_name}_bn")
-        plan.append((f"{torch_prefix}.conv.weight", conv.kernel, _conv_to_keras, "conv"))
-        for torch_name, variable in zip(_BN_TENSORS, bn.weights, strict=True):
-            plan.append((f"{torch_prefix}.bn.{torch_name}", variable, None, "bn"))
-    if has_aux:
-        for head in _HEADS:
-            flat_shape = model.get_layer(f"{head}_flatten").input.shape[1:]
-            height, width, channels = (int(d) for d in flat_shape)
-            fc1 = model.get_layer(f"{head}_fc")
-            fc2 = model.get_layer(f"{head}_predictions")
-            plan += [
-                (f"{head}.fc1.weight", fc1.kernel,
-                 _flattened_dense_to_keras(channels, height, width), "dense"),
-                (f"{head}.fc1.bias", fc1.bias, None, "bias"),
-                (f"{head}.fc2.weight", fc2.kernel, _dense_to_keras, "dense"),
-                (f"{head}.fc2.bias", fc2.bias, None, "bias"),
-            ]
+        plan.append((f"{torch_prefix}.conv.weight", conv.kernel, _CONV_AXES, None))
+        plan += [(f"{torch_prefix}.bn.{torch_name}", variable, None, None) for torch_name, variable
+                 in zip(_BN_TENSORS, model.get_layer(f"{keras_name}_bn").weights, strict=True)]
+    for head in _HEADS if has_aux else ():
+        height, width, channels = model.get_layer(f"{head}_flatten").input.shape[1:]
+        plan += _dense(f"{head}.fc1", model.get_layer(f"{head}_fc"),
+                       _flattened_dense_to_keras(int(channels), int(height), int(width)))
+        plan += _dense(f"{head}.fc2", model.get_layer(f"{head}_predictions"))
     if has_top:
-        fc = model.get_layer(OUTPUT_NAME)
-        plan += [
-            ("fc.weight", fc.kernel, _dense_to_keras, "dense"),
-            ("fc.bias", fc.bias, None, "bias"),
-        ]
+        plan += _dense("fc", model.get_layer(OUTPUT_NAME))
     return plan, has_top, has_aux
 
 
@@ -146,8 +124,8 @@ def port_state_dict(model, state_dict):
     plan, has_top, has_aux = _weight_plan(model)
     _check_none_missing(plan, state)
     skipped = _leftovers(state, {name for name, *_ in plan}, has_top, has_aux)
-    values = [(variable, _keras_value(name, state[name], variable, convert, kind))
-              for name, variable, convert, kind in plan]
+    values = [(variable, _keras_value(name, state[name], variable, axes, convert))
+              for name, variable, axes, convert in plan]
     assigned = {variable.path: name for (name, variable, *_) in plan}
     if unassigned := [w.path for w in model.weights if w.path not in assigned]:
         raise ValueError(f"no torchvision tensor for Keras weight(s) {_names(unassigned)}: the "
@@ -158,12 +136,9 @@ def port_state_dict(model, state_dict):
 
 
 def _check_none_missing(plan, state):
-    missing = [name for name, *_ in plan if name not in state]
-    if missing:
-        hint = ""
-        if all(n.startswith(_HEADS) for n in missing):
-            hint = (" The source has no auxiliary heads (saved with aux_logits=False?): "
-                    "build without include_aux.")
+    if missing := [name for name, *_ in plan if name not in state]:
+        hint = (" The source has no auxiliary heads (saved with aux_logits=False?): build "
+                "without include_aux.") if all(n.startswith(_HEADS) for n in missing) else ""
         raise ValueError(f"the torchvision state dict lacks {len(missing)} tensor(s) the Keras "
                          f"model needs: {_names(missing)}.{hint}")
 
@@ -190,20 +165,22 @@ def _leftovers(state, planned, has_top, has_aux):
     return skipped
 
 
-def _keras_value(name, tensor, variable, convert, kind):
+def _keras_value(name, tensor, variable, axes, convert):
     """torchvision tensor `name` as the float32 value of Keras `variable`, checked."""
     array = np.asarray(tensor)
     if not np.issubdtype(array.dtype, np.floating):
         raise ValueError(f"tensor {name!r} has dtype {array.dtype}; expected floating point "
                          "values.")
     expected = tuple(int(d) for d in variable.shape)
-    source_shape = _keras_shape_to_torch(kind, expected)
+    source_shape = expected if axes is None else tuple(expected[axis] for axis in axes)
     if tuple(array.shape) != source_shape:
         raise ValueError(f"tensor {name!r} has shape {tuple(array.shape)}; Keras weight "
                          f"{variable.path!r} {expected} needs {source_shape}.")
     array = array.astype("float32")
     if convert is not None:
         array = convert(array)
+    elif axes is not None:
+        array = np.transpose(array, np.argsort(axes))  # torchvision's layout -> Keras'
     if not np.all(np.isfinite(array)):
         raise ValueError(f"tensor {name!r} has non-finite values.")
     return array

@@ -175,6 +175,7 @@ def _export(args):
         check_int8_float_layers,
         validate_export_arguments,
     )
+    from keras_googlenet.export.source import is_quantize_aware_source
     from keras_googlenet.export.verify import check_max_accuracy_drop
 
     check_destination(args.source, args.out, args.name)
@@ -182,7 +183,8 @@ def _export(args):
     # Fail on usage errors before loading any data.
     formats = validate_export_arguments(
         args.formats, args.calibration_data, args.calibration_steps, args.int8_io,
-        args.opset, args.verification_samples)
+        args.opset, args.verification_samples,
+        learned_ranges=is_quantize_aware_source(args.source))
     check_max_accuracy_drop(args.max_accuracy_drop)
     check_int8_float_layers(args.int8_float_layers, formats, args.int8_io)
     calibration = verification = None

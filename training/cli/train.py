@@ -67,7 +67,8 @@ def build_parser():
                        help="BatchNorm moving-average momentum (0.9 suits short runs)")
 
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=8)
+    opt.add_argument("--epochs", type=int, default=8,
+                     help="float epochs; 0 with --qat-epochs and --init-weights: QAT alone")
     opt.add_argument("--batch-size", type=int, default=64, help="per replica")
     opt.add_argument("--steps-per-epoch", type=int, default=None,
                      help="cap on steps per epoch (default: one pass over the data)")
@@ -83,6 +84,14 @@ def build_parser():
                      help="Polyak averaging of weights, used for evaluation and export")
     opt.add_argument("--ema-momentum", type=float, default=None,
                      help="default: averages about the last 5%% of the steps")
+
+    qat = p.add_argument_group("quantization-aware training (docs/training.md)")
+    qat.add_argument("--qat-epochs", type=int, default=0,
+                     help="fine-tune N more epochs with fake int8 quantization after the "
+                     "float epochs; writes qat.keras for googlenet-export's tflite-int8")
+    qat.add_argument("--qat-learning-rate", type=float, default=None,
+                     help="peak learning rate of the QAT epochs (default: 0.1 x "
+                     "--learning-rate)")
 
     dist = p.add_argument_group("hardware")
     dist.add_argument("--precision", default="auto", choices=PRECISIONS,
@@ -170,9 +179,10 @@ def main(argv=None):
 
 def _interrupted(error, config):
     done = getattr(error, "epochs_completed", 0)
+    total = config.epochs + config.qat_epochs
     kept = (" The finished run it was to replace is unchanged."
             if getattr(error, "replacing", False) else "")
-    print(f"interrupted after epoch {done} of {config.epochs}; run the same command to "
+    print(f"interrupted after epoch {done} of {total}; run the same command to "
           f"resume.{kept}" if done else "interrupted before the first epoch was backed up; "
           f"run the same command to start again.{kept}", file=sys.stderr)
     # A `TrainingInterrupted` says whether a SIGTERM stopped training; else the error does.

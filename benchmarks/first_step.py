@@ -1,0 +1,110 @@
+"""What the first training step of the digits main job costs, and what cuts it (#21).
+
+    python benchmarks/first_step.py [--settings default,no-grappler,...] [--steps 6]
+
+Each setting runs in its own process (graph options must be set before anything is traced):
+the main job's model (`v1_bn`, 80 px, aux heads, batch 64, Adam with EMA, fp32), timed as
+
+- build: `GoogLeNet(...)` and `compile_googlenet`;
+- first train / eval step: the first `train_on_batch` / `test_on_batch`, i.e. tracing the
+  step function, Grappler's graph optimisation, oneDNN's primitive creation and one step;
+- steady train / eval step: the median of the next `--steps` calls.
+
+Prints a markdown table; "first epoch / steady" estimates the main job's epoch-1 ratio from
+these parts (23 training steps, 6 validation steps per epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+TRAIN_STEPS, EVAL_STEPS = 23, 6  # digits: 1,438 training and 359 validation images, batch 64
+
+# setting -> (build the optimizer before the first step?, Grappler options), the options
+# being tf.config.optimizer.set_experimental_options keys. "keras" is plain `model.compile`,
+# which leaves the optimizer's slots to be created while the first step is traced.
+SETTINGS = {
+    "keras": (False, {}),
+    "default": (True, {}),  # compile_googlenet builds the optimizer up front
+    "no-grappler": (True, {"disable_meta_optimizer": True}),
+    "no-layout": (True, {"layout_optimizer": False}),
+    "no-constfold": (True, {"constant_folding": False}),
+    "no-arith+dep": (True, {"arithmetic_optimization": False, "dependency_optimization": False}),
+}
+
+
+def measure(setting, steps):
+    import numpy as np
+    import tensorflow as tf
+
+    prebuilt, options = SETTINGS[setting]
+    tf.config.optimizer.set_experimental_options(options)
+    import keras
+
+    import keras_googlenet as kg
+
+    keras.utils.set_random_seed(0)
+    start = time.perf_counter()
+    model = kg.GoogLeNet(variant="v1_bn", input_shape=(80, 80, 3), classes=10,
+                         include_aux=True)
+    kg.compile_googlenet(model, optimizer=keras.optimizers.Adam(2e-3, use_ema=True))
+    if not prebuilt:  # the same losses and metrics, with a new optimizer left unbuilt
+        model.compile(keras.optimizers.Adam(2e-3, use_ema=True), loss=model.loss,
+                      loss_weights=model.loss_weights,
+                      metrics={h: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+                               for h in model.output})
+    build = time.perf_counter() - start
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (64, 80, 80, 3)).astype("float32")
+    y = kg.head_targets(model, rng.integers(0, 10, 64))
+
+    def timed(call):
+        start = time.perf_counter()
+        call()
+        return time.perf_counter() - start
+
+    first_train = timed(lambda: model.train_on_batch(x, y))
+    train = float(np.median([timed(lambda: model.train_on_batch(x, y)) for _ in range(steps)]))
+    first_eval = timed(lambda: model.test_on_batch(x, y))
+    evaluate = float(np.median([timed(lambda: model.test_on_batch(x, y))
+                                for _ in range(steps)]))
+    return {"build": build, "first_train": first_train, "train": train,
+            "first_eval": first_eval, "eval": evaluate}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(measure(args.child, args.steps)))
+        return 0
+    settings = args.settings.split(",")
+    if unknown := sorted(set(settings) - set(SETTINGS)):
+        parser.error(f"--settings: unknown {unknown}; choose from {sorted(SETTINGS)}")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    print("| setting | build s | first train step s | steady train step s | first eval step s "
+          "| steady eval step s | first epoch / steady |")
+    print("|---|---|---|---|---|---|---|")
+    for setting in settings:
+        out = subprocess.run([sys.executable, __file__, "--child", setting, "--steps",
+                              str(args.steps)], env=env, capture_output=True, text=True,
+                             check=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        steady = TRAIN_STEPS * r["train"] + EVAL_STEPS * r["eval"]
+        first = (r["first_train"] + (TRAIN_STEPS - 1) * r["train"] + r["first_eval"]
+                 + (EVAL_STEPS - 1) * r["eval"])
+        print(f"| {setting} | {r['build']:.1f} | {r['first_train']:.1f} | {r['train']:.2f} "
+              f"| {r['first_eval']:.1f} | {r['eval']:.2f} | {first / steady:.2f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
