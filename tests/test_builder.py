@@ -66,6 +66,7 @@ def test_feature_taps_build_a_multi_scale_extractor():
     assert out["inception_5b"].shape == (1, 2, 2, 1024)
 
 
+@pytest.mark.slow
 def test_variant_options_show_in_the_layers():
     kernel = {v: GoogLeNet(variant=v, include_top=False, input_shape=(64, 64, 3))
               .get_layer("inception_3a_5x5_conv").kernel.shape[0] for v in PARAMS}
@@ -234,6 +235,7 @@ def test_incompatible_input_tensor_is_rejected():
         GoogLeNet(input_tensor=keras.Input((96, 3)))
 
 
+@pytest.mark.slow
 def test_weights_file_round_trips_and_mismatches_are_explained(tmp_path):
     model = GoogLeNet(variant="v1_bn", input_shape=(64, 64, 3), classes=3)
     path = tmp_path / "g.weights.h5"

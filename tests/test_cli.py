@@ -23,6 +23,7 @@ def test_help_states_each_default_once(module):
     assert not repeated, repeated
 
 
+@pytest.mark.slow
 def test_start_shows_no_tensorflow_noise_but_our_error():
     """A newcomer's first failing command: one line, ours; no oneDNN, cpu_feature_guard,
     cudart or cuInit lines before it."""

@@ -292,6 +292,7 @@ def test_int8_io_uint8_logits_model_without_validation_images(tmp_path, digits):
             ("top1_agreement", False), ("accuracy_drop", False)]
 
 
+@pytest.mark.slow
 def test_a_model_for_any_input_size_is_fixed_by_input_size():
     model = GoogLeNet(variant="v1_bn", input_shape=(None, None, 3), classes=5,
                       width_multiplier=0.25)
@@ -384,6 +385,7 @@ def test_dataset_images_are_prepared_as_the_training_pipeline_evaluates_them():
     np.testing.assert_array_equal(y, labels.numpy())
 
 
+@pytest.mark.slow
 def test_cli_loads_the_keras_file_once(tmp_path, monkeypatch, capsys):
     from keras_googlenet_training.cli.export import main
 
@@ -403,6 +405,7 @@ def test_cli_loads_the_keras_file_once(tmp_path, monkeypatch, capsys):
     assert os.path.isdir(tmp_path / "out" / "googlenet_savedmodel")
 
 
+@pytest.mark.slow
 def test_cli_keras_hub_preset_takes_labels_and_name(tmp_path, capsys):
     pytest.importorskip("keras_hub")
     from keras_googlenet_training.cli.export import main

@@ -97,6 +97,7 @@ def test_default_bounds_are_accuracy_drops_in_points():
         **dict.fromkeys(floats, 0.1), "tflite-dynamic": 1.0, "tflite-int8": 1.0}
 
 
+@pytest.mark.slow
 def test_flipped_near_ties_keep_the_accuracy_and_pass(verify_as_int8):
     figures = verify_as_int8("near ties flipped")
     assert figures["top1_agreement"] < 0.99  # refused by the agreement bound before #19
@@ -121,6 +122,7 @@ def test_without_labels_agreement_counts_only_confident_images(verify_as_int8):
     assert _check(figures, "accuracy_drop")["note"] == "no labels"
 
 
+@pytest.mark.slow
 def test_random_inputs_enforce_neither_accuracy_nor_agreement(verify_as_int8):
     figures = verify_as_int8("classes shifted", "random")
     assert figures["data"] == "random" and figures["passed"]

@@ -56,6 +56,7 @@ def test_the_core_dependencies_are_tensorflow_keras_and_numpy():
     assert "keras-googlenet[all]" in extras["dev"]
 
 
+@pytest.mark.slow
 def test_googlenet_builds_saves_and_reloads_without_any_extra(tmp_path):
     result = _run(EXTRA_MODULES, f"""
         import numpy as np
@@ -84,6 +85,7 @@ def test_googlenet_builds_saves_and_reloads_without_any_extra(tmp_path):
     ("predict", ["x.png", "--model", "m.keras"], ("onnxruntime",), "export"),
     ("tune", [], ("keras_tuner", "grpc"), "tune"),
 ])
+@pytest.mark.slow
 def test_a_cli_whose_extra_is_missing_names_it(cli, argv, blocked, extra, tmp_path):
     result = _run(blocked, f"""
         from keras_googlenet_training.cli.{cli} import main

@@ -20,6 +20,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "keras_googlenet"
 TRAINING = ROOT / "training"
@@ -117,6 +119,7 @@ def test_builder_porting_and_caching_import_without_each_other():
         assert "keras_googlenet.googlenet" not in graph[f"keras_googlenet.weights.{module}"]
 
 
+@pytest.mark.slow
 def test_every_module_imports_alone_in_a_fresh_interpreter():
     modules = sorted(_module_files())
     script = (
@@ -260,6 +263,7 @@ print(json.dumps({name: found for name, found in changes.items() if found}))
 """
 
 
+@pytest.mark.slow
 def test_importing_a_training_module_changes_no_global_state():
     modules = _training_modules()
     cli = [m for m in modules if m.split(".")[1:2] == ["cli"]]

@@ -115,6 +115,7 @@ def _copy(preset, tmp_path, name="copy"):
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.slow
 def test_backbone_is_googlenets_feature_extractor(variant):
     widths = {"4e": {"1x1": 200}} if variant == "factorized" else None
     reference = GoogLeNet(include_top=False, variant=variant, widths=widths,

@@ -31,6 +31,7 @@ def test_aux_model_reports_per_head_metrics_with_main_prefix():
 
 
 @pytest.mark.parametrize("weights", [None, {"aux1": 0.5, "aux2": 0.1}])
+@pytest.mark.slow
 def test_total_loss_is_the_weighted_sum_of_head_losses(weights):
     model = GoogLeNet(variant="v1_bn", include_aux=True, input_shape=(65, 65, 3), classes=3,
                       width_multiplier=0.25)

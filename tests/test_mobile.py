@@ -242,6 +242,7 @@ def test_gpu_delegate_report_passes_the_batch_norm_variants(tmp_path):
 # --------------------------------------------------------------------------- preprocessing
 
 
+@pytest.mark.slow
 def test_include_preprocessing_takes_pixels_and_survives_round_trips(tmp_path):
     kwargs = dict(variant="torchvision", input_shape=(56, 56, 3), classes=5,
                   width_multiplier=0.25, include_aux=True)
@@ -334,6 +335,7 @@ def test_export_option_prepends_preprocessing_to_a_trained_run(
 # --------------------------------------------------------------------------- bad input
 
 
+@pytest.mark.slow
 def test_labels_that_do_not_match_the_classes_fail_before_conversion(tmp_path, capsys):
     model = GoogLeNet(variant="v1_bn", input_shape=(SIZE, SIZE, 3), classes=3,
                       width_multiplier=0.25)

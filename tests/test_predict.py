@@ -175,6 +175,7 @@ def test_runtime_reads_cards_and_detects_formats(run):
         load_predictor(paths["onnx"]).predict(np.zeros((1, 40, 40, 3), "float32"))
 
 
+@pytest.mark.slow
 def test_keras_training_model_with_aux_heads_predicts_its_main_head(tmp_path):
     model = GoogLeNet(variant="torchvision", include_aux=True, input_shape=(49, 49, 3),
                       classes=3, width_multiplier=0.25)

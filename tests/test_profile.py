@@ -42,6 +42,7 @@ def test_summary_cli_prints_table1(capsys):
     assert "6,624,904" in out and "1.498G" in out
 
 
+@pytest.mark.slow
 def test_summary_cli_reports_bad_input_without_a_traceback():
     result = subprocess.run(
         [sys.executable, "-m", "keras_googlenet", "summary", "--input-size", "16"],

@@ -59,6 +59,7 @@ def test_float32_rebuild_of_a_mixed_precision_model_has_identical_weights():
     assert keras.backend.standardize_dtype(rebuilt(x).dtype) == "float32"
 
 
+@pytest.mark.slow
 def test_float32_rebuild_converts_to_tflite(tmp_path):
     import tensorflow as tf
 

@@ -31,6 +31,7 @@ def _googlenet(classes=10):
 
 # --- fast: detection and bad input ---------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_quantize_aware_source_is_detected_in_memory_and_on_disk(tmp_path):
     model = _googlenet(classes=3)
     qat = quantize_aware(model)

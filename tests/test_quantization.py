@@ -108,6 +108,7 @@ def test_ranges_sit_where_tflite_quantizes():
     assert qat.get_layer("predictions").logits_quantizer is not None
 
 
+@pytest.mark.slow
 def test_folding_is_exact_before_any_training():
     model = _googlenet_with_stats()
     folded = folded_float_model(quantize_aware(model))

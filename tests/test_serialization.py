@@ -7,6 +7,7 @@ from keras_googlenet.layers import LocalResponseNormalization
 
 
 @pytest.mark.parametrize("variant", ["v1", "v1_bn", "torchvision", "factorized"])
+@pytest.mark.slow
 def test_keras_file_round_trips_without_custom_objects(tmp_path, variant):
     model = GoogLeNet(variant=variant, include_aux=True, input_shape=(65, 65, 3), classes=4,
                       width_multiplier=0.5)

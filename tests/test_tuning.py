@@ -375,6 +375,7 @@ def test_sigterm_stops_a_search_like_ctrl_c(tmp_path):
 
 
 @pytest.mark.parametrize("max_trials", [2, 3])
+@pytest.mark.slow
 def test_cli_fails_when_no_trial_scores(tmp_path, monkeypatch, capsys, max_trials):
     # The verified pitfall: KerasTuner imports tensorboard in every trial and swallows
     # the error, so a search can "succeed" having trained nothing.

@@ -124,6 +124,7 @@ def test_every_tensor_consumed_and_every_weight_assigned(ported, manifest):
     assert report.assigned["conv2_conv/kernel"] == "conv3.conv.weight"
 
 
+@pytest.mark.slow
 def test_main_only_port_skips_the_untrained_aux_heads(state_npz, inputs, ported_outputs):
     model, report = weights_lib.from_torchvision(state_npz, return_report=True)
     assert not isinstance(model.output, dict)
@@ -203,6 +204,7 @@ def test_pth_without_pytorch_explains_the_extra(tmp_path, monkeypatch):
                   input_shape=(64, 64, 3))
 
 
+@pytest.mark.slow
 def test_cli_converts_to_weights_file_that_googlenet_loads(state_npz, tmp_path, inputs,
                                                            reference, capsys):
     out = tmp_path / "tv.weights.h5"
@@ -217,6 +219,7 @@ def test_cli_converts_to_weights_file_that_googlenet_loads(state_npz, tmp_path, 
     assert "must end in '.weights.h5'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_imagenet_weights_come_from_the_cache(state_npz, tmp_path, monkeypatch, inputs,
                                               reference):
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
@@ -252,6 +255,7 @@ def test_imagenet_weights_need_the_torchvision_topology(tmp_path, monkeypatch):
                   include_top=False, input_shape=(64, 64, 3))
 
 
+@pytest.mark.slow
 def test_backbone_port_and_keras_output_with_model_card(state_npz, tmp_path, inputs, ported):
     backbone, report = weights_lib.from_torchvision(
         state_npz, include_top=False, pooling="avg", return_report=True
