@@ -41,11 +41,6 @@ def build_parser():
     summary.add_argument("--classes", type=int, default=1000)
     summary.add_argument("--aux", action="store_true", help="include the auxiliary heads")
     summary.add_argument("--width-multiplier", type=float, default=1.0)
-    _add_convert_torchvision(commands)
-    return parser
-
-
-def _add_convert_torchvision(commands):
     convert = commands.add_parser(
         "convert-torchvision",
         help="port torchvision's GoogLeNet weights (.pth or .npz) onto variant='torchvision'",
@@ -75,24 +70,23 @@ def _add_convert_torchvision(commands):
         "keras_hub.models.ImageClassifier.from_preset(DIR) after `import keras_googlenet.hub`; "
         "needs keras-googlenet[hub]. --input-size is then the resize target of its "
         "preprocessing")
+    return parser
 
 
 def _convert_torchvision(args):
     from keras_googlenet.weights.convert import check_output, convert_torchvision
     from keras_googlenet.weights.imagenet import IMAGENET_WEIGHTS_FILE, cache_file
 
+    if args.aux and (args.out is None or args.preset is not None):
+        raise ValueError("--aux needs an OUT path and no --preset: the weights='imagenet' "
+                         "cache and a KerasHub preset hold the main classifier only.")
     out = args.out
     # Every destination is checked before anything is read or written.
     if out is not None:
         check_output(out, args.aux)
     elif args.preset is None:
-        if args.aux:
-            raise ValueError("the weights='imagenet' cache holds the main head only: give "
-                             "an OUT.weights.h5 path with --aux.")
         out = cache_file(IMAGENET_WEIGHTS_FILE)
     if args.preset is not None:
-        if args.aux:
-            raise ValueError("a KerasHub preset holds the main classifier only: drop --aux.")
         from keras_googlenet.hub import write_torchvision_preset
 
         path = write_torchvision_preset(args.src, args.preset, image_size=args.input_size)

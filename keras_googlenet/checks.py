@@ -6,12 +6,19 @@ from __future__ import annotations
 import math
 import numbers
 
-__all__ = ["activation", "fail", "fraction", "positive_int", "positive_number", "rate"]
+__all__ = ["activation", "fail", "fraction", "one_of", "positive_int", "positive_number", "rate"]
 
 
 def fail(arg, allowed, value):
     """Raise ``ValueError("`arg` must be <allowed>; received arg=<value>.")``."""
     raise ValueError(f"`{arg}` must be {allowed}; received {arg}={value!r}.")
+
+
+def one_of(arg, value, allowed):
+    """`value`; `ValueError` listing `allowed` unless it is one of them."""
+    if value not in tuple(allowed):  # a tuple compares by ==: an unhashable value is refused
+        fail(arg, f"one of {allowed}", value)
+    return value
 
 
 def _is_number(value):
@@ -30,8 +37,7 @@ def positive_int(arg, value, optional=False):
 
 
 def positive_number(arg, value, optional=False):
-    """`value` as a float; `ValueError` unless it is a finite number > 0 (or None, if
-    `optional`)."""
+    """`value` as a float; `ValueError` unless it is a finite number > 0 (None if `optional`)."""
     if optional and value is None:
         return None
     if not _is_number(value) or value <= 0:

@@ -67,19 +67,15 @@ def count_params(model):
 
 def format_profile(rows, title=None):
     """A Table-1-like text table with totals."""
-
-    def shape_text(shape):
-        return "x".join("?" if d is None else str(d) for d in shape)
-
     header = f"{'layer':<22}{'output':>16}{'params':>14}{'MACs':>16}"
     lines = [title] if title else []
     lines += [header, "-" * len(header)]
+    feature_maps = (*spec_lib.ENDPOINTS, "avg_pool", "max_pool")  # shown though computing nothing
     for row in rows:
-        if row["params"] == 0 and row["macs"] == 0 and row["name"] not in spec_lib.ENDPOINTS \
-                and row["name"] not in ("avg_pool", "max_pool"):
+        if not (row["params"] or row["macs"] or row["name"] in feature_maps):
             continue  # padding, dropout, flatten: nothing to report
-        lines.append(f"{row['name']:<22}{shape_text(row['output_shape']):>16}"
-                     f"{row['params']:>14,}{row['macs']:>16,}")
+        shape = "x".join("?" if d is None else str(d) for d in row["output_shape"])
+        lines.append(f"{row['name']:<22}{shape:>16}{row['params']:>14,}{row['macs']:>16,}")
     total_params, total_macs = (sum(row[key] for row in rows) for key in ("params", "macs"))
     lines += ["-" * len(header), f"{'total':<22}{'':>16}{total_params:>14,}{total_macs:>16,}",
               f"{'':<22}{'':>16}{total_params / 1e6:>13.3f}M{total_macs / 1e9:>15.3f}G"]

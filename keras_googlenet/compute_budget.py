@@ -5,9 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import statistics
 import tempfile
-import time
+import timeit
 
 import numpy as np
 
@@ -15,7 +14,7 @@ from keras_googlenet import checks
 
 __all__ = [
     "LATENCY_PRECISIONS", "CandidateCost", "ComputeBudget", "budget_violations",
-    "measure_latency_ms",
+    "measure_latency_ms", "median_latency_ms",
 ]
 
 LATENCY_PRECISIONS = ("float32", "int8")
@@ -46,7 +45,7 @@ class ComputeBudget:
     def __post_init__(self):
         for arg in ("max_macs", "max_params", "max_latency_ms"):
             checks.positive_number(arg, getattr(self, arg), optional=True)
-        _check_precision("latency_precision", self.latency_precision)
+        checks.one_of("latency_precision", self.latency_precision, LATENCY_PRECISIONS)
         for arg in ("latency_threads", "latency_runs"):
             checks.positive_int(arg, getattr(self, arg))
 
@@ -70,11 +69,6 @@ class CandidateCost:
         return {name: float(value) for name, value in metrics.items() if value is not None}
 
 
-def _check_precision(arg, precision):
-    if precision not in LATENCY_PRECISIONS:
-        checks.fail(arg, f"one of {LATENCY_PRECISIONS}", precision)
-
-
 def budget_violations(budget, macs=None, params=None, latency_ms=None):
     """Human-readable reasons why a cost breaks `budget` (empty when within it)."""
     limits = (  # (value, limit, reason, unit the reason shows them in)
@@ -86,19 +80,27 @@ def budget_violations(budget, macs=None, params=None, latency_ms=None):
             if value is not None and limit is not None and value > limit]
 
 
-def measure_latency_ms(model, precision="float32", num_threads=1, runs=10, seed=0):
+def median_latency_ms(predictor, x, runs):
+    """Median wall time (ms) of `runs` calls of `predictor.predict(x)`, or None for 0 runs.
+    Two warm-up calls first: they build graphs and resize the TFLite interpreter."""
+    if not runs:
+        return None
+    times = timeit.repeat(lambda: predictor.predict(x), number=1, repeat=runs + 2)[2:]
+    return 1000.0 * float(np.median(times))
+
+
+def measure_latency_ms(model, precision="float32", num_threads=1, runs=10):
     """Median single-image latency (ms) of `model` converted to TFLite, on this machine.
     `model`: a single-output float32 model with a fixed input size (`float32_inference_model`).
     Conversion and timing use `keras_googlenet.export` and `.runtime`, as a real export does."""
     from keras_googlenet import runtime
     from keras_googlenet.export.convert import convert_tflite, write_savedmodel
 
-    _check_precision("precision", precision)
-    size = tuple(model.input_shape[1:3])
-    rng = np.random.default_rng(seed)
+    checks.one_of("precision", precision, LATENCY_PRECISIONS)
+    rng = np.random.default_rng(0)
 
     def random_image():
-        return rng.uniform(-1.0, 1.0, (1, *size, 3)).astype("float32")
+        return rng.uniform(-1.0, 1.0, (1, *model.input_shape[1:3], 3)).astype("float32")
 
     with tempfile.TemporaryDirectory(prefix="googlenet-latency-") as tmp:
         savedmodel = os.path.join(tmp, "savedmodel")
@@ -110,12 +112,4 @@ def measure_latency_ms(model, precision="float32", num_threads=1, runs=10, seed=
         path = pathlib.Path(tmp, "model.tflite")
         path.write_bytes(flatbuffer)
         predictor = runtime.load_predictor(str(path), num_threads=num_threads)
-        image = random_image()
-        for _ in range(2):  # warm-up
-            predictor.predict(image)
-        timings = []
-        for _ in range(runs):
-            started = time.perf_counter()
-            predictor.predict(image)
-            timings.append(time.perf_counter() - started)
-    return 1000.0 * statistics.median(timings)
+        return median_latency_ms(predictor, random_image(), runs)

@@ -10,10 +10,8 @@ import sys
 import tempfile
 import traceback
 
-__all__ = [
-    "EXIT_BAD_INPUT", "EXIT_INTERNAL_ERROR", "describe_os_error", "first_line", "is_refusal",
-    "refuse_or_report", "report_unexpected",
-]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERNAL_ERROR", "describe_os_error", "first_line",
+           "is_refusal", "refuse_or_report"]
 
 EXIT_INTERNAL_ERROR = 1
 EXIT_BAD_INPUT = 2
@@ -38,10 +36,10 @@ def is_refusal(error):
     return not raised_in or os.path.abspath(raised_in[0].filename).startswith(_OUR_PACKAGES)
 
 
-def first_line(error, limit=300):
-    """`error`'s message as one short line (a runtime's can span pages), else its type."""
+def first_line(error):
+    """`error`'s first line, cut at 300 characters (a runtime's can span pages), or its type."""
     text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:limit]
+    return (text.splitlines()[0] if text else type(error).__name__)[:300]
 
 
 def describe_os_error(error, default_path=None):
@@ -54,12 +52,15 @@ def describe_os_error(error, default_path=None):
     return f"{path}: {cause}" if path else cause
 
 
-def report_unexpected(prog, error, log_dir=None, debug=False):
-    """One line for an unexpected internal error, its type included; the full traceback
-    goes to `log_dir/<prog>-error-*.log` (a temporary directory when `log_dir` does not
-    exist) and, with `--debug`, to the terminal. Returns the exit status."""
+def refuse_or_report(prog, error, log_dir=None, debug=False):
+    """The exit status for an exception a CLI did not expect by type: our own refusals
+    print `prog: error: ...` and exit 2. Anything else is an internal error, reported in one
+    line with its type; the full traceback goes to `log_dir/<prog>-error-*.log` (a temporary
+    directory when `log_dir` does not exist) and, with `debug`, to the terminal."""
+    if is_refusal(error):
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     text = "".join(traceback.format_exception(error))
-    log_path = None
     directories = [d for d in (log_dir,) if d and os.path.isdir(d) and not os.path.islink(d)]
     for directory in directories + [tempfile.gettempdir()]:
         try:
@@ -80,12 +81,3 @@ def report_unexpected(prog, error, log_dir=None, debug=False):
           f"{'' if debug else '; --debug prints it'}). This is a bug, not a bad argument: "
           "please report it.", file=sys.stderr)
     return EXIT_INTERNAL_ERROR
-
-
-def refuse_or_report(prog, error, log_dir=None, debug=False):
-    """The exit status for an exception a CLI did not expect by type: our own refusals
-    print `prog: error: ...` and exit 2; anything else is `report_unexpected`."""
-    if is_refusal(error):
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    return report_unexpected(prog, error, log_dir=log_dir, debug=debug)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import timeit
 
 import numpy as np
 
+from keras_googlenet.compute_budget import median_latency_ms
 from keras_googlenet.publish import path_size
 from keras_googlenet.runtime import KerasPredictor, load_predictor
 from keras_googlenet.scores import top_indices
@@ -40,7 +40,7 @@ def _preset_predictor(path):
     classifier = hub.GoogLeNetImageClassifier.from_preset(path)
     converter = classifier.preprocessor.image_converter
     inputs = keras.Input((*converter.image_size, 3))
-    # The crop and resize are load_image's (the converter's are the same); its scaling here.
+    # The crop and resize are `preprocess_images`' (the converter's are the same); its scaling here.
     scaled = keras.layers.Rescaling(converter.scale, converter.offset)(inputs)
     card = {"format": FORMAT_KERAS_HUB, "labels": metadata.get("labels"),
             "model": {"input_size": list(converter.image_size)},
@@ -115,7 +115,8 @@ def evaluate_models(models, images, labels=None, num_classes=None, batch_size=32
             size_bytes=int(path_size(path)), top1_pct=top1,
             top5_pct=100.0 * float(np.mean(np.any(top == truth[:, None], axis=1))),
             top1_diff_pts=top1 - scores[0].top1_pct if scores else 0.0,
-            latency_ms=_latency_ms(predictor, first_inputs[_input_key(predictor)], latency_runs),
+            latency_ms=median_latency_ms(predictor, first_inputs[_input_key(predictor)],
+                                         latency_runs),
             predictions=top[:, 0]))
     return Evaluation(models=scores, labels=truth, kept_images=kept,
                       num_classes=num_classes or int(truth.max()) + 1)
@@ -154,11 +155,10 @@ def _predict_all(predictors, batches, num_classes, batch_size, progress):
 
 def _batches(images, labels, batch_size):
     if labels is None:  # already batches of (images, labels)
-        yield from images
-        return
+        return images
     labels = _check_labels(labels, len(images), None)
-    for start in range(0, len(images), batch_size):
-        yield images[start:start + batch_size], labels[start:start + batch_size]
+    return ((images[i:i + batch_size], labels[i:i + batch_size])
+            for i in range(0, len(images), batch_size))
 
 
 def _check_labels(labels, count, num_classes):
@@ -175,15 +175,6 @@ def _check_classes(predictor, outputs, num_classes, labels):
         raise ValueError(
             f"`model` {predictor.path!r} scores {outputs} classes but the dataset has "
             f"{num_classes or int(labels.max()) + 1}: it was trained for other data.")
-
-
-def _latency_ms(predictor, x, runs):
-    """Median wall time of `runs` batch-1 predictions, or None. Two warm-up calls first: they
-    build graphs and resize the TFLite interpreter."""
-    if not runs:
-        return None
-    times = timeit.repeat(lambda: predictor.predict(x), number=1, repeat=runs + 2)[2:]
-    return 1000.0 * float(np.median(times))
 
 
 def confusion_matrix(labels, predictions, num_classes):

@@ -46,14 +46,12 @@ def GoogLeNet(include_top=True, weights=None, input_tensor=None, input_shape=Non
     with `include_preprocessing=True` to feed the pixels as they are.
 
     Args:
-        include_top: whether to include the classifier (global average pool, dropout,
-            fully-connected layer).
+        include_top: whether to include the classifier (global average pool, dropout, dense).
         weights: `None` (random initialization), `"imagenet"` (torchvision's IMAGENET1K_V1
             weights ported onto `variant="torchvision"`, cached in `$KERAS_GOOGLENET_HOME`
             or `~/.keras/models`; see docs/weights.md), or the path to a `.weights.h5` file
             saved from a GoogLeNet built with the same arguments.
-        input_tensor: optional Keras tensor (output of `keras.Input()`) to use as the
-            image input.
+        input_tensor: optional Keras tensor (output of `keras.Input()`) to use as the input.
         input_shape: optional `(height, width, channels)`; defaults to `(224, 224, 3)` with
             `include_top=True` and `(None, None, 3)` without. Height and width must be at
             least 32, or 65 with auxiliary heads (49 for `"torchvision"`, whose aux heads
@@ -74,8 +72,7 @@ def GoogLeNet(include_top=True, weights=None, input_tensor=None, input_shape=Non
         widths: optional dict overriding Table 1 widths per block, e.g.
             `{"4e": (256, 160, 320, 32, 128, 128)}` or `{"3a": {"1x1": 48}}`; columns in
             the order `#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj`.
-        width_multiplier: scales every convolution's width (MobileNet's alpha), rounded
-            to a multiple of 8.
+        width_multiplier: scales every conv's width (MobileNet's alpha), to a multiple of 8.
         dropout: dropout rate before the main classifier (the paper: 0.4).
         aux_dropout: dropout rate in the auxiliary heads (the paper: 0.7).
         name: the model's name.
@@ -96,9 +93,8 @@ def GoogLeNet(include_top=True, weights=None, input_tensor=None, input_shape=Non
     block_widths = spec_lib.resolve_widths(widths, width_multiplier)
     _validate_arguments(include_top, weights, pooling, classes, classifier_activation,
                         include_aux, dropout, aux_dropout, include_preprocessing)
-    input_shape = _resolve_input_shape(input_tensor, input_shape, include_top, include_aux,
-                                       variant_spec, include_preprocessing)
-    img_input, model_inputs = _model_inputs(input_tensor, input_shape)
+    img_input, model_inputs = _model_inputs(input_tensor, input_shape, include_top, include_aux,
+                                            variant_spec, include_preprocessing)
 
     x = img_input
     if include_preprocessing:
@@ -152,16 +148,6 @@ def _load_weights(model, weights, variant, include_top, include_aux, classes, wi
         f"(variant={variant!r}, include_top={include_top}, include_aux={include_aux}, "
         f"classes={classes}, input channels={model.input_shape[-1]}): the file must be "
         "saved from a model built with the same arguments.")
-
-
-def _model_inputs(input_tensor, input_shape):
-    """(the tensor the network starts from, the model's inputs)."""
-    if input_tensor is None:
-        image = layers.Input(shape=input_shape, name="image")
-        return image, image
-    inputs = keras.utils.get_source_inputs(input_tensor)
-    # One source input is the model's input itself, so model(x) takes a bare tensor.
-    return input_tensor, inputs[0] if len(inputs) == 1 else inputs
 
 
 def imagenet_reference_model():
@@ -256,8 +242,7 @@ def _validate_arguments(include_top, weights, pooling, classes, classifier_activ
     if include_aux and not include_top:
         raise ValueError("`include_aux=True` needs `include_top=True`: the auxiliary heads are "
                          "classifiers. Use include_aux=False for a feature extractor.")
-    if pooling not in (None, "avg", "max"):
-        checks.fail("pooling", "one of None, 'avg' or 'max'", pooling)
+    checks.one_of("pooling", pooling, (None, "avg", "max"))
     if include_top:
         checks.positive_int("classes", classes)
         if weights is not None and classifier_activation not in (None, "softmax"):
@@ -269,10 +254,7 @@ def _validate_arguments(include_top, weights, pooling, classes, classifier_activ
 
 
 def _check_weights_file(weights):
-    if not isinstance(weights, (str, os.PathLike)):
-        raise ValueError("`weights` must be None or the path to a '.weights.h5' file (or "
-                         f"'imagenet'); received weights={weights!r}.")
-    if not str(weights).endswith(".weights.h5"):
+    if not isinstance(weights, (str, os.PathLike)) or not str(weights).endswith(".weights.h5"):
         hint = ""
         if str(weights).lower().endswith((".pth", ".pt", ".npz")):
             hint = (" A torchvision state dict must be converted first: "
@@ -285,14 +267,12 @@ def _check_weights_file(weights):
         raise ValueError(f"`weights` file not found: {weights!r}.")
 
 
-def _resolve_input_shape(input_tensor, input_shape, include_top, include_aux, variant_spec,
-                         include_preprocessing):
-    """The `(height, width, channels)` the model takes; `ValueError` if the input cannot
-    carry the chosen heads and preprocessing."""
-    if keras.config.image_data_format() != "channels_last":
-        raise ValueError("GoogLeNet supports only the 'channels_last' image data format; "
-                         "keras.config.image_data_format() is "
-                         f"{keras.config.image_data_format()!r}.")
+def _model_inputs(input_tensor, input_shape, include_top, include_aux, variant_spec,
+                  include_preprocessing):
+    """(the tensor the network starts from, the model's inputs); `ValueError` if the input
+    cannot carry the chosen heads and preprocessing."""
+    if (data_format := keras.config.image_data_format()) != "channels_last":
+        checks.fail("keras.config.image_data_format()", "'channels_last'", data_format)
     if input_tensor is not None:
         input_shape = _input_tensor_shape(input_tensor, input_shape)
     elif input_shape is None:
@@ -302,7 +282,12 @@ def _resolve_input_shape(input_tensor, input_shape, include_top, include_aux, va
         raise ValueError("`include_preprocessing=True` rescales RGB pixels, so the input needs 3 "
                          f"channels; received input_shape={input_shape!r}. Preprocess other inputs "
                          "yourself and use include_preprocessing=False.")
-    return input_shape
+    if input_tensor is None:
+        image = layers.Input(shape=input_shape, name="image")
+        return image, image
+    inputs = keras.utils.get_source_inputs(input_tensor)
+    # One source input is the model's input itself, so model(x) takes a bare tensor.
+    return input_tensor, inputs[0] if len(inputs) == 1 else inputs
 
 
 def _input_tensor_shape(input_tensor, input_shape):

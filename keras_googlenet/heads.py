@@ -5,10 +5,9 @@ from __future__ import annotations
 import keras
 
 from keras_googlenet.layers import clone_with_weights
-from keras_googlenet.model_card import OUTPUT_NAME as MAIN_CLASSIFIER
-from keras_googlenet.model_card import find_layer
+from keras_googlenet.model_card import OUTPUT_NAME, find_layer
 
-__all__ = ["MAIN_CLASSIFIER", "float32_inference_model", "inference_model"]
+__all__ = ["float32_inference_model", "inference_model"]
 
 
 def _main_output(model):
@@ -23,9 +22,9 @@ def _main_output(model):
                              f"{sorted(outputs)}.")
         return outputs["main"]
     if isinstance(outputs, (list, tuple)):
-        if (classifier := find_layer(model, MAIN_CLASSIFIER)) is None:
+        if (classifier := find_layer(model, OUTPUT_NAME)) is None:
             raise ValueError(f"`model` has {len(outputs)} outputs and no layer named "
-                             f"{MAIN_CLASSIFIER!r} to pick the main head from.")
+                             f"{OUTPUT_NAME!r} to pick the main head from.")
         return classifier.output
     return outputs
 

@@ -11,7 +11,7 @@ import numpy as np
 
 __all__ = [
     "HIGH_BIT_DEPTH_MODES", "MAX_IMAGE_PIXELS", "ImageTooLargeError", "check_pixel_budget",
-    "open_image", "pil_to_rgb8", "read_lines",
+    "open_image", "pil_to_rgb8", "read_lines", "read_rgb8",
 ]
 
 # The largest image (width x height) decoded from a file: 50 megapixels, about 150 MB as
@@ -23,11 +23,6 @@ MAX_IMAGE_PIXELS = 50_000_000
 
 class ImageTooLargeError(ValueError):
     """An image whose header says it would decode to more than `MAX_IMAGE_PIXELS`."""
-
-
-def _name(path):
-    path = os.fspath(path)
-    return os.fsdecode(path) if isinstance(path, bytes) else path
 
 
 def _image(name):
@@ -50,14 +45,12 @@ def check_pixel_budget(image, name=None):
 
 @contextlib.contextmanager
 def open_image(path):
-    """The PIL image of `path` with its header read and its size checked, not yet decoded.
-
-    Raises `ImageTooLargeError` (a `ValueError`) naming the file for an image over the
-    pixel budget; PIL's own errors for files that are not images pass through.
-    """
+    """The PIL image of `path`, its header read and size checked, not yet decoded. Raises
+    `ImageTooLargeError` (a `ValueError`) naming the file for an image over the pixel
+    budget; PIL's own errors for files that are not images pass through."""
     from PIL import Image
 
-    name = _name(path)
+    name = os.fsdecode(path)
     try:
         image = Image.open(name)
     except Image.DecompressionBombError:  # PIL refuses past ~179 megapixels
@@ -69,13 +62,10 @@ def open_image(path):
 
 
 def read_lines(path, what="file"):
-    """The non-blank lines of a text file of names, exactly as written.
-
-    UTF-8 (a UTF-8 or UTF-16 byte-order mark is honoured and removed); lines may end in
-    LF, CRLF or CR. Nothing else is stripped: a name keeps its accents, scripts and inner
-    spaces. `what` names the file in errors (e.g. "`labels` file").
-    """
-    name = _name(path)
+    """The non-blank lines of a UTF-8 text file of names (a UTF-8 or UTF-16 byte-order mark
+    is honoured and removed; lines end in LF, CRLF or CR), exactly as written: a name keeps
+    its accents, scripts and inner spaces. `what` names the file in errors."""
+    name = os.fsdecode(path)
     with open(name, "rb") as f:
         raw = f.read()
     encoding = "utf-16" if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) \
@@ -95,13 +85,9 @@ HIGH_BIT_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 def pil_to_rgb8(image, name=None):
-    """A PIL image as uint8 RGB pixels (H, W, 3), scaling 16-bit and float images.
-
-    PIL's `convert("RGB")` clips a 16-bit gray image (a full-range gradient turns 99.6 %
-    white) and truncates floats; those are scaled here instead (16-bit: / 257, float
-    in [0, 1]: x 255). A 32-bit integer or float image whose range is not one of those
-    is refused, never clipped.
-    """
+    """A PIL image as uint8 RGB pixels (H, W, 3). 16-bit images are divided by 257 and float
+    ones in [0, 1] multiplied by 255, which PIL's `convert("RGB")` would clip (a full-range
+    16-bit gradient turns 99.6 % white); other 32-bit ranges are refused, never clipped."""
     if image.mode not in HIGH_BIT_DEPTH_MODES:
         return np.asarray(image.convert("RGB"))
     values, what = np.asarray(image), _image(name)
@@ -118,3 +104,10 @@ def pil_to_rgb8(image, name=None):
                              "images can be read.")
         gray = np.round(values.astype("float64") / 257.0)  # 65535 -> 255
     return np.repeat(gray.astype(np.uint8)[..., None], 3, axis=-1)
+
+
+def read_rgb8(path):
+    """The image file `path` as `pil_to_rgb8` pixels, refused over the pixel budget before
+    decoding (`open_image`): the one decoder of training's PIL path and of predict."""
+    with open_image(path) as image:
+        return pil_to_rgb8(image, name=os.fsdecode(path))

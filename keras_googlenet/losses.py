@@ -7,8 +7,7 @@ import functools
 import keras
 
 from keras_googlenet.checks import rate
-from keras_googlenet.heads import MAIN_CLASSIFIER
-from keras_googlenet.model_card import find_layer
+from keras_googlenet.model_card import OUTPUT_NAME, find_layer
 
 __all__ = [
     "DEFAULT_LOSS_WEIGHTS", "SmoothedSparseCategoricalCrossentropy", "compile_googlenet",
@@ -40,15 +39,14 @@ class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
             labels, y_pred, from_logits=self.from_logits, label_smoothing=self.label_smoothing)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(from_logits=self.from_logits, label_smoothing=self.label_smoothing)
-        return config
+        return {**super().get_config(), "from_logits": self.from_logits,
+                "label_smoothing": self.label_smoothing}
 
 
 def _outputs_from_logits(model):
-    classifier = find_layer(model, MAIN_CLASSIFIER)
+    classifier = find_layer(model, OUTPUT_NAME)
     if classifier is None:
-        raise ValueError(f"`model` has no layer {MAIN_CLASSIFIER!r}: compile_googlenet needs a "
+        raise ValueError(f"`model` has no layer {OUTPUT_NAME!r}: compile_googlenet needs a "
                          "GoogLeNet built with include_top=True.")
     return classifier.activation is keras.activations.linear
 

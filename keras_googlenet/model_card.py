@@ -7,6 +7,7 @@ import json
 import os
 
 from keras_googlenet import spec as spec_lib
+from keras_googlenet.input_files import read_lines
 from keras_googlenet.preprocessing import EVAL_CROP_FRACTION, PREPROCESSING_LAYER
 
 # The classifier layer of every GoogLeNet and the output name of every artefact.
@@ -18,8 +19,8 @@ RUN_FILES = ("config.json", "labels.txt")  # what makes a folder a training run 
 
 __all__ = [
     "CARD_IN_SAVEDMODEL", "CARD_SUFFIX", "INPUT_NAME", "OUTPUT_NAME", "card_path_for",
-    "describe_source", "find_layer", "has_preprocessing_layer", "infer_variant",
-    "infer_widths", "preprocessing_card", "read_model_card", "read_run_dir", "resolve_source",
+    "describe_source", "find_layer", "has_preprocessing_layer", "infer_variant", "infer_widths",
+    "preprocessing_card", "read_json", "read_model_card", "read_run_dir", "resolve_source",
 ]
 
 
@@ -32,7 +33,7 @@ def read_model_card(path):
     """The model card of an artefact (sidecar, or inside a SavedModel dir), or None."""
     for candidate in (card_path_for(path), os.path.join(path, CARD_IN_SAVEDMODEL)):
         if os.path.isfile(candidate):
-            card = _read_json(candidate)
+            card = read_json(candidate)
             if not isinstance(card, dict):
                 raise ValueError(f"the model card {candidate!r} is corrupt (not a JSON "
                                  "object); fix or delete it.")
@@ -40,7 +41,8 @@ def read_model_card(path):
     return None
 
 
-def _read_json(path):
+def read_json(path):
+    """The JSON file at `path`; a `ValueError` naming it if it is not JSON."""
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -74,14 +76,12 @@ def read_run_dir(run_dir):
         path = os.path.join(run_dir, f"{key}.json")
         if os.path.isfile(path):
             try:
-                info[key] = _read_json(path)
+                info[key] = read_json(path)
             except ValueError:  # a corrupt metrics.json only costs the card figures
                 if key == "config":
                     raise
     labels_path = os.path.join(run_dir, "labels.txt")
     if os.path.isfile(labels_path):
-        from keras_googlenet.input_files import read_lines
-
         info["labels"] = read_lines(labels_path, "the run's labels.txt")
     return info
 
@@ -143,18 +143,13 @@ def infer_widths(model):
 
 
 def _activation_name(model):
-    layer = find_layer(model, OUTPUT_NAME)
-    if layer is None or not hasattr(layer, "activation"):
-        return "unknown"
-    return getattr(layer.activation, "__name__", str(layer.activation))
+    activation = getattr(find_layer(model, OUTPUT_NAME), "activation", None)
+    return "unknown" if activation is None else getattr(activation, "__name__", str(activation))
 
 
 def describe_source(path, model, run_info=None):
-    """Model-card fields for a (float32 inference) `model`, from its layers and run info.
-
-    `config.json` of a run directory wins over what the layers say; labels come from
-    `labels.txt`.
-    """
+    """Model-card fields for a (float32 inference) `model`, from its layers and run info: a
+    run directory's `config.json` wins over what the layers say; labels are its `labels.txt`."""
     if run_info is None:
         run_info = _run_beside(path) if path is not None and os.path.isfile(path) else {}
     config = run_info.get("config") or {}

@@ -10,13 +10,10 @@ __all__ = ["child_path", "refuse_symlink", "unwritable", "writable_destination"]
 
 
 def child_path(parent, name, arg):
-    """`parent/name`, or a `ValueError` naming `arg` if `name` would leave `parent`.
-
-    A name is one path component: not empty, not `.` or `..`, not absolute, without a
-    separator, and it must not resolve (through symlinks) outside `parent`. Everything a
-    command later replaces or deletes lives under such a path, so a name such as `..`
-    can never make it touch the user's other files.
-    """
+    """`parent/name`, or a `ValueError` naming `arg` if `name` would leave `parent`: a name
+    is one path component (not empty, `.` or `..`, not absolute, no separator) that does not
+    resolve through a symlink outside `parent`. Everything a command later replaces or
+    deletes lives under such a path, so a name such as `..` never touches the user's files."""
     text = os.fspath(name) if isinstance(name, os.PathLike) else name
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"`{arg}` must be a non-empty name; received {arg}={name!r}.")

@@ -7,11 +7,11 @@ import json
 from importlib import resources
 
 import numpy as np
-from keras import layers
+from keras import layers, ops
 from keras.applications import imagenet_utils
 
 from keras_googlenet import spec as spec_lib
-from keras_googlenet.checks import fail
+from keras_googlenet.checks import fail, one_of
 from keras_googlenet.scores import top_indices
 
 __all__ = [
@@ -36,14 +36,12 @@ MODE_SCALE_OFFSET = {
 }
 
 
-def central_crop_box(height, width, fraction=EVAL_CROP_FRACTION, ops=None):
+def central_crop_box(height, width, fraction=EVAL_CROP_FRACTION, ops=ops):
     """(top, left, height, width) of the central `fraction` of each side, at least one pixel.
 
     The project's one crop arithmetic, in float32 wherever it runs: `ops` is `tf` in a
     `tf.data` graph, `keras.ops` (the default) in a layer or on plain ints.
     """
-    if ops is None:
-        from keras import ops
     crop_h = ops.maximum(1, ops.cast(ops.cast(height, "float32") * fraction, "int32"))
     crop_w = ops.maximum(1, ops.cast(ops.cast(width, "float32") * fraction, "int32"))
     return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
@@ -99,11 +97,6 @@ def _traced_eval_crop_resize(size, fraction):
                        input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
 
 
-def _check_mode(mode):
-    if mode not in PREPROCESSING_MODES:
-        fail("mode", f"one of {PREPROCESSING_MODES}", mode)
-
-
 def preprocess_input(x, variant="v1", mode=None, data_format=None):
     """Preprocess RGB images in [0, 255] for a GoogLeNet variant.
 
@@ -120,7 +113,7 @@ def preprocess_input(x, variant="v1", mode=None, data_format=None):
         data_format: as in `keras.applications`.
     """
     mode = spec_lib.get_variant(variant).preprocessing if mode is None else mode
-    _check_mode(mode)
+    one_of("mode", mode, PREPROCESSING_MODES)
     if isinstance(x, np.ndarray) and not np.issubdtype(x.dtype, np.floating):
         x = x.astype("float32")  # keras' preprocessing works in place on float arrays only
     return imagenet_utils.preprocess_input(x, data_format=data_format, mode=mode)
@@ -135,7 +128,7 @@ def preprocess_in_model(x, mode="tf", name=PREPROCESSING_LAYER):
     1x1 convolution whose kernel swaps the channels and whose bias is minus the mean:
     exact in float32, and a plain CONV_2D for every converter and runtime.
     """
-    _check_mode(mode)
+    one_of("mode", mode, PREPROCESSING_MODES)
     if mode in MODE_SCALE_OFFSET:
         scale, offset = MODE_SCALE_OFFSET[mode]
         return layers.Rescaling(scale, offset=offset, name=name)(x)

@@ -13,6 +13,8 @@ import tempfile
 
 import numpy as np
 
+from keras_googlenet.paths import refuse_symlink
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
@@ -49,12 +51,11 @@ def remove_path(path):
 
 
 def publish(tmp_path, target):
-    """Move a finished file or directory onto `target` atomically (as far as the OS allows).
-
-    Files: `os.replace`. Directories: the old one is renamed aside, the new one renamed
-    in, then the old one deleted; if the second rename fails the old one is restored.
-    """
-    _default_mode(tmp_path)
+    """Move a finished file or directory onto `target` atomically (as far as the OS allows):
+    a file with `os.replace`; a directory by renaming the old one aside and the new one in,
+    then deleting the old one (restored if the second rename fails)."""
+    # mkstemp/mkdtemp create 0600/0700; published artefacts get the usual umask mode.
+    os.chmod(tmp_path, (0o777 if os.path.isdir(tmp_path) else 0o666) & ~current_umask())
     if not os.path.isdir(tmp_path):
         os.replace(tmp_path, target)
         return
@@ -82,16 +83,12 @@ def staging_path(target):
 
 
 def replace_owned(staging, target, owned):
-    """Swap the finished directory `staging` in for `target` in one rename.
-
-    Entries of the old `target` for which `owned(name)` is false (the user's own files)
-    are moved into the new directory first, so only what the project wrote is removed;
-    if the swap then fails (a mount point, a full disk), they are moved back. The new
-    directory keeps the old one's permission bits. A symlinked `target` is never followed.
-    """
-    if os.path.islink(target):
-        raise ValueError(f"{target} is a symbolic link; the project never replaces a "
-                         "directory through a link.")
+    """Swap the finished directory `staging` in for `target` in one rename. Entries of the
+    old `target` for which `owned(name)` is false (the user's own files) are moved into the
+    new one first, so only what the project wrote is removed, and moved back if the swap
+    fails (a mount point, a full disk). The new directory keeps the old one's permission
+    bits. A symlinked `target` is never followed."""
+    refuse_symlink(target, "target")
     # Two swaps of one directory at once would each move the files the other listed (and
     # one would see no directory at all between the other's two renames).
     with _directory_lock(os.path.dirname(os.path.abspath(target))):
@@ -162,27 +159,15 @@ def atomic_path(path, suffix=""):
 
 
 def current_umask(status="/proc/self/status"):
-    """The process umask, read without changing it (Linux reports it in `status`).
-
-    Elsewhere the only way is to set it and set it back, which a thread creating a file in
-    between would see: that fallback is left for systems without `/proc`.
-    """
-    try:
-        with open(status, encoding="ascii") as f:
-            lines = f.read().splitlines()
-    except OSError:  # no /proc (macOS, Windows)
-        lines = []
-    for line in lines:
-        if line.startswith("Umask:"):  # Linux 4.7 and later
-            return int(line.split()[1], 8)
+    """The process umask, read without changing it where Linux reports it in `status`.
+    Elsewhere it is set and set back, which a thread creating a file in between would see."""
+    with contextlib.suppress(OSError), open(status, encoding="ascii") as f:  # no /proc: macOS
+        for line in f:
+            if line.startswith("Umask:"):  # Linux 4.7 and later
+                return int(line.split()[1], 8)
     umask = os.umask(0o022)
     os.umask(umask)
     return umask
-
-
-def _default_mode(path):
-    """mkstemp/mkdtemp create 0600/0700; give published artefacts the usual umask mode."""
-    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~current_umask())
 
 
 def write_json_atomic(obj, path):

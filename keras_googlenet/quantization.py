@@ -9,7 +9,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from keras_googlenet.checks import fail
+from keras_googlenet.checks import one_of
 from keras_googlenet.heads import inference_model
 from keras_googlenet.model_card import find_layer, has_preprocessing_layer
 from keras_googlenet.preprocessing import preprocess_in_model
@@ -24,7 +24,6 @@ PIXEL_RANGE = (0.0, 255.0)  # uint8 pixels in: scale 1, zero point 0 (docs/expor
 # so they get no range of their own.
 _RANGE_KEEPING = (layers.MaxPooling2D, layers.AveragePooling2D, layers.ZeroPadding2D,
                   layers.Flatten, layers.Dropout, layers.Reshape)
-_INT8_IO = ("uint8", "int8", "float32")
 
 
 def _fake_quant_kernel(kernel, per_channel):
@@ -38,12 +37,9 @@ def _fake_quant_kernel(kernel, per_channel):
 
 @keras.saving.register_keras_serializable(package="keras_googlenet")
 class ActivationQuantizer(layers.Layer):
-    """Per-tensor asymmetric 8-bit fake quantization with a learned range.
-
-    In training the range follows a moving average (`decay`) of the batch min/max, always
-    including 0; the first batch sets it. In inference it is frozen. `fixed_range=(lo, hi)`
-    pins it instead (raw pixels). An untrained quantizer has the empty range [0, 0].
-    """
+    """Per-tensor asymmetric 8-bit fake quantization with a range learned in training (a
+    moving average of the batch min/max, with `decay`; docs/quantization.md), frozen in
+    inference and empty ([0, 0]) until trained; `fixed_range=(lo, hi)` pins it instead."""
 
     def __init__(self, decay=RANGE_DECAY, fixed_range=None, **kwargs):
         kwargs["dtype"] = "float32"  # TensorFlow's fake-quant ops are float32 only
@@ -95,9 +91,8 @@ class QuantizedDense(layers.Dense):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.logits_quantizer = None
-        if self.activation not in (keras.activations.linear, keras.activations.relu):
-            self.logits_quantizer = ActivationQuantizer(name="logits_quantizer")
+        fused = self.activation in (keras.activations.linear, keras.activations.relu)
+        self.logits_quantizer = None if fused else ActivationQuantizer(name="logits_quantizer")
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -115,29 +110,26 @@ class QuantizedDense(layers.Dense):
         return self.activation(outputs)
 
 
-class _Graph:
-    """Who feeds whom in a functional model, read from the public `layer.input`/`.output`."""
-
-    def __init__(self, model):
-        producer = {id(t): layer for layer in model.layers for t in keras.tree.flatten(
-            layer.output)}
-        self.inputs = {layer.name: [producer[id(t)] for t in keras.tree.flatten(layer.input)]
-                       for layer in model.layers if not isinstance(layer, layers.InputLayer)}
-        self.consumers = {layer.name: [] for layer in model.layers}
-        for name, sources in self.inputs.items():
-            for source in sources:
-                self.consumers[source.name].append(model.get_layer(name))
+def _consumers(model):
+    """{layer name: the layers its output feeds}, read from the public `.input`/`.output`."""
+    producer = {id(t): layer for layer in model.layers for t in keras.tree.flatten(layer.output)}
+    consumers = {layer.name: [] for layer in model.layers}
+    for layer in model.layers:
+        if not isinstance(layer, layers.InputLayer):
+            for tensor in keras.tree.flatten(layer.input):
+                consumers[producer[id(tensor)].name].append(layer)
+    return consumers
 
 
-def _batch_norm_folds(model, graph):
+def _batch_norm_folds(model, consumers_of):
     """{conv or dense name: the BatchNormalization that alone consumes it}."""
     folds = {}
     for layer in model.layers:
-        sources = graph.inputs.get(layer.name, [])
-        if (isinstance(layer, layers.BatchNormalization) and len(sources) == 1
-                and isinstance(sources[0], (layers.Conv2D, layers.Dense))
-                and len(graph.consumers[sources[0].name]) == 1 and layer.axis in (-1, [-1])):
-            folds[sources[0].name] = layer
+        consumers = consumers_of[layer.name]
+        if (isinstance(layer, (layers.Conv2D, layers.Dense)) and len(consumers) == 1
+                and isinstance(consumers[0], layers.BatchNormalization)
+                and consumers[0].axis in (-1, [-1])):
+            folds[layer.name] = consumers[0]
     return folds
 
 
@@ -166,10 +158,10 @@ def _quantized_weights(layer, folds):
     return layer.get_weights()
 
 
-def _gets_own_range(layer, graph, folds):
+def _gets_own_range(layer, consumers_of, folds):
     """Whether `layer`'s output gets a learned range (see docs/quantization.md, "Where")."""
     name = folds[layer.name].name if layer.name in folds else layer.name
-    consumers = graph.consumers[name]
+    consumers = consumers_of[name]
     if isinstance(layer, _RANGE_KEEPING):
         return False
     if consumers and all(isinstance(c, layers.Concatenate) for c in consumers):
@@ -183,8 +175,8 @@ def _gets_own_range(layer, graph, folds):
 
 
 def _assign(layer, values):
-    """Set `layer`'s own weights (kernel and bias first) from `values`: a QuantizedDense's
-    logits range comes after them, in one model and not the other."""
+    """Set `layer`'s weights from `values`, or its first ones: a QuantizedDense's logits
+    range comes after its kernel and bias, and the float layer has none."""
     for variable, value in zip(layer.weights, values, strict=False):
         variable.assign(value)
 
@@ -199,6 +191,9 @@ def _check_googlenet(model):
                          f"...) from keras_googlenet.GoogLeNet; received model {model.name!r}.")
 
 
+_QUANTIZED = {layers.Conv2D: QuantizedConv2D, layers.Dense: QuantizedDense}
+
+
 def _quantized_clone(layer, folds):
     """The float32 copy of `layer`, its conv/dense as the fake-quantized kind."""
     if isinstance(layer, layers.Rescaling):
@@ -208,22 +203,16 @@ def _quantized_clone(layer, folds):
     config = {**layer.get_config(), "dtype": "float32"}  # fake quant runs in float32
     if layer.name in folds:
         config["use_bias"] = True  # the folded BatchNorm's shift
-    for float_cls, quantized_cls in ((layers.Conv2D, QuantizedConv2D),
-                                     (layers.Dense, QuantizedDense)):
-        if isinstance(layer, float_cls):
-            return quantized_cls.from_config(config)
-    return type(layer).from_config(config)
+    return _QUANTIZED.get(type(layer), type(layer)).from_config(config)
 
 
 def quantize_aware(model):
     """A quantization-aware copy of a GoogLeNet, to fine-tune and then convert to int8.
 
-    Same topology, layer names and (folded) weights, in float32 whatever the dtype policy:
-    each BatchNormalization is folded into the conv or dense layer before it, which becomes
-    a `QuantizedConv2D`/`QuantizedDense` of the same name (the BatchNormalization layer is
-    gone); weights are fake-quantized as symmetric int8 (convs per output channel), and
-    activations get `ActivationQuantizer` layers named `<layer>_quant` where TFLite
-    quantizes them (docs/quantization.md).
+    Same topology, layer names and (folded) weights, in float32 whatever the dtype policy,
+    quantized as TFLite does (docs/quantization.md): each BatchNormalization is folded into
+    the conv or dense layer before it, now a `QuantizedConv2D`/`QuantizedDense` of the same
+    name, and activations get `ActivationQuantizer` layers named `<layer>_quant`.
     Train it with `compile_googlenet` and `fit` (aux heads train along), then convert it
     with `tflite_from_learned_ranges`; the activation ranges are empty until it has trained.
 
@@ -231,8 +220,8 @@ def quantize_aware(model):
         ValueError: `model` is not a functional GoogLeNet.
     """
     _check_googlenet(model)
-    graph, sources = _Graph(model), {layer.name: layer for layer in model.layers}
-    folds = _batch_norm_folds(model, graph)
+    consumers_of, sources = _consumers(model), {layer.name: layer for layer in model.layers}
+    folds = _batch_norm_folds(model, consumers_of)
     folded = {bn.name for bn in folds.values()}
     new_inputs = keras.tree.map_structure(
         lambda t: keras.Input(batch_shape=t.shape, dtype="float32", name=t.name), model.input)
@@ -247,7 +236,7 @@ def quantize_aware(model):
         outputs = layer(*args, **kwargs)
         source = sources[layer.name]
         _assign(layer, _quantized_weights(source, folds))
-        if _gets_own_range(source, graph, folds):
+        if _gets_own_range(source, consumers_of, folds):
             return ActivationQuantizer(name=f"{layer.name}_quant")(outputs)
         return outputs
 
@@ -263,12 +252,9 @@ def is_quantize_aware(model):
 
 
 def _check_quantized(model):
-    quantizers = [layer for layer in getattr(model, "layers", ())
-                  if isinstance(layer, ActivationQuantizer)]
     if not is_quantize_aware(model):
         raise ValueError("`model` must be a model returned by quantize_aware; received "
                          f"{type(model).__name__} without fake quantization.")
-    return quantizers
 
 
 def folded_float_model(model):
@@ -279,8 +265,8 @@ def folded_float_model(model):
     _check_quantized(model)
 
     def clone(layer):
-        float_cls = {QuantizedConv2D: layers.Conv2D, QuantizedDense: layers.Dense}.get(type(layer))
-        return (float_cls or type(layer)).from_config(layer.get_config())
+        float_cls = {q: f for f, q in _QUANTIZED.items()}.get(type(layer), type(layer))
+        return float_cls.from_config(layer.get_config())
 
     def call(layer, *args, **kwargs):
         if isinstance(layer, ActivationQuantizer):
@@ -293,11 +279,9 @@ def folded_float_model(model):
 
 
 def with_pixel_input(model, mode="tf"):
-    """`model` (from `quantize_aware`) taking RGB pixels in [0, 255]: `preprocess_in_model`'s
-    layer goes in front as a frozen 1x1 `QuantizedConv2D` between a fixed [0, 255] range (a
-    uint8 input carries the pixels unchanged) and the model's learned input range. The
-    layers and their weights are `model`'s, shared; a model with its preprocessing inside is
-    returned as it is."""
+    """`model` (from `quantize_aware`) taking RGB pixels in [0, 255], sharing its layers:
+    `preprocess_in_model`'s layer goes in front as a frozen 1x1 `QuantizedConv2D` after a
+    fixed [0, 255] range. A model with its preprocessing inside is returned as it is."""
     _check_quantized(model)
     if has_preprocessing_layer(model):
         return model
@@ -331,10 +315,12 @@ def tflite_from_learned_ranges(model, int8_io="uint8"):
     """
     import tensorflow as tf
 
-    quantizers = _check_quantized(model)
-    if int8_io not in _INT8_IO:
-        fail("int8_io", f"one of {_INT8_IO}", int8_io)
-    untrained = [q.name for q in quantizers if float(q.range_max) <= float(q.range_min)]
+    from keras_googlenet.export.formats import INT8_IO_TYPES  # export imports this module
+
+    _check_quantized(model)
+    one_of("int8_io", int8_io, INT8_IO_TYPES)
+    untrained = [q.name for q in model.layers if isinstance(q, ActivationQuantizer)
+                 and float(q.range_max) <= float(q.range_min)]
     if untrained:
         raise ValueError(f"`model` has not trained: {len(untrained)} activation ranges are "
                          f"still empty (first: {untrained[0]!r}); fit it for a few steps first.")

@@ -36,12 +36,9 @@ def looks_like_probabilities(scores, tolerance=PROBABILITY_TOLERANCE):
 
 
 def as_probabilities(scores, activation, tolerance=PROBABILITY_TOLERANCE):
-    """`scores` as probabilities, given the output activation a model card states.
-
-    `"softmax"`: already probabilities. Another activation (`"linear"`: logits): softmaxed.
-    Unknown (`None`/`"unknown"`, e.g. a card-less `.tflite`): softmaxed unless every row
-    already `looks_like_probabilities`, so logits are never shown as probabilities.
-    """
+    """`scores` as probabilities, given the output activation a model card states: as they
+    are for `"softmax"`, softmaxed for another (`"linear"`: logits). Unknown (`None`/`"unknown"`,
+    a card-less `.tflite`): softmaxed unless every row `looks_like_probabilities`."""
     scores = np.asarray(scores, dtype="float32")
     if activation == SOFTMAX or (activation in UNKNOWN_ACTIVATIONS
                                  and looks_like_probabilities(scores, tolerance)):
@@ -50,11 +47,9 @@ def as_probabilities(scores, activation, tolerance=PROBABILITY_TOLERANCE):
 
 
 def top_indices(scores, k):
-    """The indices of the `k` highest scores of a row (or of each row), best first.
-
-    Ties go to the lower class index, as in MediaPipe (a stable sort on the negated
-    score; common with quantized uint8 scores). NaN ranks last. At most `len(row)`.
-    """
+    """The indices of the `k` (at most `len(row)`) highest scores of a row (or of each row),
+    best first. Ties, common with quantized uint8 scores, go to the lower class index, as in
+    MediaPipe (a stable sort on the negated score); NaN ranks last."""
     # float64 first: negating an unsigned integer array would wrap around.
     order = np.argsort(-np.asarray(scores, dtype="float64"), axis=-1, kind="stable")
     return order[..., :max(0, int(k))]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from keras_googlenet.checks import fail, positive_number
+from keras_googlenet.checks import fail, one_of, positive_number
 
 __all__ = [
     "AUX_CONV_FILTERS", "AUX_DENSE_UNITS", "AUX_POOLED_SIZE", "AUX_POOLS", "AUX_TAPS",
@@ -86,8 +86,7 @@ class VariantSpec:
     def __post_init__(self):
         for field, allowed in (("five_by_five_branch", FIVE_BY_FIVE_BRANCHES),
                                ("aux_pool", AUX_POOLS)):
-            if getattr(self, field) not in allowed:
-                fail(field, f"one of {allowed}", getattr(self, field))
+            one_of(field, getattr(self, field), allowed)
 
     @property
     def has_fixed_size_aux_pool(self):
@@ -116,9 +115,7 @@ VARIANTS = {
 
 def get_variant(variant):
     """The `VariantSpec` of a variant name; `ValueError` listing the names otherwise."""
-    if variant not in VARIANTS:
-        fail("variant", f"one of {sorted(VARIANTS)}", variant)
-    return VARIANTS[variant]
+    return VARIANTS[one_of("variant", variant, sorted(VARIANTS))]
 
 
 def scale_width(width, multiplier, divisor=8):
@@ -170,12 +167,10 @@ def resolve_widths(widths=None, width_multiplier=1.0):
                 for key, cols in table.items()}
     params = backbone_params(resolved, width_multiplier)
     if params > MAX_BACKBONE_PARAMS:
-        given = f"`width_multiplier={width_multiplier!r}`" + (
-            " with these `widths`" if widths else "")
+        given = f"`width_multiplier={width_multiplier!r}`{' with these `widths`' if widths else ''}"
         raise ValueError(f"{given} gives a backbone of about {params / 1e6:,.0f} M parameters; at "
                          f"most {MAX_BACKBONE_PARAMS / 1e6:,.0f} M are allowed (the paper's "
-                         "GoogLeNet has 6 M): use a smaller `width_multiplier` or smaller "
-                         "`widths`.")
+                         "GoogLeNet has 6 M): use a smaller `width_multiplier` or `widths`.")
     return resolved
 
 
@@ -185,11 +180,10 @@ def backbone_params(block_widths, width_multiplier=1.0):
     total = 49 * 3 * stem["conv1"] + stem["conv1"] * stem["conv2_reduce"] \
         + 9 * stem["conv2_reduce"] * stem["conv2"]
     c_in = stem["conv2"]
-    for stage in STAGES:
-        for block in stage:
-            n1, n3r, n3, n5r, n5, npool = block_widths[block]
-            total += c_in * (n1 + n3r + n5r + npool) + 9 * n3r * n3 + 25 * n5r * n5
-            c_in = block_output_channels(block_widths[block])
+    for block in INCEPTION_WIDTHS:  # in network order
+        n1, n3r, n3, n5r, n5, npool = block_widths[block]
+        total += c_in * (n1 + n3r + n5r + npool) + 9 * n3r * n3 + 25 * n5r * n5
+        c_in = block_output_channels(block_widths[block])
     return total
 
 
@@ -207,14 +201,14 @@ def min_input_size(include_aux, variant):
     return max(MIN_INPUT_SIZE, (needed - 1) * 2**DOWNSAMPLING_BEFORE_AUX + 1)
 
 
-def check_input_shape(input_shape, include_aux, variant, fixed_size=False):
-    """`input_shape` as a tuple; `ValueError` unless it is `(height, width, channels)` of
-    positive ints (height and width may be None unless `fixed_size`) that the chosen heads
-    of `variant` accept."""
+def check_input_shape(input_shape, include_aux, variant, fixed_size=False, arg="input_shape"):
+    """`input_shape` as a tuple; `ValueError` naming `arg` unless it is `(height, width,
+    channels)` of positive ints (height and width may be None unless `fixed_size`) that the
+    chosen heads of `variant` accept."""
     shape = tuple(input_shape)
     if len(shape) != 3 or not _is_positive_int(shape[2]) or not all(
             _is_positive_int(side) or (side is None and not fixed_size) for side in shape[:2]):
-        fail("input_shape", "(height, width, channels) with positive ints" + (
+        fail(arg, "(height, width, channels) with positive ints" + (
             " (a fixed size)" if fixed_size else " (height and width may be None)"), input_shape)
     minimum = min_input_size(include_aux, variant)
     if any(side is not None and side < minimum for side in shape[:2]):
@@ -222,7 +216,7 @@ def check_input_shape(input_shape, include_aux, variant, fixed_size=False):
                          f"{variant!r} {'with' if include_aux else 'without'} auxiliary heads "
                          f"(height and width >= {min_input_size(False, variant)} without them, "
                          f">= {min_input_size(True, variant)} with them); received "
-                         f"input_shape={input_shape!r}.")
+                         f"{arg}={input_shape!r}.")
     if include_aux and get_variant(variant).has_fixed_size_aux_pool and None in shape[:2]:
         raise ValueError(f"The auxiliary heads of variant={variant!r} flatten a pooled map whose "
                          "size depends on the input, so `input_shape` needs a fixed height and "

@@ -90,20 +90,16 @@ class GoogLeNetHyperModel(kt.HyperModel):
         reduce_ratios: choices of `reduce_3x3`/`reduce_5x5`.
         dropout: main-head dropout, a rate or a (min, max) range.
         learning_rate: Adam's learning rate, a value or a (min, max) range.
-        aux_loss_weight: weight of each aux loss (the paper: 0.3).
-        bn_momentum: BatchNorm moving-average momentum (0.9 suits short trials).
-        label_smoothing: label smoothing of every head.
-        max_macs, max_params, max_latency_ms, latency_precision, latency_threads,
-        latency_runs: the `ComputeBudget`.
+        max_macs, max_params, max_latency_ms, latency_precision, latency_threads: the
+            `ComputeBudget`.
         name: the model's name.
     """
 
     def __init__(self, input_shape=(224, 224, 3), classes=1000, *, include_aux=True,
                  variants="v1_bn", width_multiplier=1.0, stage_multipliers=(0.5, 0.75, 1.0),
                  reduce_ratios=(0.5, 0.75, 1.0), dropout=0.4, learning_rate=2e-3,
-                 aux_loss_weight=0.3, bn_momentum=0.9, label_smoothing=0.0, max_macs=None,
-                 max_params=None, max_latency_ms=None, latency_precision="float32",
-                 latency_threads=1, latency_runs=10, name="googlenet"):
+                 max_macs=None, max_params=None, max_latency_ms=None,
+                 latency_precision="float32", latency_threads=1, name="googlenet"):
         super().__init__(name=name, tunable=True)
         self.variants = (variants,) if isinstance(variants, str) else tuple(variants)
         if not self.variants:
@@ -120,15 +116,9 @@ class GoogLeNetHyperModel(kt.HyperModel):
         self.reduce_ratios = _positive_multipliers("reduce_ratios", reduce_ratios)
         self.dropout = _number_or_range("dropout", dropout, 0.0, 1.0)
         self.learning_rate = _number_or_range("learning_rate", learning_rate, 1e-8, 10.0)
-        if not aux_loss_weight >= 0:
-            checks.fail("aux_loss_weight", ">= 0", aux_loss_weight)
-        self.aux_loss_weight = float(aux_loss_weight)
-        self.bn_momentum = checks.rate("bn_momentum", bn_momentum)
-        self.label_smoothing = float(label_smoothing)
         self.budget = ComputeBudget(
             max_macs=max_macs, max_params=max_params, max_latency_ms=max_latency_ms,
-            latency_precision=latency_precision, latency_threads=latency_threads,
-            latency_runs=latency_runs)
+            latency_precision=latency_precision, latency_threads=latency_threads)
         self._costs = {}
 
     @staticmethod
@@ -176,16 +166,13 @@ class GoogLeNetHyperModel(kt.HyperModel):
                     dropout=values["dropout"])
 
     def build_model(self, hp):
-        """The candidate, uncompiled."""
-        model = GoogLeNet(**self.build_kwargs(hp), name=self.name)
-        return set_batch_norm_momentum(model, self.bn_momentum)
+        """The candidate, uncompiled, with BatchNorm momentum 0.9: Keras' 0.99 needs more
+        steps than a trial has for usable moving statistics."""
+        return set_batch_norm_momentum(GoogLeNet(**self.build_kwargs(hp), name=self.name), 0.9)
 
     def build(self, hp):
-        model = self.build_model(hp)
-        return compile_googlenet(
-            model, optimizer=keras.optimizers.Adam(learning_rate=self.values(hp)["learning_rate"]),
-            loss_weights=dict.fromkeys(spec_lib.AUX_TAPS, self.aux_loss_weight)
-            if self.include_aux else None, label_smoothing=self.label_smoothing)
+        optimizer = keras.optimizers.Adam(learning_rate=self.values(hp)["learning_rate"])
+        return compile_googlenet(self.build_model(hp), optimizer=optimizer)
 
     @staticmethod
     def _key(hp):
@@ -197,24 +184,20 @@ class GoogLeNetHyperModel(kt.HyperModel):
         """A `CandidateCost`: MACs and params of the inference model, latency if budgeted,
         cached per configuration. The latency is only measured when MACs and params are
         within budget (a conversion takes seconds). `model`: the candidate built from `hp`."""
-        key = self._key(hp)
+        key, budget = self._key(hp), self.budget
         if key in self._costs:
             return self._costs[key]
-        budget = self.budget
         model = self.build_model(hp) if model is None else model
         deployed = inference_model(model)
         macs, params = int(count_macs(deployed)), int(count_params(deployed))
-        violations = budget_violations(budget, macs, params)
-        latency = None
+        violations, latency = budget_violations(budget, macs, params), None
         if budget.max_latency_ms is not None and not violations:
             latency = measure_latency_ms(
                 float32_inference_model(model), precision=budget.latency_precision,
                 num_threads=budget.latency_threads, runs=budget.latency_runs)
             violations = budget_violations(budget, macs, params, latency)
-        cost = CandidateCost(macs=macs, params=params, latency_ms=latency,
-                             violations=tuple(violations))
-        self._costs[key] = cost
-        return cost
+        self._costs[key] = CandidateCost(macs, params, latency, tuple(violations))
+        return self._costs[key]
 
     def check_budget(self, hp):
         """Raise `BudgetExceededError` (a `FailedTrialError`) if the candidate is over budget."""
@@ -224,30 +207,19 @@ class GoogLeNetHyperModel(kt.HyperModel):
                                       cost)
         return cost
 
-    @staticmethod
-    def _dataset_targets(model, data):
-        """A dataset of `(images, labels)` mapped to every head's labels (`head_targets`)."""
-        import tensorflow as tf
-
-        if isinstance(data, tf.data.Dataset) and isinstance(model.output, dict):
-            spec = data.element_spec
-            if isinstance(spec, tuple) and len(spec) == 2 and not isinstance(spec[1], dict):
-                return data.map(lambda x, y: (x, head_targets(model, y)))
-        return data
-
     def fit(self, hp, model, *args, **kwargs):
         """Train a candidate; refuses one over budget (with any KerasTuner tuner)."""
         self.check_budget(hp)
         fit_args = inspect.signature(model.fit).bind(*args, **kwargs)
         given = fit_args.arguments
         for key in ("x", "validation_data"):
-            if key in given:
-                given[key] = self._dataset_targets(model, given[key])
+            spec = getattr(given.get(key), "element_spec", None)  # a tf.data pipeline
+            if isinstance(spec, tuple) and len(spec) == 2 and not isinstance(spec[1], dict):
+                given[key] = given[key].map(lambda x, y: (x, head_targets(model, y)))
         if given.get("y") is not None and not isinstance(given["y"], dict):
             given["y"] = head_targets(model, given["y"])  # array labels: one per head
-        data = given.get("x")
-        if type(data).__module__.startswith("tensorflow") and hasattr(data, "element_spec"):
-            given.setdefault("shuffle", False)  # a tf.data pipeline shuffles itself
+        if hasattr(given.get("x"), "element_spec"):
+            given.setdefault("shuffle", False)  # it shuffles itself; Keras warns otherwise
         return model.fit(*fit_args.args, **fit_args.kwargs)
 
 

@@ -383,6 +383,16 @@ def test_convert_torchvision_refuses_a_cache_directory_that_is_a_file(tmp_path, 
     assert _tree(tmp_path) == before
 
 
+@pytest.mark.parametrize("destination", [[], ["--preset", "preset"]])
+def test_convert_torchvision_aux_needs_an_out_path_and_no_preset(tmp_path, capsys, destination):
+    destination = [str(tmp_path / d) if d == "preset" else d for d in destination]
+    argv = ["convert-torchvision", str(tmp_path / "sd.npz"), "--aux", *destination]
+    assert package_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--aux needs an OUT path and no --preset" in err and len(err.splitlines()) == 1
+    assert not any(tmp_path.iterdir())  # refused before anything was read or written
+
+
 def test_run_name_dotdot_leaves_the_parent_and_its_files_alone(tmp_path, capsys):
     precious = tmp_path / "danger" / "precious"
     precious.mkdir(parents=True)

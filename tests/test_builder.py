@@ -191,6 +191,7 @@ def test_two_instances_nest_in_one_model():
     "kwargs, fragment",
     [
         ({"variant": "inception_v3"}, "`variant` must be one of"),
+        ({"variant": ["v1"]}, "`variant` must be one of"),  # unhashable: still a ValueError
         ({"include_top": False, "include_aux": True}, "`include_aux=True` needs `include_top"),
         ({"include_top": False, "pooling": "mean"}, "`pooling` must be one of"),
         ({"classes": 0}, "`classes` must be a positive int"),
@@ -210,7 +211,7 @@ def test_two_instances_nest_in_one_model():
         ({"weights": "imagenet"}, "needs variant=.torchvision."),
         ({"weights": "missing.weights.h5"}, "`weights` file not found"),
         ({"weights": "model.h5"}, "ending in '.weights.h5'"),
-        ({"weights": 3}, "`weights` must be None or the path"),
+        ({"weights": 3}, "`weights` must be None, 'imagenet' or a path"),
     ],
 )
 def test_bad_arguments_raise_clear_value_errors(kwargs, fragment):

@@ -439,3 +439,15 @@ def test_bounds_cover_every_format():
     assert set(DEFAULT_BOUNDS) == set(FORMATS)
     assert DEFAULT_BOUNDS["tflite-fp16"]["top1_agreement"] == 0.995
     assert DEFAULT_BOUNDS["tflite-int8"]["top1_agreement"] == 0.99
+
+
+def test_the_savedmodel_card_says_what_serving_default_takes():
+    from keras_googlenet.export.cards import format_card
+    from keras_googlenet.model_card import INPUT_NAME
+
+    options = {"uint8_signature": False, "opset": 17, "int8_io": "uint8"}
+    for in_model, expected in ((False, "in [-1, 1]"), (True, "RGB pixels in [0, 255]")):
+        card = format_card({"preprocessing": {"mode": "tf"}}, "savedmodel", "/out/m", options,
+                           in_model)
+        assert card["signatures"]["serving_default"]["inputs"][INPUT_NAME].endswith(expected)
+        assert card["preprocessing"]["in_model"] is in_model

@@ -81,7 +81,8 @@ def verify_as_int8(near_tie, tmp_path_factory):
             path = tmp_path_factory.mktemp("artefact") / "artefact.keras"
             ARTEFACTS[artefact]().save(path)
             predictors[artefact] = load_predictor(path)
-        return verify_artifact(predictors[artefact], references[data], "tflite-int8", bounds)
+        return verify_artifact(predictors[artefact], references[data],
+                               bounds or DEFAULT_BOUNDS["tflite-int8"])
 
     return verify
 

@@ -168,7 +168,7 @@ def test_image_converter_is_the_evaluation_transform():
 @pytest.mark.parametrize(
     "kwargs, fragment",
     [
-        ({"image_size": 16}, r"`image_size` must be at least 32x32 .*image_size=\(16, 16\)"),
+        ({"image_size": 16}, r"at least 32x32 .*received image_size=\(16, 16, 3\)"),
         ({"image_size": (224, 31)}, r"at least 32x32"),
         ({"image_size": "224"}, r"`image_size` must be \(height, width\)"),
         ({"variant": "v2"}, r"`variant` must be one of"),
@@ -179,6 +179,19 @@ def test_image_converter_is_the_evaluation_transform():
 def test_image_converter_rejects_bad_arguments(kwargs, fragment):
     with pytest.raises(ValueError, match=fragment):
         GoogLeNetImageConverter(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "image_shape, fragment",
+    [
+        ((16, 16, 3), r"at least 32x32 .*received image_shape=\(16, 16, 3\)"),
+        ((None, 64), r"`image_shape` must be \(height, width, channels\)"),
+        (224, r"`image_shape` must be \(height, width, channels\)"),
+    ],
+)
+def test_backbone_rejects_a_bad_image_shape(image_shape, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        GoogLeNetBackbone(image_shape=image_shape)
 
 
 def test_classifier_is_keras_hubs_image_classifier_and_its_config_round_trips():

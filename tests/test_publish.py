@@ -145,3 +145,16 @@ def test_concurrent_swaps_of_one_directory_keep_everything(tmp_path):
     assert sorted(os.listdir(target)) == ["a.onnx", "b.onnx", "notes.txt"]
     assert (target / "a.onnx").read_text() == (target / "b.onnx").read_text() == "39"
     assert sorted(os.listdir(tmp_path)) == ["exports"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX symlinks")
+def test_replace_owned_never_swaps_through_a_symlinked_target(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "notes.txt").write_text("mine", encoding="utf-8")
+    link, staging = tmp_path / "link", tmp_path / "staging"
+    link.symlink_to(real)
+    staging.mkdir()
+    with pytest.raises(ValueError, match="`target`.*symbolic link"):
+        publish_lib.replace_owned(str(staging), str(link), owned=lambda name: True)
+    assert link.is_symlink() and (real / "notes.txt").read_text(encoding="utf-8") == "mine"

@@ -56,7 +56,7 @@ def test_a_qat_phase_keeps_its_model_beside_the_float_one_with_phase_marked_epoc
     assert metrics["epoch_phases"] == ["float", "qat"] and metrics["epochs_completed"] == 2
     assert metrics["total_steps"] == 4
     assert metrics["qat"]["epochs"] == 1 and metrics["qat"]["learning_rate"] == pytest.approx(
-        2e-4)  # a tenth of adam's default 2e-3
+        2e-5)  # a hundredth of adam's default 2e-3
     assert 0 <= metrics["qat"]["final_val_main_accuracy"] <= 1
 
 
@@ -134,8 +134,8 @@ def test_bad_qat_settings_are_refused_up_front(kwargs, fragment):
         TrainConfig(**kwargs).resolved()
 
 
-def test_the_qat_learning_rate_defaults_to_a_tenth_of_the_float_one():
+def test_the_qat_learning_rate_defaults_to_a_hundredth_of_the_float_one():
     config = TrainConfig(optimizer="sgd", qat_epochs=2).resolved()
-    assert config.qat_learning_rate == pytest.approx(0.005)
+    assert config.qat_learning_rate == pytest.approx(0.0005)
     assert config.all_phases() == [(0, 8), (8, 10)]
     assert TrainConfig().resolved().qat_learning_rate is None  # no QAT phase

@@ -23,6 +23,7 @@ from keras_googlenet.input_files import (
     ImageTooLargeError,
     open_image,
     pil_to_rgb8,
+    read_rgb8,
 )
 
 logger = logging.getLogger("keras_googlenet.data")
@@ -99,13 +100,6 @@ def _scan_image(path):
         return False, False
 
 
-def _pil_decode(path):
-    # The budget again: the file may have changed since the scan (the error drops it).
-    with open_image(path) as image:
-        # Not convert("RGB"): it clips 16-bit images to white instead of scaling them.
-        return np.asarray(pil_to_rgb8(image), dtype=np.uint8)
-
-
 def decoding_dataset(files, labels, use_pil, shuffle_seed=None, epoch=None):
     """`(path, label)` -> `(uint8 RGB image, label)`, decoded lazily in the pipeline.
 
@@ -121,7 +115,8 @@ def decoding_dataset(files, labels, use_pil, shuffle_seed=None, epoch=None):
             return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
 
         def with_pil():
-            image = tf.numpy_function(_pil_decode, [path], tf.uint8, stateful=False)
+            # The budget again: the file may have changed since the scan (the error drops it).
+            image = tf.numpy_function(read_rgb8, [path], tf.uint8, stateful=False)
             image.set_shape((None, None, 3))
             return image
 

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_googlenet
-from keras_googlenet.checks import fail, positive_int
+from keras_googlenet.checks import fail, one_of, positive_int
 from keras_googlenet_training.augment import (
     AREA_RANGE,
     central_crop,
@@ -114,11 +114,7 @@ def _checked(dataset, *, input_size, batch_size, training, seed, variant, flip, 
     shuffle_buffer = positive_int("shuffle_buffer", shuffle_buffer)
     seed = check_seed(seed)
     area_range = check_area_range(area_range)
-    if variant not in keras_googlenet.VARIANTS:
-        raise ValueError(
-            f"`variant` must be one of {sorted(keras_googlenet.VARIANTS)}; "
-            f"received variant={variant!r}."
-        )
+    one_of("variant", variant, sorted(keras_googlenet.VARIANTS))
     drop_remainder = _check_flags(training=training, flip=flip, distort=distort, cache=cache,
                                   drop_remainder=drop_remainder)
     if epoch is not None:

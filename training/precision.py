@@ -7,6 +7,8 @@ import logging
 import keras
 import tensorflow as tf
 
+from keras_googlenet.checks import one_of
+
 logger = logging.getLogger("keras_googlenet.training")
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
@@ -42,10 +44,7 @@ def select_precision(requested="auto", gpu_capabilities=None, flags=None):
     `"auto"`: `mixed_float16` when every GPU has compute capability >= 7.0 (tensor
     cores), `mixed_bfloat16` on a CPU-only host with AVX512_BF16 or AMX, else `float32`.
     """
-    if requested not in PRECISIONS:
-        raise ValueError(
-            f"`precision` must be one of {PRECISIONS}; received precision={requested!r}."
-        )
+    one_of("precision", requested, PRECISIONS)
     if requested != "auto":
         return requested
     gpus = gpu_compute_capabilities() if gpu_capabilities is None else list(gpu_capabilities)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from keras_googlenet.weights.mapping import copy_weights_by_name
+
 HEAD_LAYER_PREFIXES = ("predictions", "aux1_", "aux2_")
 
 
@@ -28,25 +30,14 @@ def transfer_weights(source, target):
 
     Returns the names of the layers that were not copied.
     """
-    skipped = []
-    source_layers = {layer.name: layer for layer in source.layers}
-    for layer in target.layers:
-        if not layer.weights:
-            continue
-        origin = source_layers.get(layer.name)
-        shapes_match = origin is not None and [w.shape for w in origin.weights] == [
-            w.shape for w in layer.weights
-        ]
-        if shapes_match:
-            layer.set_weights(origin.get_weights())
-        elif is_head_layer(layer):
-            skipped.append(layer.name)
-        else:
-            raise ValueError(
-                f"`init_weights`: backbone layer {layer.name!r} is missing or has other shapes "
-                "in the source model; the source must be a GoogLeNet of the same variant, "
-                "widths and input channels."
-            )
+    skipped, _ = copy_weights_by_name(source, target.layers)
+    backbone = [name for name in skipped if not name.startswith(HEAD_LAYER_PREFIXES)]
+    if backbone:
+        raise ValueError(
+            f"`init_weights`: backbone layer {backbone[0]!r} is missing or has other shapes "
+            "in the source model; the source must be a GoogLeNet of the same variant, "
+            "widths and input channels."
+        )
     return skipped
 
 

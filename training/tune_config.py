@@ -7,7 +7,7 @@ import os
 import re
 
 from keras_googlenet import paths
-from keras_googlenet.checks import fail, fraction, positive_int
+from keras_googlenet.checks import fraction, one_of, positive_int
 
 RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
@@ -74,10 +74,8 @@ class TuneConfig:
         from keras_googlenet.tuning import TUNERS
         from keras_googlenet_training.precision import PRECISIONS
 
-        if self.tuner not in TUNERS:
-            fail("tuner", f"one of {TUNERS}", self.tuner)
-        if self.precision not in PRECISIONS:
-            fail("precision", f"one of {PRECISIONS}", self.precision)
+        one_of("tuner", self.tuner, TUNERS)
+        one_of("precision", self.precision, PRECISIONS)
         for arg in ("max_trials", "epochs", "batch_size", "latency_threads"):
             positive_int(arg, getattr(self, arg))
         for arg in ("steps_per_epoch", "validation_steps", "input_size", "replicas"):

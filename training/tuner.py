@@ -31,7 +31,7 @@ import warnings
 import keras_tuner as kt
 
 from keras_googlenet import _compat
-from keras_googlenet.checks import positive_int
+from keras_googlenet.checks import one_of, positive_int
 from keras_googlenet.compute_budget import budget_violations
 from keras_googlenet.tuning import (
     COST_METRICS,
@@ -211,8 +211,7 @@ def make_tuner(
         max_consecutive_failed_trials: crashes in a row after which the search stops.
         hyperband_factor: Hyperband's reduction factor.
     """
-    if kind not in TUNERS:
-        raise ValueError(f"`tuner` must be one of {TUNERS}; received tuner={kind!r}.")
+    one_of("tuner", kind, TUNERS)
     if not isinstance(hypermodel, GoogLeNetHyperModel):
         raise ValueError(
             "`hypermodel` must be a GoogLeNetHyperModel (it carries the budget); "

@@ -9,13 +9,17 @@ import os
 import keras
 import numpy as np
 
+from keras_googlenet import runtime
+from keras_googlenet._version import __version__
 from keras_googlenet.export.formats import FORMATS, UINT8_SIGNATURE
 from keras_googlenet.export.report import log_progress
-from keras_googlenet.model_card import INPUT_NAME, OUTPUT_NAME, resolve_source
+from keras_googlenet.input_files import read_lines
+from keras_googlenet.model_card import INPUT_NAME, OUTPUT_NAME, preprocessing_card, resolve_source
+from keras_googlenet.preprocessing import imagenet_labels
 from keras_googlenet.publish import json_default
 
-__all__ = ["fill_io", "format_card", "gpu_warning", "predictor_for", "read_labels",
-           "resolve_labels", "with_tflite_metadata"]
+__all__ = ["fill_io", "format_card", "gpu_warning", "read_labels", "resolve_labels",
+           "with_tflite_metadata"]
 
 
 def read_labels(labels):
@@ -24,8 +28,6 @@ def read_labels(labels):
         path = os.fspath(labels)
         if not os.path.isfile(path):
             raise ValueError(f"`labels` file not found: {path!r}.")
-        from keras_googlenet.input_files import read_lines
-
         labels = read_lines(path, "`labels` file")  # UTF-8, BOM and CRLF handled
     if not isinstance(labels, (list, tuple)) or not labels or not all(
             isinstance(label, str) and label.strip() and "\n" not in label
@@ -52,8 +54,6 @@ def resolve_labels(explicit, source, card, verbose):
                                  "(CLI: --labels FILE).")
             return run_labels
     if classes == 1000:
-        from keras_googlenet.preprocessing import imagenet_labels
-
         log_progress(verbose, "[export] no labels given: using ImageNet's 1000 class names")
         return imagenet_labels()
     log_progress(verbose, "[export] no labels (no labels.txt, no --labels): classes are named "
@@ -61,12 +61,11 @@ def resolve_labels(explicit, source, card, verbose):
     return None
 
 
-def format_card(base_card, fmt, target, options):
+def format_card(base_card, fmt, target, options, in_model):
     """`base_card` (a copy) with the fields of `fmt`'s artefact at `target`; `options`:
-    `export_model`'s `opset`, `int8_io` and `uint8_signature`."""
+    `export_model`'s `opset`, `int8_io` and `uint8_signature`; `in_model`: whether the
+    artefact has the preprocessing inside."""
     import tensorflow as tf
-
-    from keras_googlenet._version import __version__
 
     card = json.loads(json.dumps(base_card, default=json_default))
     card.update({
@@ -77,9 +76,11 @@ def format_card(base_card, fmt, target, options):
         "versions": {"tensorflow": tf.__version__, "keras": keras.version(),
                      "keras_googlenet": __version__},
     })
+    card["preprocessing"] = preprocessing_card(in_model, base_card["preprocessing"]["mode"])
     if fmt == "savedmodel":
+        pixels = "RGB pixels in [0, 255]" if in_model else "in [-1, 1]"
         card["signatures"] = {
-            "serving_default": {"inputs": {INPUT_NAME: "float32 [N, H, W, 3] in [-1, 1]"},
+            "serving_default": {"inputs": {INPUT_NAME: f"float32 [N, H, W, 3] {pixels}"},
                                 "outputs": {OUTPUT_NAME: "float32 [N, classes]"}},
         }
         if options["uint8_signature"]:
@@ -102,9 +103,7 @@ def format_card(base_card, fmt, target, options):
 
 def fill_io(card, path):
     """Record the real input/output dtypes and quantization of the `.tflite` at `path`."""
-    from keras_googlenet.runtime import TFLitePredictor
-
-    predictor = TFLitePredictor(path, card=card)
+    predictor = runtime.TFLitePredictor(path, card=card)
     for key, details in (("input", predictor.input), ("output", predictor.output)):
         card[key]["dtype"] = np.dtype(details["dtype"]).name
         scale, zero_point = details["quantization"]
@@ -112,19 +111,9 @@ def fill_io(card, path):
             {"scale": float(scale), "zero_point": int(zero_point)} if scale else None)
 
 
-def predictor_for(fmt, path, card):
-    """The `keras_googlenet.runtime` predictor of `fmt`'s artefact at `path`."""
-    from keras_googlenet import runtime
-
-    predictor = {"savedmodel": runtime.SavedModelPredictor,
-                 "onnx": runtime.ONNXPredictor}.get(fmt, runtime.TFLitePredictor)
-    return predictor(path, card=card)
-
-
 def with_tflite_metadata(flatbuffer, card):
     """(the `.tflite` bytes with the TFLite Metadata that `card` describes, what it says for
     the card: the labels counted, not listed)."""
-    from keras_googlenet._version import __version__
     from keras_googlenet.export.tflite_metadata import LABELS_FILE, add_image_classifier_metadata
 
     model = card["model"]

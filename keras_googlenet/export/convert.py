@@ -18,13 +18,10 @@ from keras_googlenet.preprocessing import eval_crop_resize
 INT8_REPORT_LAYERS = 10  # the layers the int8 report lists, worst first
 
 
-def write_savedmodel(model, path, uint8_signature=True):
-    """A SavedModel with `serving_default` (float32 'image' [N,H,W,3] -> 'predictions').
-
-    With `uint8_signature`, also `serving_uint8`: uint8 'image' [N, any H, any W, 3]
-    (decoded pixels), resized bilinearly and scaled to [-1, 1] inside the graph.
-    A model with its preprocessing inside takes pixels in [0, 255] in both.
-    """
+def write_savedmodel(model, path, uint8_signature):
+    """A SavedModel with `serving_default` (float32 'image' [N,H,W,3] -> 'predictions') and,
+    with `uint8_signature`, `serving_uint8` (uint8 pixels of any size, preprocessed in the
+    graph); a model with its preprocessing inside takes pixels in [0, 255] in both."""
     import tensorflow as tf
 
     size = tuple(model.input_shape[1:3])
@@ -50,8 +47,7 @@ def write_savedmodel(model, path, uint8_signature=True):
 
 
 def convert_tflite(savedmodel_dir, fmt, representative_dataset=None, int8_io=DEFAULT_INT8_IO):
-    """TFLite flatbuffer bytes for one of the `tflite-*` formats (`tflite-int8` needs
-    `representative_dataset`)."""
+    """The `.tflite` bytes of a `tflite-*` format (int8 needs `representative_dataset`)."""
     return _tflite_converter(savedmodel_dir, fmt, representative_dataset, int8_io).convert()
 
 
@@ -60,8 +56,6 @@ def _tflite_converter(savedmodel_dir, fmt, representative_dataset, int8_io):
 
     converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(savedmodel_dir),
                                                          signature_keys=["serving_default"])
-    if fmt not in ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8"):
-        raise ValueError(f"not a TFLite format: {fmt!r}")
     if fmt != "tflite-fp32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if fmt == "tflite-fp16":
@@ -71,24 +65,16 @@ def _tflite_converter(savedmodel_dir, fmt, representative_dataset, int8_io):
         # LRN (variant v1) has no int8 kernel: the converter wraps it in
         # dequantize/quantize and keeps everything else integer.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        io_type = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[int8_io]
-        converter.inference_input_type = io_type
-        converter.inference_output_type = io_type
+        converter.inference_input_type = converter.inference_output_type = getattr(tf, int8_io)
     return converter
 
 
 def int8_layer_errors(savedmodel_dir, representative_dataset, debug_dataset, layer_names,
                       float_layers, int8_io):
-    """(the int8 model that keeps `float_layers` in float, or None when there are none: the
-    plain converter writes it; the `INT8_REPORT_LAYERS` layers with the largest quantization
-    error, worst first, as `{"layer", "op", "rmse_per_scale", "max_abs_error", "scale"}`).
-
-    `tf.lite.experimental.QuantizationDebugger` runs `debug_dataset` through a debug model
-    that computes every quantized op also in float; a layer's error is the RMSE of the
-    difference in units of its output's quantization scale (1 is one step). `layer_names`:
-    the Keras model's, which the TFLite tensor names contain; `float_layers`: some of them
-    (the debugger's denylist); `int8_io`: "int8" or "float32" (no uint8 from the debugger).
-    """
+    """(the int8 model keeping `float_layers`, some of the Keras `layer_names`, in float, or
+    None without them; the `INT8_REPORT_LAYERS` worst layers by RMSE in quantization steps,
+    as `{"layer", "op", "rmse_per_scale", "max_abs_error", "scale"}`), measured on
+    `debug_dataset` by TF's `QuantizationDebugger` (docs/export.md); `int8_io`: not uint8."""
     import tensorflow as tf
 
     with warnings.catch_warnings():  # the debugger runs TF's own (deprecated) interpreter
@@ -98,16 +84,14 @@ def int8_layer_errors(savedmodel_dir, representative_dataset, debug_dataset, lay
                                         int8_io),
             debug_dataset=debug_dataset)
         debugger.run()
-        rows = _layer_rows(debugger, layer_names)
-        if not float_layers:
-            return None, _worst_layers(rows)
-        debugger.options = tf.lite.experimental.QuantizationDebugOptions(
-            denylisted_nodes=[row["tensor"] for row in rows
-                              if set(row["layers"]) & set(float_layers)],
-            fully_quantize=int8_io == "int8")  # int8 in and out; else float32
-        debugger.run()
-        return debugger.get_nondebug_quantized_model(), _worst_layers(
-            _layer_rows(debugger, layer_names))
+        if float_layers:
+            debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+                denylisted_nodes=[row["tensor"] for row in _layer_rows(debugger, layer_names)
+                                  if set(row["layers"]) & set(float_layers)],
+                fully_quantize=int8_io == "int8")  # int8 in and out; else float32
+            debugger.run()
+        flatbuffer = debugger.get_nondebug_quantized_model() if float_layers else None
+        return flatbuffer, _worst_layers(_layer_rows(debugger, layer_names))
 
 
 def _layer_rows(debugger, layer_names):
@@ -128,11 +112,8 @@ def _layer_rows(debugger, layer_names):
 
 
 def _keras_layers_of(tensor_name, layer_names):
-    """The layers a TFLite tensor comes from, in the order its name lists them.
-
-    A fused op's tensor is named 'model_1/conv1_1/Relu;model_1/conv1_conv_1/convolution';
-    tracing adds the '_1' to every name.
-    """
+    """The layers a TFLite tensor comes from, in the order its name lists them: a fused op's
+    is 'model_1/conv1_1/Relu;model_1/conv1_conv_1/convolution' (tracing adds the '_1')."""
     found = []
     for component in re.split(r"[;/]", tensor_name):
         for name in (component, re.sub(r"_\d+$", "", component)):

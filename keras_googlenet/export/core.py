@@ -51,7 +51,6 @@ from keras_googlenet.model_card import (
     CARD_SUFFIX,
     card_path_for,
     has_preprocessing_layer,
-    preprocessing_card,
 )
 from keras_googlenet.paths import unwritable
 from keras_googlenet.publish import (
@@ -69,6 +68,7 @@ from keras_googlenet.quantization import (
     tflite_from_learned_ranges,
     with_pixel_input,
 )
+from keras_googlenet.runtime import load_predictor
 
 # The images the int8 layer report is measured on: its debug model runs every quantized op
 # twice, and the ranking of the worst layers settles within a few dozen images.
@@ -87,6 +87,7 @@ class _Plan:
     base_card: dict
     out_dir: str
     name: str
+    formats: list
     options: dict  # export_model's keyword arguments that act per format
     bounds: dict
     reference: dict | None = None
@@ -115,12 +116,6 @@ class _Plan:
                                                   self.base_card["preprocessing"]["mode"])
         return self.pixel_model
 
-    def int8_qat_model(self):
-        """The quantization-aware model behind `tflite-int8`: scaled input, or pixels."""
-        if self.in_model("tflite-int8"):
-            return with_pixel_input(self.qat_model, self.base_card["preprocessing"]["mode"])
-        return self.qat_model
-
 
 def export_model(
     source, out_dir, formats=None, *, name=None, input_size=None, calibration_data=None,
@@ -129,24 +124,21 @@ def export_model(
     verification_data=None, verification_samples=512, bounds=None, max_accuracy_drop=None,
     int8_float_layers=None, opset=MIN_ONNX_OPSET, strict=True, verbose=True,
 ):
-    """Export the float32 inference model of `source` to each format; each artefact is
-    staged, verified against Keras, given its card `<artefact>.json`, and published only
-    when every format is done (docs/export.md).
+    """Export `source`'s float32 inference model to each format: every artefact is staged,
+    verified against Keras, carded (`<artefact>.json`), and published once all are done.
 
     Args:
         source: a `.keras` file, a run directory (`qat.keras`, `inference.keras` or
-            `model.keras`, with `config.json`, `labels.txt`) or a `keras.Model`; aux heads
-            are pruned. A `quantize_aware` model exports `tflite-int8` from its learned
-            ranges (no calibration data) and its folded float model to the other formats.
+            `model.keras`) or a `keras.Model`, aux heads pruned. A `quantize_aware` model
+            gives `tflite-int8` from its learned ranges, its folded model the other formats.
         out_dir: destination directory (created; not a symbolic link; its other files stay).
         formats: a list (or comma-separated string) from `FORMATS`. Default: every float
             format, plus `"tflite-int8"` when `calibration_data` is given.
         name: base name of the artefacts (default: the model's name).
         input_size: fixes the input size of a model built for any size.
-        calibration_data: images for `tflite-int8` (float32 preprocessed or uint8 pixels: an
-            array, `(images, labels)`, a `tf.data.Dataset` or an iterable of batches), or a
-            callable used as the converter's `representative_dataset`.
-        calibration_steps: how many images to calibrate on.
+        calibration_data, calibration_steps: up to `calibration_steps` images for
+            `tflite-int8` (float32 preprocessed or uint8 pixels: an array, `(images, labels)`,
+            a `tf.data.Dataset` or batches), or the converter's `representative_dataset`.
         int8_io: the int8 model's input/output type: `"uint8"` (pixels in: the preprocessing
             is put inside), `"int8"` or `"float32"`.
         include_preprocessing: put the preprocessing inside every artefact (RGB pixels in).
@@ -156,68 +148,67 @@ def export_model(
         author, license: recorded in the cards and the TFLite metadata.
         uint8_signature: add the SavedModel signature `serving_uint8` (uint8, any size).
         verify: compare every artefact with Keras before publishing it.
-        verification_data: validation images (as `calibration_data`): with labels, each format
-            is bounded by its top-1 accuracy drop; without, by its top-1 agreement where Keras
-            is confident; without images, random inputs (agreement reported, not enforced).
-        verification_samples: at most this many verification images.
+        verification_data, verification_samples: up to `verification_samples` validation
+            images (as `calibration_data`), labelled or not; default: random inputs.
         bounds: per-format overrides of `DEFAULT_BOUNDS`.
-        max_accuracy_drop: the top-1 accuracy drop (percentage points) a format may show on
-            labelled images: a number or a dict per format (default 0.1 for the float
-            formats, 1 for `tflite-dynamic` and `tflite-int8`).
-        int8_float_layers: Keras layer names (as the int8 report lists them) that
-            `tflite-int8` keeps in float; needs `int8_io` "int8" or "float32".
+        max_accuracy_drop: the top-1 accuracy drop (percentage points) allowed on labelled
+            images: a number, or a dict per format (default: `DEFAULT_BOUNDS`).
+        int8_float_layers: layer names (as the int8 report lists them) that `tflite-int8`
+            keeps in float; needs `int8_io` "int8" or "float32".
         opset: ONNX opset (>= 17).
         strict: raise `ExportError` when any format failed (after trying them all).
         verbose: progress on stderr.
 
     Returns:
-        An `ExportReport` (`report["tflite-int8"].verification`, `.summary()`); with `verify`,
-        `report["tflite-int8"].int8_layers` lists the worst quantized layers.
+        An `ExportReport`: `report[fmt].verification`, `.int8_layers`; `report.summary()`.
 
     Raises:
         ValueError: a bad argument (unknown format, int8 without calibration data, a `name`
-            with a path, a symlinked `out_dir`, labels not one per class, ...), before any
-            write.
+            with a path, labels not one per class, ...), before any write.
         FileNotFoundError: `source` does not exist.
-        ExportError: with `strict`, a conversion failed or a bound was missed; nothing was
-            published for that format and an existing artefact was kept.
+        ExportError: with `strict`, a format failed (conversion or bound): nothing was
+            published for it, and its existing artefact was kept.
     """
+    options = {"include_preprocessing": include_preprocessing, "int8_io": int8_io,
+               "opset": opset, "uint8_signature": uint8_signature,
+               "tflite_metadata": tflite_metadata, "verify": verify, "verbose": verbose,
+               "int8_float_layers": int8_float_layers}
+    formats, options = _check_arguments(source, out_dir, name, formats, options,
+                                        calibration_data, calibration_steps, verification_samples)
+    plan = _plan(source, out_dir, name, formats, input_size, labels, author, license, options,
+                 merged_bounds(bounds, check_max_accuracy_drop(max_accuracy_drop)))
+    _prepare_inputs(plan, calibration_data, calibration_steps, verification_data,
+                    verification_samples)
+    report = ExportReport(out_dir=plan.out_dir, results=_export_staged(plan))
+    if strict and not report.ok:
+        raise ExportError(f"export failed for {[r.format for r in report.results if not r.ok]}"
+                          f"; nothing was written for them.\n{report.summary()}", report)
+    return report
+
+
+def _check_arguments(source, out_dir, name, formats, options, calibration_data,
+                     calibration_steps, verification_samples):
+    """(the formats in canonical order, `options` with `int8_float_layers` as a list), before
+    the source is loaded; `ValueError` naming the argument."""
     check_destination(source, out_dir, name)
     learned_ranges = is_quantize_aware_source(source)
+    int8_io = options["int8_io"]
     formats = validate_export_arguments(formats, calibration_data, calibration_steps, int8_io,
-                                        opset, verification_samples, learned_ranges)
-    float_layers = check_int8_float_layers(int8_float_layers, formats, int8_io)
+                                        options["opset"], verification_samples, learned_ranges)
+    float_layers = check_int8_float_layers(options["int8_float_layers"], formats, int8_io)
     if learned_ranges and float_layers:
         raise ValueError("`int8_float_layers` (--int8-float-layers) applies to post-training "
                          "int8; a quantization-aware model is converted from its learned "
                          "ranges whole.")
-    if not isinstance(include_preprocessing, bool):
-        checks.fail("include_preprocessing", "True or False", include_preprocessing)
-    options = {"include_preprocessing": include_preprocessing, "int8_io": int8_io,
-               "opset": opset, "uint8_signature": uint8_signature,
-               "tflite_metadata": tflite_metadata, "verify": verify, "verbose": verbose,
-               "int8_float_layers": float_layers}
-    plan = _plan(source, out_dir, name, input_size, labels, author, license, options,
-                 merged_bounds(bounds, check_max_accuracy_drop(max_accuracy_drop)))
-    check_int8_float_layers(float_layers, formats, int8_io, _layer_names(plan.model))
-    if plan.qat_model is not None:
-        _learned_ranges_card(plan, calibration_data)
-    elif "tflite-int8" in formats:
-        plan.representative = _representative(plan, calibration_data, calibration_steps)
-    if verify:
-        log_progress(verbose, "[export] computing Keras reference outputs")
-        plan.reference = keras_reference(plan.model, plan.base_card["output"]["activation"],
-                                         verification_data, verification_samples)
-    report = ExportReport(out_dir=plan.out_dir, results=_export_staged(plan, formats))
-    if strict and not report.ok:
-        failed = [r.format for r in report.results if not r.ok]
-        raise ExportError(f"export failed for {failed}; nothing was written for them.\n"
-                          f"{report.summary()}", report)
-    return report
+    if not isinstance(options["include_preprocessing"], bool):
+        checks.fail("include_preprocessing", "True or False", options["include_preprocessing"])
+    return formats, {**options, "int8_float_layers": float_layers}
 
 
-def _plan(source, out_dir, name, input_size, labels, author, license, options, bounds):
-    """Load the source and fill the base card every artefact's card starts from."""
+def _plan(source, out_dir, name, formats, input_size, labels, author, license, options,
+          bounds):
+    """Load the source, fill the base card every artefact's card starts from, and check
+    `int8_float_layers` against the model's layers."""
     explicit_labels = cards.read_labels(labels) if labels is not None else None
     verbose = options["verbose"]
     log_progress(verbose, f"[export] loading {getattr(source, 'name', source)}")
@@ -232,18 +223,29 @@ def _plan(source, out_dir, name, input_size, labels, author, license, options, b
     qat_model = None
     if is_quantize_aware(model):  # the float formats and the reference: the folded weights
         qat_model, model = model, folded_float_model(model)
+    check_int8_float_layers(options["int8_float_layers"], formats, options["int8_io"],
+                            _layer_names(model))
     return _Plan(model=model, base_card=base_card, out_dir=out_dir, name=name or model.name,
-                 options=options, bounds=bounds, qat_model=qat_model)
+                 formats=formats, options=options, bounds=bounds, qat_model=qat_model)
 
 
-def _learned_ranges_card(plan, calibration_data):
-    """The int8 card's `calibration` of a quantization-aware source: no images."""
-    plan.base_card["calibration"] = {"images": 0,
-                                     "ranges": "learned by quantization-aware training"}
-    if calibration_data is not None:
-        note = "calibration_data ignored: the int8 ranges are the ones QAT learned"
-        plan.base_card["calibration"]["note"] = note
-        log_progress(plan.options["verbose"], f"[export] {note}")
+def _prepare_inputs(plan, calibration_data, calibration_steps, verification_data,
+                    verification_samples):
+    """The int8 calibration (card and `representative_dataset`; a quantization-aware source
+    needs none) and, with `verify`, the Keras outputs the artefacts are verified against."""
+    if plan.qat_model is not None:
+        plan.base_card["calibration"] = {"images": 0,
+                                         "ranges": "learned by quantization-aware training"}
+        if calibration_data is not None:
+            note = "calibration_data ignored: the int8 ranges are the ones QAT learned"
+            plan.base_card["calibration"]["note"] = note
+            log_progress(plan.options["verbose"], f"[export] {note}")
+    elif "tflite-int8" in plan.formats:
+        plan.representative = _representative(plan, calibration_data, calibration_steps)
+    if plan.options["verify"]:
+        log_progress(plan.options["verbose"], "[export] computing Keras reference outputs")
+        plan.reference = keras_reference(plan.model, plan.base_card["output"]["activation"],
+                                         verification_data, verification_samples)
 
 
 def _representative(plan, calibration_data, calibration_steps):
@@ -264,20 +266,16 @@ def _representative(plan, calibration_data, calibration_steps):
 
 def _one_at_a_time(images):
     """A TFLite `representative_dataset`: a callable yielding `[one image]` per image."""
-    def dataset():
-        for i in range(len(images)):
-            yield [images[i:i + 1]]
-
-    return dataset
+    return lambda: ([images[i:i + 1]] for i in range(len(images)))
 
 
-def _export_staged(plan, formats):
+def _export_staged(plan):
     """Every format converted, carded and verified in the stage, then published."""
     # Everything is checked: the first byte is written now, in the staging directory.
     plan.stage_dir, plan.swap = _staging(plan.out_dir, plan.name)
     plan.work_dir = tempfile.mkdtemp(prefix="googlenet-export-")
     try:
-        results = [_export_one(plan, fmt) for fmt in formats]
+        results = [_export_one(plan, fmt) for fmt in plan.formats]
         _publish_all(plan, results)
     finally:
         shutil.rmtree(plan.work_dir, ignore_errors=True)
@@ -300,13 +298,12 @@ def _export_one(plan, fmt):
     try:
         log_progress(verbose, f"[export] {fmt}: converting -> {target}")
         card = _artifact_card(plan, fmt, target, staged, _convert(plan, fmt, staged), result)
-        if fmt == "savedmodel":  # the directory carries its card too
-            write_json_atomic(card, os.path.join(staged, CARD_IN_SAVEDMODEL))
         write_json_atomic(card, staged_card)
+        if fmt == "savedmodel":  # it carries its card too; the TFLite converter reuses it
+            write_json_atomic(card, os.path.join(staged, CARD_IN_SAVEDMODEL))
+            plan.conversion_savedmodels.setdefault(plan.in_model(fmt), staged)
         result.card = card
         plan.staged[fmt] = (staged, target)
-        if fmt == "savedmodel":  # verified: the TFLite converter reuses it from the stage
-            plan.conversion_savedmodels.setdefault(plan.in_model(fmt), staged)
         log_progress(verbose, f"[export] {fmt}: ok, {card['file_size_bytes'] / 1e6:.2f} MB; "
                               f"{format_verification(result.verification)}")
         gpu = card.get("gpu_delegate")
@@ -336,24 +333,24 @@ def _convert(plan, fmt, staged):
         convert_onnx(plan.model_for(fmt), staged, opset=options["opset"])
         return None
     if fmt == "tflite-int8" and plan.qat_model is not None:
-        return tflite_from_learned_ranges(plan.int8_qat_model(), int8_io=options["int8_io"])
-    key = plan.in_model(fmt)
-    if key not in plan.conversion_savedmodels:
-        plan.conversion_savedmodels[key] = os.path.join(
-            plan.work_dir, f"savedmodel_{'pixels' if key else 'scaled'}")
-        write_savedmodel(plan.model_for(fmt), plan.conversion_savedmodels[key],
-                         uint8_signature=False)
+        qat_model = (with_pixel_input(plan.qat_model, plan.base_card["preprocessing"]["mode"])
+                     if plan.in_model(fmt) else plan.qat_model)
+        return tflite_from_learned_ranges(qat_model, int8_io=options["int8_io"])
+    savedmodel = plan.conversion_savedmodels.get(plan.in_model(fmt))
+    if savedmodel is None:  # the one of this input kind, written once for every TFLite format
+        savedmodel = os.path.join(plan.work_dir, f"savedmodel_{fmt}")
+        write_savedmodel(plan.model_for(fmt), savedmodel, uint8_signature=False)
+        plan.conversion_savedmodels[plan.in_model(fmt)] = savedmodel
     if fmt == "tflite-int8" and (options["verify"] or options["int8_float_layers"]):
         log_progress(options["verbose"], f"[export] {fmt}: measuring each layer's "
                                          "quantization error")
         flatbuffer, plan.int8_layer_errors = int8_layer_errors(
-            plan.conversion_savedmodels[key], plan.representative, _debug_dataset(plan),
-            _layer_names(plan.model), options["int8_float_layers"], options["int8_io"])
+            savedmodel, plan.representative, _debug_dataset(plan), _layer_names(plan.model),
+            options["int8_float_layers"], options["int8_io"])
         if flatbuffer is not None:  # layers kept in float: the debugger wrote the model
             return flatbuffer
-    return convert_tflite(plan.conversion_savedmodels[key], fmt,
-                          plan.representative if fmt == "tflite-int8" else None,
-                          int8_io=options["int8_io"])
+    # the converter reads `representative` for tflite-int8 only
+    return convert_tflite(savedmodel, fmt, plan.representative, int8_io=options["int8_io"])
 
 
 def _layer_names(model):
@@ -372,9 +369,7 @@ def _artifact_card(plan, fmt, target, staged, flatbuffer, result):
     """The card of `fmt`'s artefact; writes the TFLite bytes and verifies against Keras
     (`_BoundMissedError` on a missed bound)."""
     options = plan.options
-    card = cards.format_card(plan.base_card, fmt, target, options)
-    card["preprocessing"] = preprocessing_card(plan.in_model(fmt),
-                                               plan.base_card["preprocessing"]["mode"])
+    card = cards.format_card(plan.base_card, fmt, target, options, plan.in_model(fmt))
     if fmt.startswith("tflite"):
         _write_tflite(plan, fmt, flatbuffer, card, staged)
     if fmt == "tflite-int8":
@@ -385,7 +380,7 @@ def _artifact_card(plan, fmt, target, staged, flatbuffer, result):
         log_progress(options["verbose"], f"[export] {fmt}: verifying against Keras")
         uint8_path = staged if fmt == "savedmodel" and options["uint8_signature"] else None
         card["verification"] = result.verification = verify_artifact(
-            cards.predictor_for(fmt, staged, card), plan.reference, fmt, plan.bounds[fmt],
+            load_predictor(staged, card=card), plan.reference, plan.bounds[fmt],
             savedmodel_path=uint8_path)
         if not result.verification["passed"]:
             raise _BoundMissedError(missed_bounds(result.verification))
@@ -405,17 +400,13 @@ def _write_tflite(plan, fmt, flatbuffer, card, path):
 
 
 def _staging(out_dir, name):
-    """(the staging directory, whether it then replaces `out_dir` whole): a sibling of
-    `out_dir`, swapped in whole (`replace_owned`) when `_swappable`, else published from unit
-    by unit; a hidden directory inside `out_dir` only where no sibling can be renamed in (a
-    mount point, a parent we cannot write)."""
+    """(the staging directory, whether it replaces `out_dir` whole): a sibling of `out_dir`,
+    else a hidden directory inside it where no sibling can be renamed in (docs/export.md)."""
     parent = os.path.dirname(out_dir)
-    prefix = f".{os.path.basename(out_dir)}.export-"
-    if _swappable(out_dir):
+    swap = _swappable(out_dir)
+    if swap or (not os.path.ismount(out_dir) and unwritable(parent) is None):
         os.makedirs(parent, exist_ok=True)
-        return tempfile.mkdtemp(dir=parent, prefix=prefix), True
-    if not os.path.ismount(out_dir) and unwritable(parent) is None:
-        return tempfile.mkdtemp(dir=parent, prefix=prefix), False
+        return tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out_dir)}.export-"), swap
     return tempfile.mkdtemp(dir=out_dir, prefix=f".{name}.export-"), False
 
 
@@ -445,8 +436,8 @@ def _holds_only_exports(out_dir):
 
 
 def _publish_all(plan, results):
-    """Publish every verified artefact with its card: one swap of the directory, or (see
-    `_staging`) each artefact then its card, right after each other."""
+    """Publish every verified artefact with its card: one swap of the directory, or each
+    artefact then its card, right after each other."""
     if not plan.staged:
         return
     if plan.swap:

@@ -24,11 +24,9 @@ FORMATS = {
 }
 FLOAT_FORMATS = tuple(fmt for fmt in FORMATS if fmt != "tflite-int8")
 
-# Verification bounds. "max_abs_diff": of the softmax outputs, on the same inputs as
-# Keras. "accuracy_drop": top-1 accuracy below Keras', in percentage points, on labelled
-# verification images. "top1_agreement": fraction of images whose top-1 class is Keras',
-# enforced only on real images without labels, and only where Keras' top-1 leads its
-# runner-up by `verify.CONFIDENT_MARGIN` (near-ties flip without the model being worse).
+# Verification bounds (docs/export.md): "max_abs_diff" of the softmax outputs from Keras';
+# "accuracy_drop", top-1 percentage points below Keras on labelled images; "top1_agreement"
+# with Keras on unlabelled ones, where Keras leads by `verify.CONFIDENT_MARGIN`.
 DEFAULT_BOUNDS = {
     "savedmodel": {"max_abs_diff": 1e-4, "accuracy_drop": 0.1},
     "tflite-fp32": {"max_abs_diff": 1e-4, "accuracy_drop": 0.1},
@@ -85,14 +83,12 @@ def check_name(out_dir, name):
     if name.startswith("."):  # hidden, and the prefix of our temporary files
         raise ValueError("`name` must not start with '.' (hidden files are the export's "
                          f"temporary ones); received name={name!r}.")
-    return name
 
 
 def validate_export_arguments(formats, calibration_data, calibration_steps, int8_io, opset,
                               verification_samples, learned_ranges=False):
     """The resolved format list; `ValueError` naming the argument on any bad value.
-    `learned_ranges`: the source is a quantization-aware model, whose `tflite-int8` needs no
-    calibration data (see `keras_googlenet.export.source.is_quantize_aware_source`)."""
+    `learned_ranges`: the source is quantization-aware, its `tflite-int8` needs no images."""
     int8_ready = learned_ranges or calibration_data is not None
     if formats is None:
         formats = list(FLOAT_FORMATS) + (["tflite-int8"] if int8_ready else [])
@@ -105,13 +101,11 @@ def validate_export_arguments(formats, calibration_data, calibration_steps, int8
                          f"of {list(FORMATS)}.")
     formats = [f for f in FORMATS if f in formats]  # canonical order: SavedModel first
     if "tflite-int8" in formats and not int8_ready:
-        raise ValueError(
-            "format 'tflite-int8' (full-integer quantization) needs `calibration_data`: a "
-            "representative sample of training images (CLI: --calibration-data DATASET). "
-            "Use 'tflite-dynamic' for int8 weights without calibration."
-        )
-    if int8_io not in INT8_IO_TYPES:
-        raise ValueError(f"`int8_io` must be one of {INT8_IO_TYPES}; received {int8_io!r}.")
+        raise ValueError("format 'tflite-int8' (full-integer quantization) needs "
+                         "`calibration_data`: a representative sample of training images (CLI: "
+                         "--calibration-data DATASET). Use 'tflite-dynamic' for int8 weights "
+                         "without calibration.")
+    checks.one_of("int8_io", int8_io, INT8_IO_TYPES)
     checks.positive_int("calibration_steps", calibration_steps)
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_ONNX_OPSET:
         checks.fail("opset", f"an int >= {MIN_ONNX_OPSET}", opset)

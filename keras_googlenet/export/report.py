@@ -44,10 +44,7 @@ class ExportReport:
         return all(r.ok for r in self.results)
 
     def __getitem__(self, fmt):
-        for result in self.results:
-            if result.format == fmt:
-                return result
-        raise KeyError(fmt)
+        return {result.format: result for result in self.results}[fmt]
 
     def summary(self):
         """A plain-text table: format, status, size, verification figures."""

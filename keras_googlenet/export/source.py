@@ -1,5 +1,4 @@
-"""The model to export (a file, run directory or `keras.Model`); the images to calibrate and
-verify it with."""
+"""The model to export, and the images to calibrate and verify it with."""
 
 from __future__ import annotations
 
@@ -8,31 +7,25 @@ import zipfile
 import keras
 import numpy as np
 
+from keras_googlenet.heads import float32_inference_model, inference_model
 from keras_googlenet.model_card import INPUT_NAME, describe_source, resolve_source
 from keras_googlenet.preprocessing import preprocess_in_model, resize_pixels
 from keras_googlenet.quantization import is_quantize_aware
+from keras_googlenet.runtime import load_keras_model
 
 __all__ = ["is_quantize_aware_source", "load_source", "take_images", "to_model_input",
            "to_pixels", "with_preprocessing"]
 
 
 def load_source(source, input_size=None):
-    """The float32 single-output inference model of `source`, and its card fields.
-
-    `source`: a `.keras` file (training or inference model), a run directory
-    (`qat.keras`, else `inference.keras`, else `model.keras`, plus `config.json`/
-    `labels.txt`), or a `keras.Model`. A `quantize_aware` model stays one (float32 already).
+    """The float32 single-output inference model of `source` (a `.keras` file, a run
+    directory or a `keras.Model`; a `quantize_aware` model stays one) and its card fields;
     `ValueError` for an `input_size` that is bad, missing (the model takes any size) or not
-    the model's fixed one.
-    """
-    from keras_googlenet.heads import float32_inference_model, inference_model
-
+    the model's fixed one."""
     if isinstance(source, keras.Model):
         path, run_info, model = None, {}, source
     else:
         path, run_info = resolve_source(source)
-        from keras_googlenet.runtime import load_keras_model
-
         model = load_keras_model(path, "source")
     model = inference_model(model) if is_quantize_aware(model) else float32_inference_model(model)
     if input_size is not None or model.input_shape[1] is None or model.input_shape[2] is None:
@@ -54,9 +47,8 @@ def load_source(source, input_size=None):
 
 
 def is_quantize_aware_source(source):
-    """Whether `source` (a model, `.keras` file or run directory) is a `quantize_aware` model,
-    read from the file's config without loading it; False for a source that does not exist
-    (`load_source` explains it)."""
+    """Whether `source` is a `quantize_aware` model, read from a file's config without loading
+    it; False for a source that does not exist (`load_source` explains it)."""
     if isinstance(source, keras.Model):
         return is_quantize_aware(source)
     try:
@@ -71,21 +63,17 @@ def is_quantize_aware_source(source):
 def _size_pair(size):
     if size is None:
         return None
-    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
-        return (size, size)
-    if isinstance(size, (tuple, list)) and len(size) == 2 and all(
-            isinstance(v, int) and v > 0 for v in size):
-        return tuple(size)
+    pair = (size, size) if isinstance(size, int) else size
+    if isinstance(pair, (tuple, list)) and len(pair) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair):
+        return tuple(pair)
     raise ValueError(f"`input_size` must be a positive int or (height, width); received {size!r}.")
 
 
 def take_images(data, limit, size, what):
-    """Up to `limit` float32 model-ready images (and labels if present) from `data`.
-
-    Accepts an array (N, H, W, 3), an `(images, labels)` tuple, a `tf.data.Dataset`
-    (batched or not, of images or `(image, label)`), or an iterable of those. Integer
-    images are treated as raw pixels: resized and scaled with `x / 127.5 - 1`.
-    """
+    """Up to `limit` float32 model-ready images (and labels if present) from `data`: an array
+    (N, H, W, 3), an `(images, labels)` tuple, a `tf.data.Dataset` (batched or not, of images
+    or `(image, label)`) or an iterable of those; integer images are raw pixels."""
     import tensorflow as tf
 
     if isinstance(data, np.ndarray) or (isinstance(data, tuple) and len(data) == 2
@@ -106,7 +94,7 @@ def take_images(data, limit, size, what):
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"`{what}` must hold RGB images (..., H, W, 3); got shape {x.shape}.")
         if not np.issubdtype(x.dtype, np.floating):  # raw pixels: evaluation preprocessing
-            x = np.stack([resize_pixels(image, size) for image in x])
+            x = resize_pixels(x, size)
         elif tuple(x.shape[1:3]) != tuple(size):
             x = tf.image.resize(x, size, method="bilinear").numpy()
         images.append(x.astype("float32"))

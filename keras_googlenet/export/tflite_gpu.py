@@ -1,9 +1,5 @@
-"""Which ops of a `.tflite` model LiteRT's GPU delegate can take (docs/mobile.md).
-
-`tf.lite.experimental.Analyzer`'s GPU check passes every model in TensorFlow 2.21, so the
-verdict comes from the delegate's own op table (`CheckGpuDelegateCompatibility`), per op type:
-an op outside it falls back to the CPU. Per-op shape and attribute limits are not checked.
-"""
+"""Which ops of a `.tflite` model LiteRT's GPU delegate can take, by the delegate's own op
+table: `tf.lite.experimental.Analyzer` passes every model in TensorFlow 2.21 (docs/mobile.md)."""
 
 from __future__ import annotations
 
@@ -53,12 +49,8 @@ def model_ops(model_bytes):
 
 
 def gpu_delegate_report(model_bytes):
-    """Whether the GPU delegate can take every op of a TFLite model, and which it can't.
-
-    Returns:
-        `{"compatible": bool, "unsupported_ops": {op name: count}, "ops": {op name:
-        count}, "method": str}`. `unsupported_ops` is empty when compatible.
-    """
+    """Whether the GPU delegate can take every op of a TFLite model: `{"compatible": bool,
+    "unsupported_ops": {op name: count}, "ops": {op name: count}, "method": str}`."""
     ops = sorted(model_ops(model_bytes).items(), key=lambda item: item[0][1])
     unsupported = {name: count for (kind, name), count in ops if name not in (
         GPU_DELEGATE_CUSTOM_OPS if kind == "custom" else GPU_DELEGATE_OPS)}

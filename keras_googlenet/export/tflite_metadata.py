@@ -1,11 +1,6 @@
-"""TFLite Metadata for image classifiers, written to the published schema (docs/mobile.md).
-
-MediaPipe Tasks, the TFLite Task Library and Android Studio read a `ModelMetadata` flatbuffer
-(`metadata_schema.fbs`, identifier `M001`) in the model buffer `TFLITE_METADATA`, with the labels
-in a zip appended to the model. The official writers do not install beside TensorFlow 2.21, so
-the tables an image classifier needs are written here with `flatbuffers`, their field slots
-taken from the schema.
-"""
+"""TFLite Metadata for image classifiers, written with `flatbuffers` to the published schema
+(`metadata_schema.fbs`): the official writers do not install beside TensorFlow 2.21
+(docs/mobile.md)."""
 
 from __future__ import annotations
 
@@ -132,12 +127,9 @@ def _classifier_metadata(name, description, version, author, license, mean, std,
 
 
 class _AlignedBuilder(flatbuffers.Builder):
-    """Packs byte vectors 16-byte aligned, as the TFLite schema asks of `Buffer.data`.
-
-    The schema declares `data:[ubyte] (force_align: 16)`, but the generated Python
-    `Pack` ignores the attribute; the interpreter maps weights in place, so keep them
-    aligned as the converter wrote them.
-    """
+    """Packs byte vectors 16-byte aligned, as the TFLite schema's `Buffer.data` declares
+    (`force_align: 16`) but the generated Python `Pack` ignores: the interpreter maps
+    weights in place, so they stay aligned as the converter wrote them."""
 
     def CreateNumpyVector(self, x):
         if x.dtype.itemsize != 1:
@@ -165,9 +157,8 @@ def strip_appended_zip(model_bytes):
 
 
 def _with_metadata(model_bytes, metadata, associated_files):
-    """`model_bytes` with `metadata` as its `TFLITE_METADATA` (replacing any) and only
-    `associated_files` ({name: bytes}) in the uncompressed zip after it, where MediaPipe
-    and the Task Library look for them; tensors, ops and weights unchanged."""
+    """`model_bytes` (tensors, ops and weights unchanged) with `metadata` as its only
+    `TFLITE_METADATA` and `associated_files` ({name: bytes}) in an uncompressed zip after it."""
     from tensorflow.lite.python import schema_py_generated as schema
 
     model_bytes = strip_appended_zip(bytes(model_bytes))
@@ -199,9 +190,8 @@ def add_image_classifier_metadata(model_bytes, *, labels, mean, std, input_range
     Args:
         model_bytes: the converted TFLite flatbuffer.
         labels: one class name per output score.
-        mean, std: `NormalizationOptions`, per channel or one value: the runtime feeds
-            a float input `(pixel - mean) / std`. Quantized (uint8) inputs are fed raw
-            pixels and rely on the tensor's own quantization instead.
+        mean, std: `NormalizationOptions`, one value or per channel: a runtime feeds a float
+            input `(pixel - mean) / std`, a quantized one raw pixels.
         input_range: `(min, max)` of the model's input values (the input `Stats`).
         output_range: `(min, max)` of the scores, `None` for logits.
         name, description, version, author, license: shown by metadata readers.

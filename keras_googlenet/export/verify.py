@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from keras_googlenet import checks
-from keras_googlenet.export.formats import DEFAULT_BOUNDS, FORMATS, UINT8_SIGNATURE
+from keras_googlenet.export.formats import FORMATS, UINT8_SIGNATURE
 from keras_googlenet.export.source import take_images, to_model_input, to_pixels
 from keras_googlenet.model_card import INPUT_NAME, OUTPUT_NAME, has_preprocessing_layer
 from keras_googlenet.preprocessing import resize_pixels
@@ -49,17 +49,10 @@ def _keras_probs(model, x, activation):
     return as_probabilities(y, activation)
 
 
-def verify_artifact(predictor, reference, fmt, bounds=None, savedmodel_path=None):
-    """Compare an artefact with the Keras reference outputs; return the figures.
-
-    `reference` is what `keras_reference` returns. `bounds` (default `DEFAULT_BOUNDS[fmt]`):
-    `max_abs_diff` of the probabilities, always enforced; `accuracy_drop` (top-1,
-    percentage points below Keras), enforced where the images have labels; and
-    `top1_agreement` with Keras, enforced only on real images without labels, and then
-    only on those where Keras' top-1 leads by `CONFIDENT_MARGIN`. With `savedmodel_path`,
-    its `serving_uint8` signature is bounded by `max_abs_diff` too.
-    """
-    bounds = DEFAULT_BOUNDS[fmt] if bounds is None else bounds
+def verify_artifact(predictor, reference, bounds, savedmodel_path=None):
+    """The figures of an artefact's `predictor` against `keras_reference`'s outputs, each of
+    `bounds` checked where it applies (`formats.DEFAULT_BOUNDS`); with `savedmodel_path`,
+    its `serving_uint8` signature is bounded by `max_abs_diff` too."""
     parity = predictor.predict(to_model_input(reference["parity_x"], predictor.card))
     probs = predictor.predict(to_model_input(reference["agree_x"], predictor.card))
     figures = {
@@ -72,9 +65,8 @@ def verify_artifact(predictor, reference, fmt, bounds=None, savedmodel_path=None
     }
     bound_checks = [_check(metric, bound, figures) for metric, bound in bounds.items()]
     if savedmodel_path is not None:
-        uint8_probs = _savedmodel_uint8(savedmodel_path, reference["uint8_x"])
-        figures["uint8_signature_max_abs_diff"] = float(
-            np.max(np.abs(uint8_probs - reference["uint8_p"])))
+        figures["uint8_signature_max_abs_diff"] = float(np.max(np.abs(
+            _savedmodel_uint8(savedmodel_path, reference["uint8_x"]) - reference["uint8_p"])))
         bound_checks.append(_check("uint8_signature_max_abs_diff",
                                    bounds.get("max_abs_diff", 1e-4), figures))
     figures["checks"] = bound_checks
@@ -145,9 +137,8 @@ def _savedmodel_uint8(path, images):
 
 
 def keras_reference(model, activation, verification, samples):
-    """Keras' probabilities on the verification images (or random inputs), for
-    `verify_artifact`: a parity subset, every image with its labels, and raw pixels
-    for the SavedModel's uint8 signature."""
+    """Keras' probabilities for `verify_artifact` on the verification images (or random
+    inputs): a parity subset, every image with its labels, raw pixels for `serving_uint8`."""
     size = tuple(model.input_shape[1:3])
     rng = np.random.default_rng(0)
     if verification is not None:
@@ -158,8 +149,7 @@ def keras_reference(model, activation, verification, samples):
         labels, data, parity_x = None, "random", agree_x[:8]
     # Raw pixels of an odd size exercise the resize inside the uint8 signature.
     uint8_x = rng.integers(0, 256, (2, size[0] + 7, size[1] + 3, 3), dtype=np.uint8)
-    resized = np.stack([resize_pixels(image, size) for image in uint8_x]).astype("float32")
     return {"parity_x": parity_x, "parity_p": _keras_probs(model, parity_x, activation),
             "agree_x": agree_x, "agree_p": _keras_probs(model, agree_x, activation),
-            "labels": labels, "data": data,
-            "uint8_x": uint8_x, "uint8_p": _keras_probs(model, resized, activation)}
+            "labels": labels, "data": data, "uint8_x": uint8_x,
+            "uint8_p": _keras_probs(model, resize_pixels(uint8_x, size), activation)}

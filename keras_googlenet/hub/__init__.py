@@ -1,9 +1,5 @@
-"""GoogLeNet for KerasHub: a `Backbone`, an `ImageClassifier` and their preprocessing, as presets
-(docs/keras_hub.md; needs `pip install 'keras-googlenet[hub]'`).
-
-Importing this module registers the classes with Keras, as `from_preset` needs:
-`import keras_googlenet.hub`, then `keras_hub.models.ImageClassifier.from_preset(DIR)`.
-"""
+"""GoogLeNet for KerasHub (docs/keras_hub.md). Importing it registers the classes, as
+`from_preset` needs: `import keras_googlenet.hub`, then `ImageClassifier.from_preset(DIR)`."""
 
 try:
     import keras_hub  # noqa: F401

@@ -9,6 +9,7 @@ import keras
 from keras_hub.models import FeaturePyramidBackbone
 
 from keras_googlenet import spec as spec_lib
+from keras_googlenet.checks import fail
 from keras_googlenet.googlenet import GoogLeNet
 from keras_googlenet.layers import load_weights_or_explain
 
@@ -26,8 +27,7 @@ PYRAMID_LAYERS = {
 def _dtype_policy(dtype):
     """Build under `dtype`: the GoogLeNet builder creates its layers under the global policy."""
     previous = keras.config.dtype_policy()
-    if dtype is not None:
-        keras.config.set_dtype_policy(keras.dtype_policies.get(dtype))
+    keras.config.set_dtype_policy(previous if dtype is None else keras.dtype_policies.get(dtype))
     try:
         yield
     finally:
@@ -38,19 +38,13 @@ def _dtype_policy(dtype):
 class GoogLeNetBackbone(FeaturePyramidBackbone):
     """GoogLeNet (Inception v1) feature extractor: the stem and Inception blocks 3a to 5b.
 
-    The graph is `keras_googlenet.GoogLeNet(include_top=False, ...)`'s (the same layers,
-    names and weights, so weights move between the two by layer name); the output is
-    `inception_5b`'s feature map. `pyramid_outputs` maps `"P1"` to `"P5"` to the feature map
-    2**n times smaller than the input, for KerasHub's dense-prediction tasks. Inputs are
-    preprocessed images (`keras_googlenet.preprocess_input`, RGB in [-1, 1]), as
-    `GoogLeNetImageConverter` makes them inside a KerasHub task.
+    The graph is `GoogLeNet(include_top=False, ...)`'s (same layers, names and weights);
+    the output is `inception_5b`'s feature map, and `pyramid_outputs` maps `"P1"` to `"P5"`
+    to the map 2**n times smaller than the input (docs/keras_hub.md). Inputs are RGB in
+    [-1, 1] (`preprocess_input`), as `GoogLeNetImageConverter` makes them.
 
     Args:
-        variant: `"v1"` (the paper: conv bias, LRN, true 5x5), `"v1_bn"`, `"torchvision"`
-            or `"factorized"`; see `keras_googlenet.spec.VARIANTS`.
-        widths: optional dict overriding Table 1's widths per block, as in `GoogLeNet`,
-            e.g. `{"4e": [256, 160, 320, 32, 128, 128]}`.
-        width_multiplier: scales every convolution's width, as in `GoogLeNet`.
+        variant, widths, width_multiplier: as in `GoogLeNet`.
         image_shape: `(height, width, channels)` of the input; height and width may be
             `None` (any size of at least 32).
         dtype: a dtype policy (name or object) for the layers; `None`: the global policy.
@@ -67,13 +61,13 @@ class GoogLeNetBackbone(FeaturePyramidBackbone):
     def __init__(self, variant="v1", widths=None, width_multiplier=1.0,
                  image_shape=(None, None, 3), dtype=None, **kwargs):
         variant_spec = spec_lib.get_variant(variant)
-        if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3:
-            raise ValueError("`image_shape` must be (height, width, channels); received "
-                             f"image_shape={image_shape!r}.")
+        if not isinstance(image_shape, (tuple, list)):
+            fail("image_shape", "(height, width, channels)", image_shape)
+        image_shape = spec_lib.check_input_shape(image_shape, False, variant, arg="image_shape")
         kwargs.setdefault("name", "googlenet_backbone")
 
         # === Functional model: the builder's own graph, from our input ===
-        image_input = keras.Input(shape=tuple(image_shape), name="image")
+        image_input = keras.Input(shape=image_shape, name="image")
         with _dtype_policy(dtype), warnings.catch_warnings():
             # The throwaway keras.Model only hands over its layers and tensors.
             warnings.simplefilter("ignore")
@@ -88,7 +82,7 @@ class GoogLeNetBackbone(FeaturePyramidBackbone):
         self.variant = variant
         self.widths = _widths_config(widths)
         self.width_multiplier = width_multiplier
-        self.image_shape = tuple(image_shape)
+        self.image_shape = image_shape
         self.pyramid_outputs = pyramid_outputs
         self.data_format = "channels_last"
 

@@ -13,12 +13,10 @@ from keras_googlenet.hub.preprocessor import GoogLeNetImageClassifierPreprocesso
 class GoogLeNetImageClassifier(ImageClassifier):
     """KerasHub's `ImageClassifier` on a `GoogLeNetBackbone`, with its preprocessing inside.
 
-    The arguments are `keras_hub.models.ImageClassifier`'s (`backbone`, `num_classes`,
-    `preprocessor`, `pooling`, `activation`, `dropout`, `head_dtype`). KerasHub's head
-    (`pooler`, `output_dropout`, `predictions`) computes GoogLeNet's (global average
-    pooling, dropout, a fully-connected layer): `predictions` holds the weights of
-    `GoogLeNet(include_top=True)`'s layer of that name (`image_classifier_from_googlenet`).
-    The auxiliary heads are training aids and not part of the task.
+    The arguments are `keras_hub.models.ImageClassifier`'s. Its head (`pooler`,
+    `output_dropout`, `predictions`) computes GoogLeNet's (`avg_pool`, `dropout`,
+    `predictions`), so weights move by layer name (`image_classifier_from_googlenet`); the
+    auxiliary heads are training aids, not part of the task.
 
     Example:
     ```python

@@ -7,7 +7,7 @@ from keras import ops
 from keras_hub.layers import ImageConverter
 
 from keras_googlenet import spec as spec_lib
-from keras_googlenet.checks import fraction
+from keras_googlenet.checks import fail, fraction
 from keras_googlenet.hub.backbone import GoogLeNetBackbone
 from keras_googlenet.preprocessing import EVAL_CROP_FRACTION, MODE_SCALE_OFFSET, central_crop_box
 
@@ -16,12 +16,9 @@ _DERIVED_ARGUMENTS = ("scale", "offset", "crop_to_aspect_ratio", "pad_to_aspect_
 
 
 class CentralCropResize(keras.layers.Layer):
-    """Central crop of `crop_fraction` of each side, resize to (height, width), clip to [0, 255].
-
-    The evaluation transform of the training pipeline, of `preprocessing.resize_pixels` and of the
-    SavedModel's `serving_uint8` signature: the crop box is computed in float32 like theirs.
-    `height` and `width` are read at call time (the converter's `image_size` sets them).
-    """
+    """Central crop of `crop_fraction` of each side, resize to (height, width), clip to [0, 255]:
+    `preprocessing.resize_pixels` as a layer, the crop box computed in float32 like it.
+    The converter's `image_size` setter sets `height` and `width`, read at call time."""
 
     def __init__(self, height, width, crop_fraction, interpolation="bilinear",
                  antialias=False, **kwargs):
@@ -47,19 +44,17 @@ class CentralCropResize(keras.layers.Layer):
 class GoogLeNetImageConverter(ImageConverter):
     """Raw RGB pixels in [0, 255] (any size) to the input of a GoogLeNet variant.
 
-    The evaluation transform of this package's training pipeline: a central crop of
-    `crop_fraction` of each side (0.875, the Inception recipe; torchvision's "resize 256,
-    crop 224" keeps the same fraction), a resize to `image_size`, then the variant's
-    `keras_googlenet.preprocess_input` scaling (`x / 127.5 - 1` for every variant). On the
-    same pixels the output equals `keras_googlenet.preprocessing.resize_pixels`.
+    The evaluation transform of the training pipeline: a central crop of `crop_fraction` of
+    each side, a resize to `image_size`, then the variant's `preprocess_input` scaling. On
+    the same pixels the output equals `keras_googlenet.preprocessing.resize_pixels`.
 
     Args:
         image_size: `(height, width)` or one int for a square, at least the variant's
-            minimum input size (32); `None` skips the crop and resize (images must then
+            minimum input size; `None` skips the crop and resize (images must then
             already have the model's size).
         variant: the GoogLeNet variant whose preprocessing to apply.
-        crop_fraction: fraction of each side kept by the central crop, in (0, 1]; 1.0
-            resizes the whole image.
+        crop_fraction: fraction of each side kept by the central crop, in (0, 1] (0.875,
+            the Inception recipe; 1.0 resizes the whole image).
         interpolation: as in `keras.layers.Resizing` (`"bilinear"`, as in training).
         antialias: antialias when downsampling (off, as in training).
         **kwargs: `data_format`, `bounding_box_format`, `name` and `dtype`, as for
@@ -70,16 +65,13 @@ class GoogLeNetImageConverter(ImageConverter):
 
     def __init__(self, image_size=(224, 224), variant="v1", crop_fraction=EVAL_CROP_FRACTION,
                  interpolation="bilinear", antialias=False, **kwargs):
-        mode = spec_lib.get_variant(variant).preprocessing
+        # Every variant's mode is "tf" today; `metadata.json` records it as "scaling".
+        scale, offset = MODE_SCALE_OFFSET[spec_lib.get_variant(variant).preprocessing]
         if given := [key for key in _DERIVED_ARGUMENTS if key in kwargs]:
             raise ValueError(f"GoogLeNetImageConverter sets {given} itself (from `variant` and "
                              "`crop_fraction`); remove them.")
-        image_size = _validate_image_size(image_size, variant)
+        image_size = _image_size(image_size, variant)
         crop_fraction = fraction("crop_fraction", crop_fraction)
-        if mode != "tf":  # every variant's today; `metadata.json` records it as "scaling"
-            raise ValueError(f"variant={variant!r} uses preprocessing mode {mode!r}; "
-                             "GoogLeNetImageConverter does only 'tf'.")
-        scale, offset = MODE_SCALE_OFFSET[mode]
         super().__init__(image_size=image_size, scale=scale, offset=offset,
                          crop_to_aspect_ratio=False, interpolation=interpolation,
                          antialias=antialias, **kwargs)
@@ -98,18 +90,17 @@ class GoogLeNetImageConverter(ImageConverter):
         return {**config, "variant": self.variant, "crop_fraction": self.crop_fraction}
 
 
-def _validate_image_size(image_size, variant):
+def _image_size(image_size, variant):
+    """`image_size` as (height, width) or None; `ValueError` naming it unless it is two
+    positive ints (or one, for a square) that `variant` accepts as its input size."""
     if image_size is None:
         return None
     if isinstance(image_size, int) and not isinstance(image_size, bool):
         image_size = (image_size, image_size)
-    minimum = spec_lib.min_input_size(False, variant)
     if not isinstance(image_size, (tuple, list)) or len(image_size) != 2 or not all(
-            isinstance(side, int) and not isinstance(side, bool) for side in image_size):
-        raise ValueError("`image_size` must be (height, width), an int or None; received "
-                         f"image_size={image_size!r}.")
-    if min(image_size) < minimum:
-        raise ValueError(
-            f"`image_size` must be at least {minimum}x{minimum} for variant={variant!r} (the "
-            f"network's minimum input); received image_size={tuple(image_size)!r}.")
+            isinstance(side, int) and not isinstance(side, bool) and side > 0
+            for side in image_size):
+        fail("image_size", "(height, width) of positive ints, an int or None", image_size)
+    spec_lib.check_input_shape((*image_size, 3), False, variant, fixed_size=True,
+                               arg="image_size")
     return tuple(image_size)

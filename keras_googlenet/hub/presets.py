@@ -14,8 +14,10 @@ from keras_googlenet.hub.backbone import GoogLeNetBackbone
 from keras_googlenet.hub.classifier import GoogLeNetImageClassifier
 from keras_googlenet.hub.image_converter import GoogLeNetImageConverter
 from keras_googlenet.hub.preprocessor import GoogLeNetImageClassifierPreprocessor
-from keras_googlenet.model_card import OUTPUT_NAME, find_layer
+from keras_googlenet.model_card import OUTPUT_NAME, find_layer, read_json
+from keras_googlenet.paths import child_path, writable_destination
 from keras_googlenet.preprocessing import EVAL_CROP_FRACTION
+from keras_googlenet.weights.mapping import copy_weights_by_name
 
 # The class each JSON file must describe.
 PRESET_CLASSES = {
@@ -37,22 +39,19 @@ LOADING_NOTE = (
 
 def image_classifier_from_googlenet(model, image_size=None, *, variant=None, widths=None,
                                     width_multiplier=None, crop_fraction=EVAL_CROP_FRACTION):
-    """A `GoogLeNetImageClassifier` (with its preprocessor) holding a GoogLeNet's weights.
+    """A `GoogLeNetImageClassifier` (with its preprocessor) holding a GoogLeNet's weights:
+    its outputs on raw uint8 images equal `model`'s after `preprocessing.resize_pixels`.
 
     Args:
-        model: a single-output `keras_googlenet.GoogLeNet` classifier (`include_top=True`;
-            prune aux heads first with `keras_googlenet.inference_model`).
+        model: a single-output `GoogLeNet` classifier (`include_top=True`; prune aux heads
+            first with `keras_googlenet.inference_model`).
         image_size: `(height, width)` or an int: the converter's resize target. Default:
             the model's fixed input size.
         variant: the model's variant; default: read from its layers.
         widths: the `widths` the model was built with (`None`: Table 1).
-        width_multiplier: the model's width multiplier; default: read from its stem when
-            `widths` is None (a model with custom widths and a multiplier needs both).
+        width_multiplier: default: read from its stem when `widths` is None (a model with
+            custom widths and a multiplier needs both).
         crop_fraction: the converter's central crop (0.875, as in evaluation).
-
-    Returns:
-        A `GoogLeNetImageClassifier` whose outputs on raw uint8 images equal `model`'s on
-        the same images after `keras_googlenet.preprocessing.resize_pixels`.
 
     Raises:
         ValueError: `model` is not a single-output GoogLeNet classifier, or its size,
@@ -93,41 +92,41 @@ def image_classifier_from_googlenet(model, image_size=None, *, variant=None, wid
         activation=None if activation in (None, "linear") else activation,
         dropout=float(dropout.rate if dropout is not None else 0.4),
     )
-    _copy_weights(model, [*backbone.layers, classifier.get_layer(OUTPUT_NAME)])
+    not_copied, unused = copy_weights_by_name(
+        model, [*backbone.layers, classifier.get_layer(OUTPUT_NAME)])
+    if not_copied:
+        raise ValueError(
+            f"layer {not_copied[0]!r} of the preset's architecture has no weights of the same "
+            "shapes in the source model: check `variant`, `widths` and `width_multiplier`.")
+    if unused:
+        raise ValueError(f"the source model has layers the preset does not: {unused}.")
     return classifier
 
 
 def write_preset(source, preset_dir, *, image_size=None, crop_fraction=EVAL_CROP_FRACTION,
                  labels=None, source_info=None, verify=True):
-    """Write a KerasHub preset directory from a GoogLeNet run, `.keras` file or model.
+    """Write a KerasHub preset directory from a GoogLeNet run, `.keras` file or model, and
+    return its absolute path.
 
-    The preset is written next to `preset_dir`, checked (`check_preset`), verified, and only
-    then swapped in with one rename (`publish.replace_owned`): a failure never leaves a
-    half-written preset or replaces a good one. Files of an existing `preset_dir` that are
-    not preset files (the user's own) are kept.
+    The preset is built beside `preset_dir`, checked, verified, then swapped in with one
+    rename: a failure never leaves a half-written preset. The user's own files in an
+    existing `preset_dir` are kept.
 
     Args:
-        source: a training run directory, a `.keras` file or a `keras.Model`, as for
-            `keras_googlenet.export.export_model`; aux heads are pruned and mixed precision
-            undone.
+        source: a run directory, a `.keras` file or a `keras.Model`, as for `export_model`.
         preset_dir: the preset directory to write (its preset files replaced if it exists).
-        image_size: the converter's resize target, `(height, width)` or an int; it fixes
-            the input of a model built for any size. Default: the model's input size, else
-            the run's `input_size`.
+        image_size: the converter's resize target, `(height, width)` or an int. Default:
+            the model's input size, else the run's `input_size`.
         crop_fraction: the converter's central crop (0.875, the evaluation transform).
-        labels: class names recorded in `metadata.json`; default: the run's `labels.txt`.
-        source_info: a dict describing where the weights come from, recorded in
-            `metadata.json` (default: the run directory, dataset and metrics).
-        verify: reload the preset with `keras_hub.models.ImageClassifier.from_preset` and
-            compare its outputs on random uint8 images with the source model's on the same
-            images after `resize_pixels` (bound `VERIFY_MAX_ABS_DIFF`).
-
-    Returns:
-        The preset directory's absolute path.
+        labels: class names for `metadata.json`; default: the run's `labels.txt`.
+        source_info: a dict for `metadata.json` on where the weights come from (default:
+            the run directory, dataset and metrics).
+        verify: reload the preset with `ImageClassifier.from_preset` and compare it with the
+            source model on random uint8 images (bound `VERIFY_MAX_ABS_DIFF`).
 
     Raises:
-        ValueError: a bad `preset_dir` (a symlink, `.`, `..` or a file: refused before any
-            work), `source` or `labels`, or a verification miss (nothing is written).
+        ValueError: a bad `preset_dir` (a symlink, `.`, `..`, a file or read-only: refused
+            before any work), `source` or `labels`, or a verification miss (nothing written).
     """
     from keras_googlenet.publish import discard_stage, json_default, replace_owned
 
@@ -146,8 +145,7 @@ def write_preset(source, preset_dir, *, image_size=None, crop_fraction=EVAL_CROP
         converter = classifier.preprocessor.image_converter
         verification = _verify(tmp, model, converter) if verify else None
         metadata_path = os.path.join(tmp, "metadata.json")
-        with open(metadata_path, encoding="utf-8") as f:
-            metadata = json.load(f)  # KerasHub's: versions, backbone parameter_count, tasks
+        metadata = read_json(metadata_path)  # KerasHub's: versions, parameter_count, tasks
         metadata.update(_preset_metadata(classifier, card, labels, source_info, verification))
         with open(metadata_path, "w", encoding="utf-8") as f:
             json.dump(metadata, f, indent=4, default=json_default)
@@ -159,17 +157,13 @@ def write_preset(source, preset_dir, *, image_size=None, crop_fraction=EVAL_CROP
     return preset_dir
 
 
-def check_preset_destination(preset_dir):
-    """The absolute path of `preset_dir` to write, or a `ValueError` naming `preset_dir`:
-    its last component must be a plain name (not `.`, `..`, a link) and not a file."""
-    from keras_googlenet.paths import child_path
-
-    if not isinstance(preset_dir, (str, os.PathLike)) or not os.fspath(preset_dir).strip():
-        raise ValueError(f"`preset_dir` must be a directory path; received {preset_dir!r}.")
+def check_preset_destination(preset_dir, flag="--out"):
+    """The absolute path of `preset_dir` to write, or a `ValueError` naming `preset_dir`
+    (and the CLI's `flag`): its last component must be a plain name (not `.`, `..`, a
+    link), and it must be a directory that can be created or written, not a file."""
+    writable_destination(preset_dir, "preset_dir", flag)
     text = os.fspath(preset_dir).rstrip(os.sep) or os.sep
     path = child_path(os.path.dirname(text) or os.curdir, os.path.basename(text), "preset_dir")
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"`preset_dir` {text!r} is a file, not a directory.")
     return os.path.abspath(path)
 
 
@@ -223,26 +217,14 @@ def _preset_metadata(classifier, card, labels, source_info, verification):
 
 
 def write_torchvision_preset(src, preset_dir, image_size=224, verify=True):
-    """Write torchvision's GoogLeNet ImageNet weights as a KerasHub preset.
-
-    The classifier returns logits, like torchvision and KerasHub's ImageNet classifiers;
-    `metadata.json` lists the 1000 ImageNet class names.
-
-    Args:
-        src: torchvision's state dict, as for `keras_googlenet.weights.from_torchvision`
-            (a `.pth` needs PyTorch; an `.npz` of the same tensors or a mapping does not).
-        preset_dir: the preset directory to write.
-        image_size: the converter's resize target (224, torchvision's).
-        verify: as in `write_preset`.
-
-    Returns:
-        The preset directory's absolute path.
-    """
+    """Write torchvision's GoogLeNet ImageNet weights (`src`, as for `from_torchvision`) as
+    a KerasHub preset whose classifier returns logits; returns its absolute path.
+    `image_size` is the converter's (224, torchvision's); `verify` as in `write_preset`."""
     from keras_googlenet.preprocessing import imagenet_labels
     from keras_googlenet.weights import from_torchvision
     from keras_googlenet.weights.imagenet import torchvision_source
 
-    check_preset_destination(preset_dir)  # before the port
+    check_preset_destination(preset_dir, "--preset")  # before the port
     model = from_torchvision(src, classifier_activation=None,
                              input_shape=(image_size, image_size, 3))
     labels = imagenet_labels() if model.output_shape[-1] == 1000 else None
@@ -251,18 +233,12 @@ def write_torchvision_preset(src, preset_dir, image_size=224, verify=True):
 
 
 def check_preset(preset_dir):
-    """Check that a local directory is a complete, consistent GoogLeNet preset.
+    """Check that a local directory is a complete, consistent GoogLeNet preset, and return
+    its `metadata.json` as a dict.
 
-    Every file of `PRESET_FILES` must be there; each JSON file must describe this package's
-    class for its role, and the backbone, the task's backbone, the image converter and
-    `metadata.json` must agree on the variant and widths. Weights are checked when loaded
-    (`GoogLeNetBackbone.load_weights` names a mismatch).
-
-    Args:
-        preset_dir: path of a local preset directory.
-
-    Returns:
-        The preset's `metadata.json` as a dict.
+    Every file of `PRESET_FILES` must be there, each JSON file must describe this package's
+    class for its role, and they must agree on the variant and widths. Weights are checked
+    when loaded (`GoogLeNetBackbone.load_weights` names a mismatch).
 
     Raises:
         FileNotFoundError: the directory or some of its files are missing (all named).
@@ -279,7 +255,8 @@ def check_preset(preset_dir):
             f"KerasHub preset {preset_dir!r} lacks {', '.join(missing)}; a GoogLeNet preset "
             f"has {', '.join(PRESET_FILES)} (write one with `googlenet-export RUN --formats "
             "keras-hub --out DIR` or `keras_googlenet.hub.write_preset`).")
-    configs = {name: _read_json(preset_dir, name) for name in (*PRESET_CLASSES, "metadata.json")}
+    configs = {name: read_json(os.path.join(preset_dir, name))
+               for name in (*PRESET_CLASSES, "metadata.json")}
     for name, cls in PRESET_CLASSES.items():
         expected = keras.saving.get_registered_name(cls)
         found = configs[name].get("registered_name") if isinstance(configs[name], dict) else None
@@ -303,15 +280,6 @@ def check_preset(preset_dir):
     return metadata
 
 
-def _read_json(preset_dir, name):
-    try:
-        with open(os.path.join(preset_dir, name), encoding="utf-8") as f:
-            return json.load(f)
-    except ValueError as error:
-        raise ValueError(f"{name} of preset {preset_dir!r} is not valid JSON: {error}") \
-            from error
-
-
 def _infer_width_multiplier(model, widths):
     """The multiplier that rebuilds `model`: exact for Table 1 widths scaled by it."""
     from keras_googlenet.model_card import infer_widths
@@ -328,23 +296,6 @@ def _infer_width_multiplier(model, widths):
             "`width_multiplier` and `widths`, or export from the run directory, whose "
             "config.json records them.")
     return multiplier
-
-
-def _copy_weights(source, layers):
-    """Copy weights by layer name; every weighted layer of `source` must be used."""
-    weighted = {layer.name: layer for layer in source.layers if layer.weights}
-    for layer in (layer for layer in layers if layer.weights):
-        origin = weighted.pop(layer.name, None)
-        shapes = [tuple(w.shape) for w in layer.weights]
-        found = None if origin is None else [tuple(w.shape) for w in origin.weights]
-        if found != shapes:
-            raise ValueError(
-                f"layer {layer.name!r} has weights {found} in the source model but {shapes} "
-                "in the preset's architecture: check `variant`, `widths` and "
-                "`width_multiplier`.")
-        layer.set_weights(origin.get_weights())
-    if weighted:
-        raise ValueError(f"the source model has layers the preset does not: {sorted(weighted)}.")
 
 
 def _verify(preset_dir, model, converter):

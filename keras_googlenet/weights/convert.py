@@ -1,9 +1,7 @@
-"""torchvision's weights onto a new `GoogLeNet(variant="torchvision")`, and into files: the
-one module of `keras_googlenet.weights` that builds models."""
+"""torchvision's weights onto a new `GoogLeNet(variant="torchvision")`, and into files."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 
@@ -34,14 +32,10 @@ def from_torchvision(src, include_aux=False, *, include_top=True, input_shape=No
             of the same tensor names, or a mapping `{name: array or tensor}`.
         include_aux: also port the two auxiliary heads (the source must have them).
             torchvision's IMAGENET1K_V1 aux heads are NOT pretrained: train them first.
-        include_top: build and port the classifier (`fc`); its class count comes from
-            `fc.weight`.
-        input_shape: as in `GoogLeNet` (default 224x224x3 with the top). Parity with
-            torchvision's ceil-mode pooling holds for sides that are multiples of 32.
-        pooling: as in `GoogLeNet`, with `include_top=False`.
-        classifier_activation: `"softmax"` (probabilities) or `None` (logits, as
-            torchvision returns).
-        name: the model's name.
+        include_top: build and port the classifier (`fc`, whose shape gives the classes).
+        input_shape, pooling, name: as in `GoogLeNet`. Parity with torchvision's ceil-mode
+            pooling holds for sides that are multiples of 32.
+        classifier_activation: `"softmax"` or `None` (logits, as torchvision returns).
         return_report: also return the `PortReport`.
 
     Returns:
@@ -77,21 +71,19 @@ def convert_torchvision(src, out, include_aux=False, input_size=224):
     if lowered.endswith(".npz"):
         save_state_dict_npz(src, out)
         return out, None
-    is_keras = lowered.endswith(".keras")
     model, report = from_torchvision(src, include_aux=include_aux,
                                      input_shape=(input_size, input_size, 3), return_report=True)
     # Written beside the target and renamed, so a crash never leaves a half-written file.
-    # A `.keras` and its card are both written first, then renamed one after the other.
-    with contextlib.ExitStack() as stack:
-        if is_keras:
-            card_tmp = stack.enter_context(atomic_path(card_path_for(out), suffix=".json"))
-            with open(card_tmp, "w", encoding="utf-8") as f:
-                json.dump(_model_card(model, out, src), f, indent=2)
-        with atomic_path(out, suffix=".keras" if is_keras else ".weights.h5") as tmp:
-            if is_keras:
-                portable_model(model).save(tmp)  # loads without keras_googlenet
-            else:
-                model.save_weights(tmp)
+    if not lowered.endswith(".keras"):
+        with atomic_path(out, suffix=".weights.h5") as tmp:
+            model.save_weights(tmp)
+        return out, report
+    # The model and its card are both written first, then renamed one after the other.
+    with atomic_path(card_path_for(out), suffix=".json") as card_tmp, \
+            atomic_path(out, suffix=".keras") as tmp:
+        with open(card_tmp, "w", encoding="utf-8") as f:
+            json.dump(_model_card(model, out, src), f, indent=2)
+        portable_model(model).save(tmp)  # loads without keras_googlenet
     return out, report
 
 

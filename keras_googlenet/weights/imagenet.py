@@ -1,6 +1,5 @@
-"""`GoogLeNet(weights="imagenet")`: the cache of converted torchvision weights
-(docs/weights.md). Never imports the builder: `GoogLeNet` passes `build_reference`, a
-function that builds the main-head model the cache file holds."""
+"""`GoogLeNet(weights="imagenet")`: the cache of converted torchvision weights (docs/weights.md).
+Never imports the builder: `GoogLeNet` passes `build_reference`, which builds the file's model."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ from keras_googlenet.layers import load_weights_or_explain
 from keras_googlenet.model_card import find_layer
 from keras_googlenet.paths import child_path
 from keras_googlenet.publish import atomic_path
-from keras_googlenet.weights.mapping import port_state_dict
+from keras_googlenet.weights.mapping import copy_weights_by_name, port_state_dict
 from keras_googlenet.weights.state_dict import CONVERT_COMMAND
 
 __all__ = [
@@ -32,15 +31,6 @@ TORCHVISION_METRICS = {"ImageNet-1K": {"acc@1": 69.778, "acc@5": 89.530}}
 IMAGENET_WEIGHTS_FILE = "googlenet_torchvision_imagenet1k_v1.weights.h5"
 CACHE_ENV = "KERAS_GOOGLENET_HOME"
 OFFLINE_ENV = "KERAS_GOOGLENET_OFFLINE"
-
-_IMAGENET_WEIGHTS_HELP = (
-    "`weights='imagenet'` loads torchvision's IMAGENET1K_V1 weights ported onto "
-    "variant='torchvision', from the cache directory ($KERAS_GOOGLENET_HOME, else "
-    "~/.keras/models); make them with `python -m keras_googlenet convert-torchvision "
-    "googlenet-1378be20.pth` (see docs/weights.md). Otherwise pass weights=None to train "
-    "from scratch, or the path of a '.weights.h5' file saved from a GoogLeNet built with "
-    "the same arguments."
-)
 
 
 def cache_dir():
@@ -123,14 +113,9 @@ def _convert_into_cache(src, build_reference):
 
 def ensure_imagenet_weights(build_reference):
     """The path of the converted ImageNet weights, converting or downloading them first if
-    needed, in the order docs/weights.md gives (a download only with PyTorch installed and
-    `$KERAS_GOOGLENET_OFFLINE` unset); a `ValueError` naming the conversion command if
-    there is no way.
-
-    Args:
-        build_reference: a function returning a new main-head
-            `GoogLeNet(variant="torchvision")`, the model a conversion ports onto.
-    """
+    needed (docs/weights.md: a download only with PyTorch and `$KERAS_GOOGLENET_OFFLINE`
+    unset) onto `build_reference()`; a `ValueError` naming the conversion command if there
+    is no way."""
     path = os.path.join(cache_dir(), IMAGENET_WEIGHTS_FILE)
     if os.path.isfile(path):
         return path
@@ -163,16 +148,15 @@ def _load_converted(model, path):
 
 def load_imagenet_weights(model, variant, include_top, classes, build_reference, widths=None,
                           width_multiplier=1.0):
-    """Load the ported ImageNet weights into a freshly built `GoogLeNet` (by layer name).
-
-    Called by `GoogLeNet(weights="imagenet")`, which passes `build_reference` (see
-    `ensure_imagenet_weights`). The aux heads (not pretrained anywhere) keep their random
-    initialization, with a warning. A model that cannot take the weights (another variant,
-    widths, class count or input channels) raises `ValueError`.
-    """
+    """Load the ported ImageNet weights into a freshly built `GoogLeNet` (by layer name), for
+    `GoogLeNet(weights="imagenet")`. The aux heads (not pretrained anywhere) keep their random
+    initialization, with a warning. `ValueError` for a model that cannot take the weights
+    (another variant, widths, class count or input channels)."""
     if variant != "torchvision":
-        raise ValueError(f"`weights='imagenet'` needs variant='torchvision'; received "
-                         f"variant={variant!r}. {_IMAGENET_WEIGHTS_HELP}")
+        raise ValueError(f"`weights='imagenet'` needs variant='torchvision' (torchvision's "
+                         f"IMAGENET1K_V1 weights, docs/weights.md); received variant={variant!r}. "
+                         "Otherwise pass weights=None, or a '.weights.h5' file saved from a "
+                         "GoogLeNet built with the same arguments.")
     if widths is not None or width_multiplier != 1.0:
         raise ValueError("`weights='imagenet'` needs the standard widths (widths=None, "
                          f"width_multiplier=1.0); received widths={widths!r}, "
@@ -189,13 +173,8 @@ def load_imagenet_weights(model, variant, include_top, classes, build_reference,
         return path
     reference = build_reference()
     _load_converted(reference, path)
-    untrained = []
-    for layer in (layer for layer in model.layers if layer.weights):
-        source = find_layer(reference, layer.name)
-        if source is None:
-            untrained.append(layer.name)
-        else:
-            layer.set_weights(source.get_weights())
+    # The arguments were checked above: only the aux heads can be left without weights.
+    untrained, _ = copy_weights_by_name(reference, model.layers)
     if untrained:
         warnings.warn(
             "The auxiliary heads have no ImageNet weights (torchvision's are not pretrained "

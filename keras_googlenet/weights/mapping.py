@@ -1,5 +1,5 @@
 """torchvision's state dict -> `GoogLeNet(variant="torchvision")`: the mapping (the table in
-docs/weights.md) and the port onto a built model."""
+docs/weights.md) and the port onto a built model; and the copy between Keras models by name."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from keras_googlenet import spec as spec_lib
 from keras_googlenet.model_card import OUTPUT_NAME, find_layer, infer_variant
 from keras_googlenet.weights.state_dict import load_state_dict
 
-__all__ = ["PortReport", "port_state_dict"]
+__all__ = ["PortReport", "copy_weights_by_name", "port_state_dict"]
 
 _STEM = (("conv1", "conv1"), ("conv2", "conv2_reduce"), ("conv3", "conv2"))
 # torchvision's branch modules, in Table 1's column order (`spec.WIDTH_COLUMNS`).
@@ -63,14 +63,8 @@ def _conv_blocks(include_aux):
 
 def _flattened_dense_to_keras(channels, height, width):
     """torchvision flattens NCHW (c, h, w); Keras flattens NHWC (h, w, c)."""
-
-    def convert(array):
-        out = array.shape[0]
-        return array.reshape(out, channels, height, width).transpose(2, 3, 1, 0).reshape(
-            height * width * channels, out
-        )
-
-    return convert
+    return lambda array: array.reshape(-1, channels, height, width).transpose(2, 3, 1, 0) \
+        .reshape(height * width * channels, -1)
 
 
 def _dense(torch_prefix, layer, convert=None):
@@ -133,6 +127,22 @@ def port_state_dict(model, state_dict):
     for variable, array in values:
         variable.assign(array)
     return PortReport(assigned=assigned, consumed=[name for name, *_ in plan], skipped=skipped)
+
+
+def copy_weights_by_name(source, layers):
+    """Give each weighted layer of `layers` the weights of `source`'s layer of that name if
+    their shapes match. Returns `(not_copied, unused)`: the names of the layers left as they
+    were and of `source`'s weighted layers none took (what that means is the caller's call)."""
+    unused = {layer.name: layer for layer in source.layers if layer.weights}
+    not_copied = []
+    for layer in (layer for layer in layers if layer.weights):
+        origin = unused.pop(layer.name, None)
+        shapes = [tuple(weight.shape) for weight in layer.weights]
+        if origin is not None and [tuple(w.shape) for w in origin.weights] == shapes:
+            layer.set_weights(origin.get_weights())
+        else:
+            not_copied.append(layer.name)
+    return not_copied, sorted(unused)
 
 
 def _check_none_missing(plan, state):

@@ -25,12 +25,8 @@ def _to_numpy(value):
 
 
 def load_state_dict(src):
-    """torchvision's tensors as `{name: numpy array}` from a `.pth`, an `.npz` or a mapping.
-
-    A `.pth` needs PyTorch (`pip install 'keras-googlenet[torch]'`); an `.npz` does not.
-    Checkpoints wrapping the state dict (`{"state_dict": ...}` or `{"model": ...}`) and
-    `DataParallel`'s `module.` prefix are unwrapped.
-    """
+    """torchvision's tensors as `{name: numpy array}` from a `.pth` (needs PyTorch), an
+    `.npz` or a mapping; wrapping checkpoints and `DataParallel`'s prefix are unwrapped."""
     if isinstance(src, Mapping):
         state = dict(src)
     elif isinstance(src, (str, os.PathLike)):
@@ -97,13 +93,9 @@ def _torch_load(path):
     return state
 
 
-def save_state_dict_npz(state_dict, path, dtype=None):
+def save_state_dict_npz(state_dict, path):
     """Write a state dict as a NumPy `.npz` that `from_torchvision` reads without PyTorch."""
-    arrays = {}
-    for name, value in load_state_dict(state_dict).items():
-        if dtype is not None and np.issubdtype(value.dtype, np.floating):
-            value = value.astype(dtype)
-        arrays[name] = value
+    arrays = load_state_dict(state_dict)
     path = os.fspath(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)

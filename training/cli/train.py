@@ -90,7 +90,7 @@ def build_parser():
                      help="fine-tune N more epochs with fake int8 quantization after the "
                      "float epochs; writes qat.keras for googlenet-export's tflite-int8")
     qat.add_argument("--qat-learning-rate", type=float, default=None,
-                     help="peak learning rate of the QAT epochs (default: 0.1 x "
+                     help="peak learning rate of the QAT epochs (default: 0.01 x "
                      "--learning-rate)")
 
     dist = p.add_argument_group("hardware")
