@@ -97,6 +97,7 @@ def measure_latency_ms(model, precision="float32", num_threads=1, runs=10):
     from keras_googlenet.export.convert import convert_tflite, write_savedmodel
 
     checks.one_of("precision", precision, LATENCY_PRECISIONS)
+    checks.positive_int("runs", runs)
     rng = np.random.default_rng(0)
 
     def random_image():

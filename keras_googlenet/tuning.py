@@ -209,11 +209,14 @@ class GoogLeNetHyperModel(kt.HyperModel):
 
     def fit(self, hp, model, *args, **kwargs):
         """Train a candidate; refuses one over budget (with any KerasTuner tuner)."""
+        import tensorflow as tf
+
         self.check_budget(hp)
         fit_args = inspect.signature(model.fit).bind(*args, **kwargs)
         given = fit_args.arguments
         for key in ("x", "validation_data"):
-            spec = getattr(given.get(key), "element_spec", None)  # a tf.data pipeline
+            data = given.get(key)
+            spec = data.element_spec if isinstance(data, tf.data.Dataset) else None
             if isinstance(spec, tuple) and len(spec) == 2 and not isinstance(spec[1], dict):
                 given[key] = given[key].map(lambda x, y: (x, head_targets(model, y)))
         if given.get("y") is not None and not isinstance(given["y"], dict):

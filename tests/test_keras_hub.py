@@ -474,3 +474,16 @@ def test_without_import_keras_googlenet_hub_the_error_names_the_class(fresh_proc
     assert "no class registered with Keras for keras_googlenet>GoogLeNetBackbone" \
         in result["error"]
     assert "`import keras_googlenet.hub`" in result["loading"]  # what the preset says to do
+
+
+def test_a_preset_destination_through_a_link_or_under_a_file_is_named_for_what_it_is(tmp_path):
+    from keras_googlenet.hub.presets import check_preset_destination
+
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")  # dangling: not "a file"
+    with pytest.raises(ValueError, match="is a symbolic link"):
+        check_preset_destination(tmp_path / "link")
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(ValueError, match="--preset"):
+        check_preset_destination(tmp_path / "file" / "preset", flag="--preset")
+    assert check_preset_destination(tmp_path / "new") == str(tmp_path / "new")
+    assert (tmp_path / "file").read_text() == "mine" and not (tmp_path / "new").exists()

@@ -20,7 +20,7 @@ LOOPS = ("fit", "custom")
 SCHEDULES = ("cosine", "paper", "constant")
 DEFAULT_LEARNING_RATES = {"adam": 2e-3, "sgd": 0.05}
 # QAT fine-tunes folded weights without batch statistics to steady them: a hundredth of the
-# float peak LR (a tenth lost 2.3 pt of digits accuracy in benchmarks/qat_vs_ptq.py).
+# float peak LR (a twentieth lost 2.3 pt of digits accuracy in benchmarks/qat_vs_ptq.py).
 QAT_LR_FACTOR = 0.01
 
 

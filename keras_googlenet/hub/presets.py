@@ -92,12 +92,16 @@ def image_classifier_from_googlenet(model, image_size=None, *, variant=None, wid
         activation=None if activation in (None, "linear") else activation,
         dropout=float(dropout.rate if dropout is not None else 0.4),
     )
-    not_copied, unused = copy_weights_by_name(
-        model, [*backbone.layers, classifier.get_layer(OUTPUT_NAME)])
+    targets = [*backbone.layers, classifier.get_layer(OUTPUT_NAME)]
+    not_copied, unused = copy_weights_by_name(model, targets)
     if not_copied:
+        name = not_copied[0]
+        origin = find_layer(model, name)
+        found = None if origin is None else [tuple(w.shape) for w in origin.weights]
+        shapes = [tuple(w.shape) for w in next(t for t in targets if t.name == name).weights]
         raise ValueError(
-            f"layer {not_copied[0]!r} of the preset's architecture has no weights of the same "
-            "shapes in the source model: check `variant`, `widths` and `width_multiplier`.")
+            f"layer {name!r} has weights {found} in the source model but {shapes} in the "
+            "preset's architecture: check `variant`, `widths` and `width_multiplier`.")
     if unused:
         raise ValueError(f"the source model has layers the preset does not: {unused}.")
     return classifier
@@ -161,9 +165,9 @@ def check_preset_destination(preset_dir, flag="--out"):
     """The absolute path of `preset_dir` to write, or a `ValueError` naming `preset_dir`
     (and the CLI's `flag`): its last component must be a plain name (not `.`, `..`, a
     link), and it must be a directory that can be created or written, not a file."""
-    writable_destination(preset_dir, "preset_dir", flag)
     text = os.fspath(preset_dir).rstrip(os.sep) or os.sep
     path = child_path(os.path.dirname(text) or os.curdir, os.path.basename(text), "preset_dir")
+    writable_destination(preset_dir, "preset_dir", flag)
     return os.path.abspath(path)
 
 

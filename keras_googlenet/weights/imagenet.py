@@ -173,8 +173,10 @@ def load_imagenet_weights(model, variant, include_top, classes, build_reference,
         return path
     reference = build_reference()
     _load_converted(reference, path)
-    # The arguments were checked above: only the aux heads can be left without weights.
     untrained, _ = copy_weights_by_name(reference, model.layers)
+    wrong = [name for name in untrained if not name.startswith(("aux1_", "aux2_"))]
+    if wrong:  # the checks above should make this impossible: never load half the weights
+        raise ValueError(f"the ImageNet weights do not fit layer {wrong[0]!r} of this model.")
     if untrained:
         warnings.warn(
             "The auxiliary heads have no ImageNet weights (torchvision's are not pretrained "
