@@ -26,7 +26,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 import types
 
 FLOPS_PER_TRAINING_IMAGE_PER_MAC = 6  # forward 2 FLOPs/MAC, backward about twice that
@@ -86,14 +85,10 @@ def plain_googlenet(input_size):
 
 def step_seconds(step, warmup, steps):
     """The median seconds of `steps` calls of `step()` after `warmup` untimed ones."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    import numpy as np
+    from _timing import call_times_ms  # benchmarks/, this script's folder
+
+    return float(np.median(call_times_ms(step, steps, warmup))) / 1e3
 
 
 def matmul_peak_flops(dtype):
