@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import timeit
 
 import keras
 import numpy as np
 import tensorflow as tf
+from _timing import call_times_ms  # benchmarks/, this script's folder
 
 from keras_googlenet import GoogLeNet, compile_googlenet, head_targets
 from keras_googlenet.export import export_model
@@ -61,10 +61,9 @@ def batch1_ms(paths, x, rounds=5, runs=20):
     times = [[] for _ in paths]
     for _ in range(rounds):
         for predictor, image, spent in zip(predictors, inputs, times, strict=True):
-            predictor.predict(image)  # warm-up: the interpreter resizes on a new shape
-            spent += timeit.repeat(lambda p=predictor, i=image: p.predict(i), number=1,
-                                   repeat=runs)
-    return [1000.0 * float(np.median(spent)) for spent in times]
+            # one warm-up call: the interpreter resizes on a new shape
+            spent.extend(call_times_ms(lambda p=predictor, i=image: p.predict(i), runs, 1))
+    return [float(np.median(spent)) for spent in times]
 
 
 def int8_export(model, out, name, **kwargs):
