@@ -40,6 +40,8 @@ SETTINGS = {
     "onednn0": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, None, None, "auto"),
     "onednn1": ({"TF_ENABLE_ONEDNN_OPTS": "1"}, None, None, "auto"),
     "jit": ({}, None, None, True),
+    # our model with keras.layers.BatchNormalization instead of FusedBatchNormalization
+    "keras-bn": ({}, None, None, "auto"),
 }
 
 
@@ -128,6 +130,10 @@ def measure_keras(args):
     else:
         model = kg.GoogLeNet(include_aux=True, variant=args.variant, classes=1000,
                              input_shape=(size, size, 3))
+        if args.setting == "keras-bn":
+            from keras_googlenet.layers import portable_model
+
+            model = portable_model(model)
         kg.compile_googlenet(model, optimizer=optimizer, jit_compile=jit_compile)
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (args.batch_size, size, size, 3)).astype("float32")

@@ -1,9 +1,6 @@
-"""GoogLeNet (Inception v1) for Keras 3: the builder, its training helpers and deployment model.
-
-The top level holds what `keras.applications` users expect; everything else is imported
-from its submodule (`keras_googlenet.export`, `.runtime`, `.weights`, `.hub`, `.spec`, ...);
-`import keras_googlenet.hub` registers the KerasHub classes, before `from_preset`.
-"""
+"""GoogLeNet (Inception v1) for Keras 3. The top level holds what `keras.applications` users
+expect; the rest is in submodules (`.export`, `.runtime`, `.weights`, `.spec`, ...), and
+`import keras_googlenet.hub` registers the KerasHub classes, before `from_preset`."""
 
 from keras_googlenet._version import __version__  # noqa: F401
 from keras_googlenet.complexity import count_macs, count_params
@@ -13,8 +10,6 @@ from keras_googlenet.losses import DEFAULT_LOSS_WEIGHTS, compile_googlenet, head
 from keras_googlenet.preprocessing import decode_predictions, preprocess_input
 from keras_googlenet.spec import ENDPOINTS, VARIANTS
 
-__all__ = [
-    "DEFAULT_LOSS_WEIGHTS", "ENDPOINTS", "VARIANTS", "GoogLeNet", "compile_googlenet",
-    "count_macs", "count_params", "decode_predictions", "float32_inference_model",
-    "head_targets", "inference_model", "preprocess_input",
-]
+__all__ = ["DEFAULT_LOSS_WEIGHTS", "ENDPOINTS", "VARIANTS", "GoogLeNet", "compile_googlenet",
+           "count_macs", "count_params", "decode_predictions", "float32_inference_model",
+           "head_targets", "inference_model", "preprocess_input"]

@@ -5,8 +5,6 @@ GoogLeNet weights (a `.pth` state dict, or an `.npz` of it) onto
 `GoogLeNet(variant="torchvision")`, as a weights file, a `.keras` model or a KerasHub preset.
 """
 
-from __future__ import annotations
-
 import argparse
 import os
 import sys

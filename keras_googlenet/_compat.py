@@ -1,16 +1,11 @@
-"""Every private name of another package that keras_googlenet and its training code use; each
-has no public equivalent (the comment in each function says why it is needed).
-`tests/test_keras_internals.py` checks every one, so an upgrade that changes one fails there,
-naming it, before a training run or a search does."""
-
-from __future__ import annotations
+"""Every private name of another package the project uses, each for want of a public one (its
+comment says why). tests/test_keras_internals.py checks each: an upgrade fails there first."""
 
 import contextlib
 
-__all__ = [
-    "ema_weights_in_model", "oracle_search_over", "run_and_update_trial", "serve_oracle_servicer",
-    "set_fit_initial_epoch", "tfds_gcs_disabled", "tflite_nodes", "trial_metrics",
-]
+__all__ = ["ema_weights_in_model", "oracle_search_over", "run_and_update_trial",
+           "serve_oracle_servicer", "set_fit_initial_epoch", "tfds_gcs_disabled", "tflite_nodes",
+           "trial_metrics"]
 
 
 def set_fit_initial_epoch(model, epoch):
@@ -36,8 +31,7 @@ def trial_metrics(results, objective):
 
 def run_and_update_trial(tuner, trial, *fit_args, **fit_kwargs):
     """KerasTuner's `Tuner._run_and_update_trial`: run the trial, report it to the oracle."""
-    # Called from our override of `_try_run_and_update_trial`, KerasTuner's only hook for
-    # how a failed trial is recorded.
+    # For our `_try_run_and_update_trial`, KerasTuner's only hook for recording a failed trial.
     return tuner._run_and_update_trial(trial, *fit_args, **fit_kwargs)
 
 
@@ -62,9 +56,8 @@ def oracle_search_over(oracle, servicer):
 @contextlib.contextmanager
 def tfds_gcs_disabled():
     """Within the block, TFDS never looks up dataset metadata on gs://tfds-data."""
-    # `tfds.builder` reads a not-yet-prepared dataset's info from GCS with no public switch
-    # (`try_gcs` and `DownloadConfig.try_download_gcs` cover only the data); offline, each
-    # look-up hangs ~60 s. TFDS 4.9.10 defaults the flag to True; this makes sure.
+    # No public switch: `tfds.builder` reads an unprepared dataset's info from GCS (`try_gcs`,
+    # `try_download_gcs`: data only); offline each look-up hangs ~60 s. 4.9.10 defaults it True.
     from tensorflow_datasets.core.utils import gcs_utils
 
     previous = getattr(gcs_utils, "_is_gcs_disabled", None)

@@ -1,12 +1,11 @@
 """Argument checks shared by the library and `keras_googlenet_training`: each raises a
 `ValueError` naming the argument, what it allows and the value it received."""
 
-from __future__ import annotations
-
 import math
 import numbers
 
-__all__ = ["activation", "fail", "fraction", "one_of", "positive_int", "positive_number", "rate"]
+__all__ = ["activation", "fail", "fraction", "one_of", "positive_int", "positive_number", "rate",
+           "size_pair"]
 
 
 def fail(arg, allowed, value):
@@ -58,6 +57,19 @@ def fraction(arg, value, include_one=True):
     if not _is_number(value) or not (0 < value <= 1 if include_one else 0 < value < 1):
         fail(arg, f"a number in (0, 1{']' if include_one else ')'}", value)
     return float(value)
+
+
+def size_pair(arg, value, minimum=1):
+    """`value` as (height, width), or None; `ValueError` unless it is None, two ints >=
+    `minimum` or one (a square)."""
+    if value is None:
+        return None
+    pair = (value, value) if isinstance(value, int) else value
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(
+            isinstance(side, int) and not isinstance(side, bool) and side >= minimum
+            for side in pair):
+        fail(arg, f"(height, width) of ints >= {minimum}, one such int or None", value)
+    return tuple(pair)
 
 
 def activation(arg, value):

@@ -2,8 +2,6 @@
 convolutions and fully-connected layers, the convention behind torchvision's "1.50 GFLOPS";
 pooling, BatchNorm, LRN and activations are not counted."""
 
-from __future__ import annotations
-
 import math
 
 import keras
@@ -25,28 +23,21 @@ def layer_macs(layer):
             raise ValueError(f"Layer {layer.name!r} has a dynamic output size "
                              f"{layer.output.shape}; MACs need a model built with a fixed "
                              "`input_shape`.")
-        kernel_h, kernel_w, in_per_group, out_channels = layer.kernel.shape
-        return out_h * out_w * kernel_h * kernel_w * in_per_group * out_channels
+        return out_h * out_w * math.prod(layer.kernel.shape)  # kh * kw * in / groups * out
     if isinstance(layer, keras.layers.Dense):
         return math.prod(layer.kernel.shape)
     return 0
 
 
-def _group_of(layer_name):
-    return next((prefix for prefix in _GROUP_PREFIXES
-                 if layer_name == prefix or layer_name.startswith(prefix + "_")), layer_name)
-
-
 def model_profile(model):
-    """Rows of `{"name", "output_shape", "params", "macs"}`, one per stem layer, block and head.
-
-    `params` counts trainable weights; `macs` multiply-adds per image.
-    """
+    """Rows of `{"name", "output_shape", "params", "macs"}`, one per stem layer, block and
+    head: `params` counts trainable weights, `macs` multiply-adds per image."""
     rows = {}
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        group = _group_of(layer.name)
+        group = next((prefix for prefix in _GROUP_PREFIXES if layer.name == prefix
+                      or layer.name.startswith(prefix + "_")), layer.name)
         row = rows.setdefault(group, {"name": group, "output_shape": None, "params": 0, "macs": 0})
         row["params"] += count_params(layer)
         row["macs"] += layer_macs(layer)
@@ -68,8 +59,7 @@ def count_params(model):
 def format_profile(rows, title=None):
     """A Table-1-like text table with totals."""
     header = f"{'layer':<22}{'output':>16}{'params':>14}{'MACs':>16}"
-    lines = [title] if title else []
-    lines += [header, "-" * len(header)]
+    lines = [*([title] if title else []), header, "-" * len(header)]
     feature_maps = (*spec_lib.ENDPOINTS, "avg_pool", "max_pool")  # shown though computing nothing
     for row in rows:
         if not (row["params"] or row["macs"] or row["name"] in feature_maps):

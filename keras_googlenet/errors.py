@@ -1,8 +1,6 @@
 """How every CLI reports an exception: a refusal of a bad argument or input is one line (exit
 2); anything else is an internal error: one line with its type, the traceback in a log file."""
 
-from __future__ import annotations
-
 import datetime
 import importlib.util
 import os
@@ -18,8 +16,7 @@ EXIT_BAD_INPUT = 2
 
 
 # The source folders of the packages whose own checks raise the refusals of bad arguments
-# and inputs (found by name, never imported: the library does not depend on the training
-# package, which may not be installed).
+# and inputs; found by name, never imported: the training package may not be installed.
 _OUR_PACKAGES = tuple(
     os.path.dirname(os.path.abspath(spec.origin)) + os.sep
     for spec in map(importlib.util.find_spec, ("keras_googlenet", "keras_googlenet_training"))

@@ -1,8 +1,6 @@
 """GoogLeNet (Inception v1) for Keras 3: Szegedy et al., "Going deeper with convolutions",
 CVPR 2015 (arXiv:1409.4842)."""
 
-from __future__ import annotations
-
 import os
 
 import keras
@@ -18,10 +16,8 @@ from keras_googlenet.layers import (
 )
 from keras_googlenet.preprocessing import preprocess_in_model
 
-__all__ = [
-    "GoogLeNet", "aux_head", "conv_block", "imagenet_reference_model", "inception_block",
-    "set_batch_norm_momentum",
-]
+__all__ = ["GoogLeNet", "aux_head", "conv_block", "imagenet_reference_model", "inception_block",
+           "set_batch_norm_momentum"]
 
 
 def GoogLeNet(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
@@ -33,13 +29,9 @@ def GoogLeNet(include_top=True, weights=None, input_tensor=None, input_shape=Non
     Reference:
     - [Going deeper with convolutions](https://arxiv.org/abs/1409.4842) (CVPR 2015)
 
-    The network follows Table 1 of the paper (`keras_googlenet.spec.INCEPTION_WIDTHS`).
-    Layer names are stable: the stem is `conv1`, `pool1`, `conv2_reduce`, `conv2`, `pool2`;
-    each block is a `Concatenate` named `inception_3a` ... `inception_5b` whose branches
-    (each the ReLU output of its conv) are `inception_3a_1x1`, `_3x3_reduce`, `_3x3`,
-    `_5x5_reduce`, `_5x5`, `_pool`, `_pool_proj`; the pools between stages are `pool3` and
-    `pool4`; the classifier is `predictions`, the auxiliary heads `aux1_*` and `aux2_*`.
-    `keras_googlenet.spec.ENDPOINTS` lists the feature maps worth tapping.
+    The network follows Table 1 of the paper (`keras_googlenet.spec.INCEPTION_WIDTHS`). Layer
+    names are stable (README, "Layer names"): blocks `inception_3a` ... `inception_5b`, the
+    classifier `predictions`; `keras_googlenet.spec.ENDPOINTS` lists the feature maps to tap.
 
     Note: each variant expects its own preprocessing: call
     `keras_googlenet.preprocess_input(x, variant=...)` on RGB images in [0, 255], or build
@@ -49,8 +41,8 @@ def GoogLeNet(include_top=True, weights=None, input_tensor=None, input_shape=Non
         include_top: whether to include the classifier (global average pool, dropout, dense).
         weights: `None` (random initialization), `"imagenet"` (torchvision's IMAGENET1K_V1
             weights ported onto `variant="torchvision"`, cached in `$KERAS_GOOGLENET_HOME`
-            or `~/.keras/models`; see docs/weights.md), or the path to a `.weights.h5` file
-            saved from a GoogLeNet built with the same arguments.
+            or `~/.keras/models`; docs/weights.md), or the path to a `.weights.h5` file saved
+            from a GoogLeNet built with the same arguments.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use as the input.
         input_shape: optional `(height, width, channels)`; defaults to `(224, 224, 3)` with
             `include_top=True` and `(None, None, 3)` without. Height and width must be at
@@ -78,9 +70,8 @@ def GoogLeNet(include_top=True, weights=None, input_tensor=None, input_shape=Non
         name: the model's name.
         include_preprocessing: when True the model takes RGB pixels in [0, 255] and applies
             the variant's `preprocess_input` itself, in a `Rescaling` layer named
-            `preprocessing` after the input (as ConvNeXt and EfficientNetV2 do in
-            `keras.applications`). Needs 3 input channels. The weights are the same either
-            way, so weights files and `weights="imagenet"` load into both.
+            `preprocessing` after the input. Needs 3 input channels. The weights are the
+            same either way, so weights files and `weights="imagenet"` load into both.
 
     Returns:
         A `keras.Model`.
@@ -93,13 +84,23 @@ def GoogLeNet(include_top=True, weights=None, input_tensor=None, input_shape=Non
     block_widths = spec_lib.resolve_widths(widths, width_multiplier)
     _validate_arguments(include_top, weights, pooling, classes, classifier_activation,
                         include_aux, dropout, aux_dropout, include_preprocessing)
-    img_input, model_inputs = _model_inputs(input_tensor, input_shape, include_top, include_aux,
-                                            variant_spec, include_preprocessing)
+    x, model_inputs = _model_inputs(input_tensor, input_shape, include_top, include_aux,
+                                    variant_spec, include_preprocessing)
 
-    x = img_input
     if include_preprocessing:
         x = preprocess_in_model(x, variant_spec.preprocessing)
-    x = _stem(x, variant_spec, width_multiplier)
+    stem = spec_lib.stem_widths(width_multiplier)
+    # Pad 3 on every side as Caffe and torchvision do; Keras "same" would pad 2 before
+    # and 3 after, shifting the grid and breaking weight parity.
+    x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
+    x = conv_block(x, stem["conv1"], 7, "conv1", variant_spec, strides=2, padding="valid")
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
+    if variant_spec.lrn:
+        x = LocalResponseNormalization(name="norm1")(x)
+    x = conv_block(x, stem["conv2_reduce"], 1, "conv2_reduce", variant_spec)
+    x = conv_block(x, stem["conv2"], 3, "conv2", variant_spec)
+    if variant_spec.lrn:
+        x = LocalResponseNormalization(name="norm2")(x)
 
     aux_outputs = {}
     aux_after = {block: head for head, block in spec_lib.AUX_TAPS.items()}
@@ -125,29 +126,21 @@ def GoogLeNet(include_top=True, weights=None, input_tensor=None, input_shape=Non
 
     model = keras.Model(model_inputs, {"main": x, **aux_outputs} if include_aux else x,
                         name=name)
-    if weights is not None:
-        _load_weights(model, weights, variant=variant, include_top=include_top,
-                      include_aux=include_aux, classes=classes, widths=widths,
-                      width_multiplier=width_multiplier)
-    return model
-
-
-def _load_weights(model, weights, variant, include_top, include_aux, classes, widths,
-                  width_multiplier):
-    if weights == "imagenet":
+    if weights == "imagenet":  # validated: None, "imagenet" or a path
         # Imported here: the weights port needs no builder, the builder no port.
         from keras_googlenet.weights.imagenet import load_imagenet_weights
 
         load_imagenet_weights(model, variant=variant, include_top=include_top, classes=classes,
                               build_reference=imagenet_reference_model, widths=widths,
                               width_multiplier=width_multiplier)
-        return
-    load_weights_or_explain(
-        lambda: model.load_weights(weights),
-        f"Could not load `weights={weights!r}` into this GoogLeNet "
-        f"(variant={variant!r}, include_top={include_top}, include_aux={include_aux}, "
-        f"classes={classes}, input channels={model.input_shape[-1]}): the file must be "
-        "saved from a model built with the same arguments.")
+    elif weights is not None:
+        load_weights_or_explain(
+            lambda: model.load_weights(weights),
+            f"Could not load `weights={weights!r}` into this GoogLeNet "
+            f"(variant={variant!r}, include_top={include_top}, include_aux={include_aux}, "
+            f"classes={classes}, input channels={model.input_shape[-1]}): the file must be "
+            "saved from a model built with the same arguments.")
+    return model
 
 
 def imagenet_reference_model():
@@ -169,27 +162,9 @@ def conv_block(x, filters, kernel_size, name, variant_spec, strides=1, padding="
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding,
                       use_bias=not variant_spec.batch_norm, name=f"{name}_conv")(x)
     if variant_spec.batch_norm:
-        # A keras BatchNormalization whose training step is one fused op: 1.4x (float32)
-        # and 2x (bfloat16) the training throughput on CPU. See layers.py.
+        # A keras BatchNormalization whose training step is one fused op: faster on CPU.
         x = FusedBatchNormalization(epsilon=variant_spec.batch_norm_epsilon, name=f"{name}_bn")(x)
     return layers.ReLU(name=name)(x)
-
-
-def _stem(x, variant_spec, width_multiplier):
-    widths = {key: spec_lib.scale_width(value, width_multiplier)
-              for key, value in spec_lib.STEM_WIDTHS.items()}
-    # Pad 3 on every side as Caffe and torchvision do; Keras "same" would pad 2 before
-    # and 3 after, shifting the grid and breaking weight parity.
-    x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
-    x = conv_block(x, widths["conv1"], 7, "conv1", variant_spec, strides=2, padding="valid")
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
-    if variant_spec.lrn:
-        x = LocalResponseNormalization(name="norm1")(x)
-    x = conv_block(x, widths["conv2_reduce"], 1, "conv2_reduce", variant_spec)
-    x = conv_block(x, widths["conv2"], 3, "conv2", variant_spec)
-    if variant_spec.lrn:
-        x = LocalResponseNormalization(name="norm2")(x)
-    return x
 
 
 def inception_block(x, widths, name, variant_spec):
@@ -233,7 +208,16 @@ def _validate_arguments(include_top, weights, pooling, classes, classifier_activ
                         include_aux, dropout, aux_dropout, include_preprocessing):
     """`ValueError` naming the first argument of `GoogLeNet` that is wrong on its own."""
     if weights is not None and not (isinstance(weights, str) and weights == "imagenet"):
-        _check_weights_file(weights)
+        if not isinstance(weights, (str, os.PathLike)) or not str(weights).endswith(".weights.h5"):
+            hint = (" A torchvision state dict must be converted first: "
+                    f"`python -m keras_googlenet convert-torchvision {weights} "
+                    "OUT.weights.h5`, or `keras_googlenet.weights.from_torchvision`."
+                    if str(weights).lower().endswith((".pth", ".pt", ".npz")) else "")
+            raise ValueError("`weights` must be None, 'imagenet' or a path ending in "
+                             "'.weights.h5' (as written by `model.save_weights`); received "
+                             f"weights={weights!r}.{hint}")
+        if not os.path.isfile(weights):
+            raise ValueError(f"`weights` file not found: {weights!r}.")
     # A string such as "no" is truthy: it would silently build the classifier.
     for arg, value in (("include_top", include_top), ("include_aux", include_aux),
                        ("include_preprocessing", include_preprocessing)):
@@ -253,28 +237,26 @@ def _validate_arguments(include_top, weights, pooling, classes, classifier_activ
     checks.rate("aux_dropout", aux_dropout)
 
 
-def _check_weights_file(weights):
-    if not isinstance(weights, (str, os.PathLike)) or not str(weights).endswith(".weights.h5"):
-        hint = ""
-        if str(weights).lower().endswith((".pth", ".pt", ".npz")):
-            hint = (" A torchvision state dict must be converted first: "
-                    f"`python -m keras_googlenet convert-torchvision {weights} "
-                    "OUT.weights.h5`, or `keras_googlenet.weights.from_torchvision`.")
-        raise ValueError("`weights` must be None, 'imagenet' or a path ending in "
-                         "'.weights.h5' (as written by `model.save_weights`); received "
-                         f"weights={weights!r}.{hint}")
-    if not os.path.isfile(weights):
-        raise ValueError(f"`weights` file not found: {weights!r}.")
-
-
 def _model_inputs(input_tensor, input_shape, include_top, include_aux, variant_spec,
                   include_preprocessing):
-    """(the tensor the network starts from, the model's inputs); `ValueError` if the input
-    cannot carry the chosen heads and preprocessing."""
+    """(the tensor the network starts from, the model's inputs); `ValueError` unless
+    `input_tensor` (if given) is a batch of images agreeing with `input_shape`, and the input
+    can carry the chosen heads and preprocessing."""
     if (data_format := keras.config.image_data_format()) != "channels_last":
         checks.fail("keras.config.image_data_format()", "'channels_last'", data_format)
     if input_tensor is not None:
-        input_shape = _input_tensor_shape(input_tensor, input_shape)
+        if not isinstance(input_tensor, keras.KerasTensor):
+            raise ValueError("`input_tensor` must be a Keras tensor (e.g. `keras.Input(shape="
+                             f"...)`); received type {type(input_tensor).__name__}.")
+        if len(tensor_shape := tuple(input_tensor.shape[1:])) != 3:
+            raise ValueError("`input_tensor` must be a batch of images (batch, height, width, "
+                             f"channels); received a tensor of shape {tuple(input_tensor.shape)}.")
+        if input_shape is not None and (len(tuple(input_shape)) != 3 or any(
+                a is not None and b is not None and a != b
+                for a, b in zip(input_shape, tensor_shape, strict=True))):
+            raise ValueError(f"`input_tensor` of shape {tuple(input_tensor.shape)} is "
+                             f"incompatible with `input_shape={input_shape!r}`.")
+        input_shape = tensor_shape
     elif input_shape is None:
         input_shape = (224, 224, 3) if include_top else (None, None, 3)
     input_shape = spec_lib.check_input_shape(input_shape, include_aux, variant_spec.name)
@@ -289,20 +271,3 @@ def _model_inputs(input_tensor, input_shape, include_top, include_aux, variant_s
     # One source input is the model's input itself, so model(x) takes a bare tensor.
     return input_tensor, inputs[0] if len(inputs) == 1 else inputs
 
-
-def _input_tensor_shape(input_tensor, input_shape):
-    """The image shape of `input_tensor`; `ValueError` unless it is a batch of images
-    that agrees with `input_shape` (if given)."""
-    if not isinstance(input_tensor, keras.KerasTensor):
-        raise ValueError("`input_tensor` must be a Keras tensor (e.g. `keras.Input(shape=...)`); "
-                         f"received type {type(input_tensor).__name__}.")
-    tensor_shape = tuple(input_tensor.shape[1:])
-    if len(tensor_shape) != 3:
-        raise ValueError("`input_tensor` must be a batch of images (batch, height, width, "
-                         f"channels); received a tensor of shape {tuple(input_tensor.shape)}.")
-    if input_shape is not None and (len(tuple(input_shape)) != 3 or any(
-            a is not None and b is not None and a != b
-            for a, b in zip(input_shape, tensor_shape, strict=True))):
-        raise ValueError(f"`input_tensor` of shape {tuple(input_tensor.shape)} is "
-                         f"incompatible with `input_shape={input_shape!r}`.")
-    return tensor_shape

@@ -1,7 +1,5 @@
 """Dropping the auxiliary heads: from the multi-output training model to the model you deploy."""
 
-from __future__ import annotations
-
 import keras
 
 from keras_googlenet.layers import clone_with_weights
@@ -10,7 +8,10 @@ from keras_googlenet.model_card import OUTPUT_NAME, find_layer
 __all__ = ["float32_inference_model", "inference_model"]
 
 
-def _main_output(model):
+def inference_model(model, name=None):
+    """The single-output main-head model, sharing `model`'s layers and variables: the aux
+    heads are dropped, `inference_model(m)(x)` equals `m(x)["main"]` in inference mode, and
+    training either model trains both. `ValueError` if `model` has no main head."""
     if not isinstance(model, keras.Model) or not hasattr(model, "outputs"):
         raise ValueError("`model` must be a functional Keras model such as one built by "
                          f"GoogLeNet(); received {type(model).__name__}.")
@@ -20,28 +21,18 @@ def _main_output(model):
             raise ValueError("`model` has dict outputs without a 'main' entry; expected "
                              f"GoogLeNet's {{'main', 'aux1', 'aux2'}}; received keys "
                              f"{sorted(outputs)}.")
-        return outputs["main"]
-    if isinstance(outputs, (list, tuple)):
+        outputs = outputs["main"]
+    elif isinstance(outputs, (list, tuple)):
         if (classifier := find_layer(model, OUTPUT_NAME)) is None:
             raise ValueError(f"`model` has {len(outputs)} outputs and no layer named "
                              f"{OUTPUT_NAME!r} to pick the main head from.")
-        return classifier.output
-    return outputs
-
-
-def inference_model(model, name=None):
-    """The single-output main-head model, sharing `model`'s layers and variables: the aux
-    heads are dropped, `inference_model(m)(x)` equals `m(x)["main"]` in inference mode, and
-    training either model trains both. `ValueError` if `model` has no main head."""
-    main = _main_output(model)  # first: it explains a model that is not functional
-    return keras.Model(model.input, main, name=name or model.name)
+        outputs = classifier.output
+    return keras.Model(model.input, outputs, name=name or model.name)
 
 
 def _float32_layer(layer):
     config = layer.get_config()
-    if "dtype" in config:
-        config["dtype"] = "float32"
-    return type(layer).from_config(config)
+    return type(layer).from_config({**config, "dtype": "float32"} if "dtype" in config else config)
 
 
 def float32_inference_model(model, name=None):

@@ -1,23 +1,18 @@
 """The user's input files, read safely: images within a pixel budget, decoded to 8-bit RGB
 alike for training and predict; names as UTF-8 text."""
 
-from __future__ import annotations
-
 import codecs
 import contextlib
 import os
 
 import numpy as np
 
-__all__ = [
-    "HIGH_BIT_DEPTH_MODES", "MAX_IMAGE_PIXELS", "ImageTooLargeError", "check_pixel_budget",
-    "open_image", "pil_to_rgb8", "read_lines", "read_rgb8",
-]
+__all__ = ["HIGH_BIT_DEPTH_MODES", "MAX_IMAGE_PIXELS", "ImageTooLargeError", "check_pixel_budget",
+           "open_image", "pil_to_rgb8", "read_lines", "read_rgb8"]
 
-# The largest image (width x height) decoded from a file: 50 megapixels, about 150 MB as
-# 8-bit RGB (an 8,000 x 6,000 photo or a 12,000 x 4,000 panorama fits). A file of a few KB
-# can claim far more (a 1-bit PNG of 100,000 x 100,000 is 30 GB decoded), and PIL's own
-# limit is a warning up to 179 megapixels, so our check runs first, on the header alone.
+# The largest image decoded from a file: 50 megapixels, ~150 MB as 8-bit RGB (an 8,000 x 6,000
+# photo fits). A file of a few KB can claim far more (a 1-bit 100,000 x 100,000 PNG is 30 GB
+# decoded) and PIL only warns up to 179 megapixels, so this check runs first, on the header.
 MAX_IMAGE_PIXELS = 50_000_000
 
 

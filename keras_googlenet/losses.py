@@ -1,7 +1,5 @@
 """Losses and the compile helper for GoogLeNet's main and auxiliary heads."""
 
-from __future__ import annotations
-
 import functools
 
 import keras
@@ -9,10 +7,8 @@ import keras
 from keras_googlenet.checks import rate
 from keras_googlenet.model_card import OUTPUT_NAME, find_layer
 
-__all__ = [
-    "DEFAULT_LOSS_WEIGHTS", "SmoothedSparseCategoricalCrossentropy", "compile_googlenet",
-    "head_targets",
-]
+__all__ = ["DEFAULT_LOSS_WEIGHTS", "SmoothedSparseCategoricalCrossentropy", "compile_googlenet",
+           "head_targets"]
 
 # The paper adds each auxiliary loss "with a discount weight (0.3)".
 DEFAULT_LOSS_WEIGHTS = {"main": 1.0, "aux1": 0.3, "aux2": 0.3}
@@ -43,14 +39,6 @@ class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
                 "label_smoothing": self.label_smoothing}
 
 
-def _outputs_from_logits(model):
-    classifier = find_layer(model, OUTPUT_NAME)
-    if classifier is None:
-        raise ValueError(f"`model` has no layer {OUTPUT_NAME!r}: compile_googlenet needs a "
-                         "GoogLeNet built with include_top=True.")
-    return classifier.activation is keras.activations.linear
-
-
 def compile_googlenet(model, optimizer="adam", loss_weights=None, label_smoothing=0.0,
                       **compile_kwargs):
     """Compile a GoogLeNet (with or without aux heads) for integer class labels.
@@ -68,11 +56,12 @@ def compile_googlenet(model, optimizer="adam", loss_weights=None, label_smoothin
         ValueError: `model` has no `predictions` layer, or `loss_weights` names a head
             the model lacks.
     """
-    from_logits = _outputs_from_logits(model)
-
-    head_loss = functools.partial(SmoothedSparseCategoricalCrossentropy, from_logits=from_logits,
-                                  label_smoothing=label_smoothing)
-
+    if (classifier := find_layer(model, OUTPUT_NAME)) is None:
+        raise ValueError(f"`model` has no layer {OUTPUT_NAME!r}: compile_googlenet needs a "
+                         "GoogLeNet built with include_top=True.")
+    head_loss = functools.partial(
+        SmoothedSparseCategoricalCrossentropy, label_smoothing=label_smoothing,
+        from_logits=classifier.activation is keras.activations.linear)
     loss_weights = dict(loss_weights or {})
     if isinstance(model.output, dict):
         heads = list(model.output)

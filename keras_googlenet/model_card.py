@@ -1,8 +1,6 @@
 """The model card: the JSON that travels with every exported artefact (docs/export.md). The
 export writes cards and the runtime reads them; both take the format from here."""
 
-from __future__ import annotations
-
 import json
 import os
 
@@ -50,17 +48,17 @@ def read_json(path):
         raise ValueError(f"{path!r} is corrupt (not JSON: {error}); fix or delete it.") from None
 
 
-def preprocessing_card(in_model, mode="tf"):
+def preprocessing_card(in_model):
     """The card's `preprocessing` section: scaled input, or pixels rescaled in the model."""
     card = {
-        "mode": mode, "formula": "x / 127.5 - 1", "in_model": False, "color": "RGB",
+        "mode": "tf", "formula": "x / 127.5 - 1", "in_model": False, "color": "RGB",
         "pixel_range": [0, 255], "input_range": [-1.0, 1.0], "central_crop": EVAL_CROP_FRACTION,
         "resize": "bilinear (tf.image.resize, no antialiasing) to input_size, after the crop",
     }
     if in_model:
         card.update(in_model=True, input_range=[0.0, 255.0],
-                    formula=f"inside the model (layer {PREPROCESSING_LAYER!r}, mode "
-                            f"{mode!r}): feed RGB pixels in [0, 255]")
+                    formula=f"inside the model (layer {PREPROCESSING_LAYER!r}, mode 'tf'): "
+                            "feed RGB pixels in [0, 255]")
     return card
 
 
@@ -142,11 +140,6 @@ def infer_widths(model):
     return widths
 
 
-def _activation_name(model):
-    activation = getattr(find_layer(model, OUTPUT_NAME), "activation", None)
-    return "unknown" if activation is None else getattr(activation, "__name__", str(activation))
-
-
 def describe_source(path, model, run_info=None):
     """Model-card fields for a (float32 inference) `model`, from its layers and run info: a
     run directory's `config.json` wins over what the layers say; labels are its `labels.txt`."""
@@ -163,6 +156,7 @@ def describe_source(path, model, run_info=None):
     labels = run_info.get("labels")
     if labels is not None and len(labels) != classes:
         labels = None  # a labels.txt that does not match the head is worse than none
+    activation = getattr(find_layer(model, OUTPUT_NAME), "activation", None)
     return {
         "model": {
             "name": model.name,
@@ -177,7 +171,8 @@ def describe_source(path, model, run_info=None):
         "input": {"name": INPUT_NAME, "shape": [None, *(input_size or [None, None]), 3],
                   "dtype": "float32"},
         "output": {"name": OUTPUT_NAME, "shape": [None, classes], "dtype": "float32",
-                   "activation": _activation_name(model)},
+                   "activation": "unknown" if activation is None
+                   else getattr(activation, "__name__", str(activation))},
         "preprocessing": preprocessing_card(has_preprocessing_layer(model)),
         "labels": labels,
         "source": {

@@ -1,8 +1,6 @@
 """User-given names and paths that the project writes to or deletes: the one containment
 check every command uses before it joins a name to a directory or replaces a path."""
 
-from __future__ import annotations
-
 import contextlib
 import os
 

@@ -1,7 +1,5 @@
 """Input preprocessing and ImageNet label decoding (class index shipped in the package)."""
 
-from __future__ import annotations
-
 import functools
 import json
 from importlib import resources
@@ -14,11 +12,9 @@ from keras_googlenet import spec as spec_lib
 from keras_googlenet.checks import fail, one_of
 from keras_googlenet.scores import top_indices
 
-__all__ = [
-    "EVAL_CROP_FRACTION", "MODE_SCALE_OFFSET", "PREPROCESSING_LAYER", "PREPROCESSING_MODES",
-    "central_crop_box", "decode_predictions", "eval_crop_resize", "imagenet_class_index",
-    "imagenet_labels", "preprocess_in_model", "preprocess_input", "resize_pixels",
-]
+__all__ = ["EVAL_CROP_FRACTION", "MODE_SCALE_OFFSET", "PREPROCESSING_LAYER", "PREPROCESSING_MODES",
+           "central_crop_box", "decode_predictions", "eval_crop_resize", "imagenet_class_index",
+           "imagenet_labels", "preprocess_in_model", "preprocess_input", "resize_pixels"]
 
 PREPROCESSING_MODES = ("tf", "torch", "caffe")
 # Evaluation crop of the Inception recipe: the central 87.5 % of each side, then resize.
@@ -37,11 +33,9 @@ MODE_SCALE_OFFSET = {
 
 
 def central_crop_box(height, width, fraction=EVAL_CROP_FRACTION, ops=ops):
-    """(top, left, height, width) of the central `fraction` of each side, at least one pixel.
-
-    The project's one crop arithmetic, in float32 wherever it runs: `ops` is `tf` in a
-    `tf.data` graph, `keras.ops` (the default) in a layer or on plain ints.
-    """
+    """(top, left, height, width) of the central `fraction` of each side, at least one pixel:
+    the project's one crop arithmetic, in float32 wherever it runs (`ops`: `tf` in a `tf.data`
+    graph, `keras.ops`, the default, in a layer or on plain ints)."""
     crop_h = ops.maximum(1, ops.cast(ops.cast(height, "float32") * fraction, "int32"))
     crop_w = ops.maximum(1, ops.cast(ops.cast(width, "float32") * fraction, "int32"))
     return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
@@ -71,13 +65,10 @@ def eval_crop_resize(images, size, fraction=EVAL_CROP_FRACTION):
 
 
 def resize_pixels(pixels, size, central_crop=EVAL_CROP_FRACTION, scale=True):
-    """RGB pixels in [0, 255] -> float32 `size` in [-1, 1]: `eval_crop_resize`, then
-    `x / 127.5 - 1`. With `scale=False` they stay pixels in [0, 255], for a model that has
-    its preprocessing inside.
-
-    `pixels` is one image (H, W, 3), a batch (N, H, W, 3) or a list of images; a batch, or a
-    list of images of one size, is resized in one call.
-    """
+    """RGB pixels in [0, 255] (one image (H, W, 3), a batch (N, H, W, 3) or a list of images)
+    -> float32 `size` in [-1, 1]: `eval_crop_resize`, then `x / 127.5 - 1`; with `scale=False`
+    still pixels in [0, 255], for a model with its preprocessing inside. A batch, or a list of
+    images of one size, is resized in one call."""
     if isinstance(pixels, (list, tuple)) and len({np.shape(p) for p in pixels}) > 1:
         return np.stack([resize_pixels(p, size, central_crop, scale) for p in pixels])
     pixels = np.asarray(pixels, dtype="float32")
@@ -148,8 +139,7 @@ def imagenet_class_index():
 
 def imagenet_labels():
     """The 1000 ImageNet-1k class names in class order (a model card's `labels`)."""
-    index = imagenet_class_index()
-    return [index[i][1] for i in range(len(index))]
+    return [name for _, (_, name) in sorted(imagenet_class_index().items())]
 
 
 def decode_predictions(preds, top=5):

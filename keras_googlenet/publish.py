@@ -1,8 +1,6 @@
 """Atomic publishing: a finished file or directory replaces its target whole, or not at all
 (the export, the KerasHub preset writer and the training run directory)."""
 
-from __future__ import annotations
-
 import contextlib
 import errno
 import json
@@ -36,10 +34,8 @@ def path_size(path):
 def is_disk_full(error):
     """Whether `error` means the disk is full. h5py and TensorFlow raise their own types
     (RuntimeError, tf.errors) carrying errno 28 only in the message."""
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        return True
-    text = str(error)
-    return "No space left on device" in text or "errno = 28" in text
+    return (isinstance(error, OSError) and error.errno == errno.ENOSPC) or any(
+        sign in str(error) for sign in ("No space left on device", "errno = 28"))
 
 
 def remove_path(path):

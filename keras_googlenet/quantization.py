@@ -1,8 +1,6 @@
 """Quantization-aware training (QAT) for GoogLeNet in Keras 3, and its full-integer `.tflite`
 converted from the learned ranges. The scheme is TFLite's; docs/quantization.md explains it."""
 
-from __future__ import annotations
-
 import tempfile
 
 import keras
@@ -135,7 +133,6 @@ def _batch_norm_folds(model, consumers_of):
 
 def _folded_weights(layer, batch_norm):
     """(kernel, bias) of `layer` followed by `batch_norm` in inference: one affine map."""
-    kernel = ops.convert_to_numpy(layer.kernel)
     bias = ops.convert_to_numpy(layer.bias) if layer.use_bias else 0.0
     mean, variance = (ops.convert_to_numpy(v) for v in (batch_norm.moving_mean,
                                                         batch_norm.moving_variance))
@@ -143,7 +140,7 @@ def _folded_weights(layer, batch_norm):
     if batch_norm.scale:
         scale = scale * ops.convert_to_numpy(batch_norm.gamma)
     shift = ops.convert_to_numpy(batch_norm.beta) if batch_norm.center else 0.0
-    return [kernel * scale, (bias - mean) * scale + shift]
+    return [ops.convert_to_numpy(layer.kernel) * scale, (bias - mean) * scale + shift]
 
 
 def _quantized_weights(layer, folds):
@@ -160,8 +157,7 @@ def _quantized_weights(layer, folds):
 
 def _gets_own_range(layer, consumers_of, folds):
     """Whether `layer`'s output gets a learned range (see docs/quantization.md, "Where")."""
-    name = folds[layer.name].name if layer.name in folds else layer.name
-    consumers = consumers_of[name]
+    consumers = consumers_of[folds.get(layer.name, layer).name]  # past a folded BatchNorm
     if isinstance(layer, _RANGE_KEEPING):
         return False
     if consumers and all(isinstance(c, layers.Concatenate) for c in consumers):
@@ -189,6 +185,11 @@ def _check_googlenet(model):
     if find_layer(model, "conv1_conv") is None or find_layer(model, "inception_3a") is None:
         raise ValueError("`model` must be a GoogLeNet (layers 'conv1_conv', 'inception_3a', "
                          f"...) from keras_googlenet.GoogLeNet; received model {model.name!r}.")
+    for layer in model.layers:  # a subclass would stay float, or lose its own `call`
+        if isinstance(layer, tuple(_QUANTIZED)) and type(layer) not in _QUANTIZED \
+                and not isinstance(layer, tuple(_QUANTIZED.values())):
+            raise ValueError(f"`model` has layer {layer.name!r} of type {type(layer).__name__}: "
+                             "quantize_aware quantizes Keras' own Conv2D and Dense, no subclass.")
 
 
 _QUANTIZED = {layers.Conv2D: QuantizedConv2D, layers.Dense: QuantizedDense}
@@ -217,7 +218,7 @@ def quantize_aware(model):
     with `tflite_from_learned_ranges`; the activation ranges are empty until it has trained.
 
     Raises:
-        ValueError: `model` is not a functional GoogLeNet.
+        ValueError: `model` is not a functional GoogLeNet, or has a subclass of Conv2D/Dense.
     """
     _check_googlenet(model)
     consumers_of, sources = _consumers(model), {layer.name: layer for layer in model.layers}
@@ -278,7 +279,7 @@ def folded_float_model(model):
     return keras.models.clone_model(model, clone_function=clone, call_function=call)
 
 
-def with_pixel_input(model, mode="tf"):
+def with_pixel_input(model):
     """`model` (from `quantize_aware`) taking RGB pixels in [0, 255], sharing its layers:
     `preprocess_in_model`'s layer goes in front as a frozen 1x1 `QuantizedConv2D` after a
     fixed [0, 255] range. A model with its preprocessing inside is returned as it is."""
@@ -286,7 +287,7 @@ def with_pixel_input(model, mode="tf"):
     if has_preprocessing_layer(model):
         return model
     pixels = keras.Input(batch_shape=model.input.shape, name=model.input.name)
-    preprocessing = keras.Model(pixels, preprocess_in_model(pixels, mode)).layers[-1]
+    preprocessing = keras.Model(pixels, preprocess_in_model(pixels)).layers[-1]
     conv = _quantized_clone(preprocessing, {})
     scaled = conv(ActivationQuantizer(fixed_range=PIXEL_RANGE, name="pixels_quant")(pixels))
     _assign(conv, _quantized_weights(preprocessing, {}))
@@ -319,9 +320,8 @@ def tflite_from_learned_ranges(model, int8_io="uint8"):
 
     _check_quantized(model)
     one_of("int8_io", int8_io, INT8_IO_TYPES)
-    untrained = [q.name for q in model.layers if isinstance(q, ActivationQuantizer)
-                 and float(q.range_max) <= float(q.range_min)]
-    if untrained:
+    if untrained := [q.name for q in model.layers if isinstance(q, ActivationQuantizer)
+                     and float(q.range_max) <= float(q.range_min)]:
         raise ValueError(f"`model` has not trained: {len(untrained)} activation ranges are "
                          f"still empty (first: {untrained[0]!r}); fit it for a few steps first.")
     with tempfile.TemporaryDirectory() as savedmodel:

@@ -1,8 +1,6 @@
 """Load any exported GoogLeNet artefact behind one `Predictor` (docs/export.md, "Python"); its
 model card supplies labels, input size and preprocessing."""
 
-from __future__ import annotations
-
 import numbers
 import os
 import zipfile
@@ -133,9 +131,8 @@ class Predictor:
     def top_k(self, probs, k=5):
         """The `k` best classes of one row of probabilities, best first (ties to the lower
         index): `[{"label", "index", "probability"}, ...]`."""
-        k = checks.positive_int("top_k", k)
         return [{"label": self.label(i), "index": int(i), "probability": float(probs[i])}
-                for i in scores.top_indices(probs, k)]
+                for i in scores.top_indices(probs, checks.positive_int("top_k", k))]
 
     def label(self, index):
         """The name of class `index`, or the index as text where the card names none."""
@@ -297,14 +294,11 @@ def _rgb_pixels(image):
     pixels = pixels[..., None] if pixels.ndim == 2 else pixels
     if pixels.ndim != 3 or pixels.shape[-1] not in (1, 3, 4):
         raise ValueError(f"expected an HxWx3 image array; received shape {pixels.shape}.")
-    return _check_pixel_range(np.broadcast_to(pixels[..., :3], (*pixels.shape[:2], 3)))
-
-
-def _check_pixel_range(pixels):
-    """Arrays must hold RGB pixels in [0, 255]; a float image in [0, 1] (or already
-    preprocessed to [-1, 1]) would be read as a nearly black picture, confidently wrong."""
+    pixels = np.broadcast_to(pixels[..., :3], (*pixels.shape[:2], 3))
     if not pixels.size:
         return pixels
+    # Only RGB pixels in [0, 255]: a float image in [0, 1] (or already preprocessed to
+    # [-1, 1]) would be read as a nearly black picture, confidently wrong.
     integral = np.issubdtype(pixels.dtype, np.integer) or pixels.dtype == bool
     low, high = float(np.nanmin(pixels)), float(np.nanmax(pixels))
     if not np.all(np.isfinite(pixels)) or low < 0 or high > 255:

@@ -1,8 +1,6 @@
 """Class scores in NumPy: the one softmax and the one ranking of every entry point (decoding,
 `Predictor`, `googlenet-predict`, the export's verification), so they cannot disagree."""
 
-from __future__ import annotations
-
 import numpy as np
 
 __all__ = [

@@ -7,13 +7,11 @@ import dataclasses
 
 from keras_googlenet.checks import fail, one_of, positive_number
 
-__all__ = [
-    "AUX_CONV_FILTERS", "AUX_DENSE_UNITS", "AUX_POOLED_SIZE", "AUX_POOLS", "AUX_TAPS",
-    "BLOCK_NAMES", "ENDPOINTS", "FIVE_BY_FIVE_BRANCHES", "INCEPTION_WIDTHS", "STAGES",
-    "STEM_WIDTHS", "VARIANTS", "WIDTH_COLUMNS", "VariantSpec", "backbone_params",
-    "block_output_channels", "check_input_shape", "get_variant", "min_input_size",
-    "resolve_widths", "scale_width",
-]
+__all__ = ["AUX_CONV_FILTERS", "AUX_DENSE_UNITS", "AUX_POOLED_SIZE", "AUX_POOLS", "AUX_TAPS",
+           "BLOCK_NAMES", "ENDPOINTS", "FIVE_BY_FIVE_BRANCHES", "INCEPTION_WIDTHS", "STAGES",
+           "STEM_WIDTHS", "VARIANTS", "WIDTH_COLUMNS", "VariantSpec", "backbone_params",
+           "block_output_channels", "check_input_shape", "get_variant", "min_input_size",
+           "resolve_widths", "scale_width", "stem_widths"]
 
 # Table 1 of Szegedy et al. 2014, the six width columns of each Inception block.
 WIDTH_COLUMNS = ("1x1", "3x3_reduce", "3x3", "5x5_reduce", "5x5", "pool_proj")
@@ -55,18 +53,12 @@ MAX_BACKBONE_PARAMS = 250_000_000
 MIN_INPUT_SIZE = 32  # 5b is then 1x1
 DOWNSAMPLING_BEFORE_AUX = 4  # conv1, pool1, pool2, pool3 each halve the size
 
-
-# What the Inception block's "5x5" branch convolves with (Table 1's `#5x5` column).
-FIVE_BY_FIVE_BRANCHES = (
-    "5x5",  # the paper
-    "3x3",  # torchvision's kernel (vision#906); the branch keeps the paper's name
-    "two_3x3",  # two stacked 3x3 convs: the same 5x5 view with fewer weights (Inception v2)
-)
-# How the auxiliary heads pool `inception_4a`/`4d` before their 1x1 conv.
-AUX_POOLS = (
-    "avg_5x5_stride_3",  # the paper; the pooled size depends on the input size
-    "adaptive_4x4",  # torchvision; 4x4 whatever the input size
-)
+# What the Inception block's "5x5" branch convolves with: the paper's 5x5, torchvision's 3x3
+# or two stacked 3x3 (`googlenet.inception_block` says why).
+FIVE_BY_FIVE_BRANCHES = ("5x5", "3x3", "two_3x3")
+# How the aux heads pool `inception_4a`/`4d`: the paper's (its output size follows the
+# input's) or torchvision's (4x4 whatever the input).
+AUX_POOLS = ("avg_5x5_stride_3", "adaptive_4x4")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,9 +76,8 @@ class VariantSpec:
     batch_norm_epsilon: float = 1e-3
 
     def __post_init__(self):
-        for field, allowed in (("five_by_five_branch", FIVE_BY_FIVE_BRANCHES),
-                               ("aux_pool", AUX_POOLS)):
-            one_of(field, getattr(self, field), allowed)
+        one_of("five_by_five_branch", self.five_by_five_branch, FIVE_BY_FIVE_BRANCHES)
+        one_of("aux_pool", self.aux_pool, AUX_POOLS)
 
     @property
     def has_fixed_size_aux_pool(self):
@@ -165,8 +156,7 @@ def resolve_widths(widths=None, width_multiplier=1.0):
              **dict(_block_override(name, value) for name, value in (widths or {}).items())}
     resolved = {key: tuple(scale_width(w, width_multiplier) for w in cols)
                 for key, cols in table.items()}
-    params = backbone_params(resolved, width_multiplier)
-    if params > MAX_BACKBONE_PARAMS:
+    if (params := backbone_params(resolved, width_multiplier)) > MAX_BACKBONE_PARAMS:
         given = f"`width_multiplier={width_multiplier!r}`{' with these `widths`' if widths else ''}"
         raise ValueError(f"{given} gives a backbone of about {params / 1e6:,.0f} M parameters; at "
                          f"most {MAX_BACKBONE_PARAMS / 1e6:,.0f} M are allowed (the paper's "
@@ -174,12 +164,15 @@ def resolve_widths(widths=None, width_multiplier=1.0):
     return resolved
 
 
+def stem_widths(width_multiplier=1.0):
+    """The stem's conv widths `{"conv1": 64, ...}` scaled by `width_multiplier`."""
+    return {key: scale_width(width, width_multiplier) for key, width in STEM_WIDTHS.items()}
+
+
 def backbone_params(block_widths, width_multiplier=1.0):
     """Convolution weights of the stem and the Inception blocks (no heads) on RGB input."""
-    stem = {k: scale_width(v, width_multiplier) for k, v in STEM_WIDTHS.items()}
-    total = 49 * 3 * stem["conv1"] + stem["conv1"] * stem["conv2_reduce"] \
-        + 9 * stem["conv2_reduce"] * stem["conv2"]
-    c_in = stem["conv2"]
+    conv1, conv2_reduce, c_in = stem_widths(width_multiplier).values()  # in network order
+    total = 49 * 3 * conv1 + conv1 * conv2_reduce + 9 * conv2_reduce * c_in
     for block in INCEPTION_WIDTHS:  # in network order
         n1, n3r, n3, n5r, n5, npool = block_widths[block]
         total += c_in * (n1 + n3r + n5r + npool) + 9 * n3r * n3 + 25 * n5r * n5

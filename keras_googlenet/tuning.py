@@ -1,8 +1,6 @@
 """KerasTuner search space over Inception widths under a compute budget (docs/tuning.md);
 the budget is in `compute_budget`, the tuners that enforce it in `keras_googlenet_training`."""
 
-from __future__ import annotations
-
 import inspect
 import json
 import math
@@ -23,10 +21,8 @@ from keras_googlenet.googlenet import GoogLeNet, set_batch_norm_momentum
 from keras_googlenet.heads import float32_inference_model, inference_model
 from keras_googlenet.losses import compile_googlenet, head_targets
 
-__all__ = [
-    "COST_METRICS", "OBJECTIVE", "REJECTED_METRIC", "SECONDS_METRIC", "STAGE_HPS", "TUNERS",
-    "BudgetExceededError", "GoogLeNetHyperModel", "pareto_front",
-]
+__all__ = ["COST_METRICS", "OBJECTIVE", "REJECTED_METRIC", "SECONDS_METRIC", "STAGE_HPS", "TUNERS",
+           "BudgetExceededError", "GoogLeNetHyperModel", "pareto_front"]
 
 # KerasTuner infers a direction only for metric names it knows ("val_accuracy"), not for
 # the prefixed name of GoogLeNet's main head.
@@ -57,10 +53,9 @@ def _positive_multipliers(arg, values):
 def _number_or_range(arg, value, low, high):
     """A fixed float, or a (min, max) range to search, each in (low, high)."""
     values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
-    ok = len(values) in (1, 2) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v < high
-        for v in values) and (len(values) == 1 or values[0] < values[1])
-    if not ok:
+    if not (len(values) in (1, 2) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v < high
+            for v in values) and (len(values) == 1 or values[0] < values[1])):
         raise ValueError(f"`{arg}` must be a number in [{low}, {high}) or a (min, max) range with "
                          f"min < max; received {arg}={value!r}.")
     return tuple(float(v) for v in values)
@@ -69,14 +64,10 @@ def _number_or_range(arg, value, low, high):
 class GoogLeNetHyperModel(kt.HyperModel):
     """A `keras_tuner.HyperModel` over GoogLeNet's Inception widths, under a budget.
 
-    The hyperparameters (docs/tuning.md) are `stage3`/`stage4`/`stage5` (a width multiplier
-    per stage), `reduce_3x3`/`reduce_5x5` (an extra factor on the reduce columns), `variant`,
-    `dropout` and `learning_rate`; a tuple of values is searched, a single value fixed.
-    Widths round to multiples of 8 (`spec.scale_width`) before `width_multiplier`.
-
-    `build(hp)` returns a GoogLeNet compiled by `compile_googlenet` (Adam), whose logs carry
-    the tuner's objective `val_main_accuracy` (`OBJECTIVE`). `fit` feeds the labels of plain
-    `(images, labels)` data to every head. `cost(hp)` measures a candidate against the budget.
+    The hyperparameters are described in docs/tuning.md: a tuple of values is searched, a
+    single value fixed. `build(hp)` returns a GoogLeNet compiled by `compile_googlenet` (Adam),
+    whose logs carry the tuner's objective `OBJECTIVE`; `fit` feeds the labels of plain
+    `(images, labels)` data to every head; `cost(hp)` measures a candidate against the budget.
 
     Args:
         input_shape: `(height, width, channels)` of the images.
@@ -166,29 +157,24 @@ class GoogLeNetHyperModel(kt.HyperModel):
                     dropout=values["dropout"])
 
     def build_model(self, hp):
-        """The candidate, uncompiled, with BatchNorm momentum 0.9: Keras' 0.99 needs more
-        steps than a trial has for usable moving statistics."""
+        """The candidate, uncompiled, with BatchNorm momentum 0.9 (`set_batch_norm_momentum`)."""
         return set_batch_norm_momentum(GoogLeNet(**self.build_kwargs(hp), name=self.name), 0.9)
 
     def build(self, hp):
         optimizer = keras.optimizers.Adam(learning_rate=self.values(hp)["learning_rate"])
         return compile_googlenet(self.build_model(hp), optimizer=optimizer)
 
-    @staticmethod
-    def _key(hp):
-        # Hyperband adds "tuner/epochs" etc.; the architecture does not depend on them.
-        values = {k: v for k, v in hp.values.items() if not k.startswith("tuner/")}
-        return json.dumps(values, sort_keys=True, default=str)
-
     def cost(self, hp, model=None):
         """A `CandidateCost`: MACs and params of the inference model, latency if budgeted,
         cached per configuration. The latency is only measured when MACs and params are
         within budget (a conversion takes seconds). `model`: the candidate built from `hp`."""
-        key, budget = self._key(hp), self.budget
+        # Hyperband adds "tuner/epochs" etc.; the architecture does not depend on them.
+        key = json.dumps({k: v for k, v in hp.values.items() if not k.startswith("tuner/")},
+                         sort_keys=True, default=str)
         if key in self._costs:
             return self._costs[key]
         model = self.build_model(hp) if model is None else model
-        deployed = inference_model(model)
+        deployed, budget = inference_model(model), self.budget
         macs, params = int(count_macs(deployed)), int(count_params(deployed))
         violations, latency = budget_violations(budget, macs, params), None
         if budget.max_latency_ms is not None and not violations:
@@ -201,8 +187,7 @@ class GoogLeNetHyperModel(kt.HyperModel):
 
     def check_budget(self, hp):
         """Raise `BudgetExceededError` (a `FailedTrialError`) if the candidate is over budget."""
-        cost = self.cost(hp)
-        if cost.over_budget:
+        if (cost := self.cost(hp)).over_budget:
             raise BudgetExceededError("over budget, not trained: " + "; ".join(cost.violations),
                                       cost)
         return cost

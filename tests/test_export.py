@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -298,6 +299,11 @@ def test_a_model_for_any_input_size_is_fixed_by_input_size():
                       width_multiplier=0.25)
     with pytest.raises(ValueError, match="pass `input_size`"):
         load_source(model)
+    for bad in (0, (40,), "40", (40, True)):
+        with pytest.raises(ValueError, match=r"^`input_size` must be \(height, width\) of ints "
+                           r">= 1, one such int or None; received input_size="
+                           + re.escape(f"{bad!r}.") + "$"):
+            load_source(model, input_size=bad)
     fixed, card = load_source(model, input_size=40)
     assert fixed.input_shape == (None, 40, 40, 3) and card["model"]["input_size"] == [40, 40]
     assert card["model"]["variant"] == "v1_bn"  # a flat copy: the layers are still readable

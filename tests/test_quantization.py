@@ -159,6 +159,17 @@ def test_quantize_aware_names_what_it_expects_of_another_model():
         quantize_aware(other)
 
 
+def test_quantize_aware_refuses_a_subclass_of_conv2d_it_would_leave_float():
+    class MyConv(keras.layers.Conv2D):
+        pass
+
+    inputs = keras.Input((8, 8, 3))
+    conv = MyConv(4, 1, name="conv1_conv")(inputs)
+    model = keras.Model(inputs, keras.layers.Concatenate(name="inception_3a")([conv, conv]))
+    with pytest.raises(ValueError, match="'conv1_conv' of type MyConv.*no subclass"):
+        quantize_aware(model)
+
+
 def test_tflite_refuses_float_untrained_and_unknown_io():
     model = _googlenet()
     with pytest.raises(ValueError, match="`model` must be a model returned by quantize_aware"):

@@ -29,6 +29,8 @@ def test_width_multiplier_rounds_to_multiples_of_eight():
     assert half["3a"] == (32, 48, 64, 8, 16, 16)
     assert all(w % 8 == 0 for cols in half.values() for w in cols)
     assert spec.scale_width(16, 0.1) == 8  # never below one divisor
+    assert spec.stem_widths() == spec.STEM_WIDTHS
+    assert spec.stem_widths(0.5) == {"conv1": 32, "conv2_reduce": 32, "conv2": 96}
 
 
 @pytest.mark.parametrize(

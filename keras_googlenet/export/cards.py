@@ -1,7 +1,5 @@
 """The model card of each artefact, its labels, and its TFLite metadata."""
 
-from __future__ import annotations
-
 import datetime
 import json
 import os
@@ -30,8 +28,7 @@ def read_labels(labels):
             raise ValueError(f"`labels` file not found: {path!r}.")
         labels = read_lines(path, "`labels` file")  # UTF-8, BOM and CRLF handled
     if not isinstance(labels, (list, tuple)) or not labels or not all(
-            isinstance(label, str) and label.strip() and "\n" not in label
-            for label in labels):
+            isinstance(label, str) and label.strip() and "\n" not in label for label in labels):
         raise ValueError("`labels` must be a non-empty list of class names (strings without "
                          "line breaks) or the path of a text file with one per line.")
     return [label.strip() for label in labels]
@@ -62,33 +59,25 @@ def resolve_labels(explicit, source, card, verbose):
 
 
 def format_card(base_card, fmt, target, options, in_model):
-    """`base_card` (a copy) with the fields of `fmt`'s artefact at `target`; `options`:
-    `export_model`'s `opset`, `int8_io` and `uint8_signature`; `in_model`: whether the
-    artefact has the preprocessing inside."""
+    """A copy of `base_card` with the fields of `fmt`'s artefact at `target`; `options`: as
+    `export_model`'s; `in_model`: whether the artefact has the preprocessing inside."""
     import tensorflow as tf
 
     card = json.loads(json.dumps(base_card, default=json_default))
-    card.update({
-        "format": fmt,
-        "file": os.path.basename(target),
-        "precision": FORMATS[fmt][1],
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"tensorflow": tf.__version__, "keras": keras.version(),
-                     "keras_googlenet": __version__},
-    })
-    card["preprocessing"] = preprocessing_card(in_model, base_card["preprocessing"]["mode"])
+    card.update(format=fmt, file=os.path.basename(target), precision=FORMATS[fmt][1],
+                created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                versions={"tensorflow": tf.__version__, "keras": keras.version(),
+                          "keras_googlenet": __version__})
+    card["preprocessing"] = preprocessing_card(in_model)
     if fmt == "savedmodel":
         pixels = "RGB pixels in [0, 255]" if in_model else "in [-1, 1]"
-        card["signatures"] = {
-            "serving_default": {"inputs": {INPUT_NAME: f"float32 [N, H, W, 3] {pixels}"},
-                                "outputs": {OUTPUT_NAME: "float32 [N, classes]"}},
-        }
+        outputs = {OUTPUT_NAME: "float32 [N, classes]"}
+        card["signatures"] = {"serving_default": {
+            "inputs": {INPUT_NAME: f"float32 [N, H, W, 3] {pixels}"}, "outputs": outputs}}
         if options["uint8_signature"]:
             card["signatures"][UINT8_SIGNATURE] = {
-                "inputs": {INPUT_NAME: "uint8 [N, any H, any W, 3] RGB pixels"},
-                "outputs": {OUTPUT_NAME: "float32 [N, classes]"},
-                "note": "central crop (87.5 %), bilinear resize and x / 127.5 - 1 run in "
-                        "the graph",
+                "inputs": {INPUT_NAME: "uint8 [N, any H, any W, 3] RGB pixels"}, "outputs": outputs,
+                "note": "central crop (87.5 %), bilinear resize and x / 127.5 - 1 run in the graph",
             }
     elif fmt == "onnx":
         import tf2onnx

@@ -1,7 +1,5 @@
 """Conversion, one function per format: SavedModel, TFLite, ONNX."""
 
-from __future__ import annotations
-
 import csv
 import io
 import math
@@ -19,9 +17,9 @@ INT8_REPORT_LAYERS = 10  # the layers the int8 report lists, worst first
 
 
 def write_savedmodel(model, path, uint8_signature):
-    """A SavedModel with `serving_default` (float32 'image' [N,H,W,3] -> 'predictions') and,
-    with `uint8_signature`, `serving_uint8` (uint8 pixels of any size, preprocessed in the
-    graph); a model with its preprocessing inside takes pixels in [0, 255] in both."""
+    """A SavedModel with `serving_default` (float32 'image' -> 'predictions') and, with
+    `uint8_signature`, `serving_uint8` (uint8 pixels of any size, preprocessed in the graph);
+    a model with its preprocessing inside takes pixels in [0, 255] in both."""
     import tensorflow as tf
 
     size = tuple(model.input_shape[1:3])
@@ -62,8 +60,7 @@ def _tflite_converter(savedmodel_dir, fmt, representative_dataset, int8_io):
         converter.target_spec.supported_types = [tf.float16]
     elif fmt == "tflite-int8":
         converter.representative_dataset = representative_dataset
-        # LRN (variant v1) has no int8 kernel: the converter wraps it in
-        # dequantize/quantize and keeps everything else integer.
+        # LRN (v1) has no int8 kernel: the converter wraps it in dequantize/quantize.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = converter.inference_output_type = getattr(tf, int8_io)
     return converter
@@ -72,17 +69,15 @@ def _tflite_converter(savedmodel_dir, fmt, representative_dataset, int8_io):
 def int8_layer_errors(savedmodel_dir, representative_dataset, debug_dataset, layer_names,
                       float_layers, int8_io):
     """(the int8 model keeping `float_layers`, some of the Keras `layer_names`, in float, or
-    None without them; the `INT8_REPORT_LAYERS` worst layers by RMSE in quantization steps,
-    as `{"layer", "op", "rmse_per_scale", "max_abs_error", "scale"}`), measured on
-    `debug_dataset` by TF's `QuantizationDebugger` (docs/export.md); `int8_io`: not uint8."""
+    None without them; the `INT8_REPORT_LAYERS` worst layers on `debug_dataset`, as `{"layer",
+    "op", "rmse_per_scale", "max_abs_error", "scale"}`): docs/export.md; `int8_io` not uint8."""
     import tensorflow as tf
 
     with warnings.catch_warnings():  # the debugger runs TF's own (deprecated) interpreter
         warnings.filterwarnings("ignore", "(?s).*tf.lite.Interpreter is deprecated")
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=_tflite_converter(savedmodel_dir, "tflite-int8", representative_dataset,
-                                        int8_io),
-            debug_dataset=debug_dataset)
+                                        int8_io), debug_dataset=debug_dataset)
         debugger.run()
         if float_layers:
             debugger.options = tf.lite.experimental.QuantizationDebugOptions(
@@ -139,8 +134,7 @@ def convert_onnx(model, path, opset=MIN_ONNX_OPSET):
     import tensorflow as tf
     import tf2onnx
 
-    size = tuple(model.input_shape[1:3])
-    spec = (tf.TensorSpec((None, *size, 3), tf.float32, name=INPUT_NAME),)
+    spec = (tf.TensorSpec((None, *model.input_shape[1:3], 3), tf.float32, name=INPUT_NAME),)
 
     # A traced function, not `from_keras`: tf2onnx's Keras path trips on some Keras 3
     # graphs ('keras_tensor_N'), and both write the same graph where it works.

@@ -76,7 +76,7 @@ _DEBUG_IMAGES = 32
 
 
 class _BoundMissedError(Exception):
-    pass
+    """A missed verification bound: its message is the whole error."""
 
 
 @dataclasses.dataclass
@@ -112,8 +112,7 @@ class _Plan:
         if not self.in_model(fmt) or has_preprocessing_layer(self.model):
             return self.model
         if self.pixel_model is None:
-            self.pixel_model = with_preprocessing(self.model,
-                                                  self.base_card["preprocessing"]["mode"])
+            self.pixel_model = with_preprocessing(self.model)
         return self.pixel_model
 
 
@@ -129,8 +128,7 @@ def export_model(
 
     Args:
         source: a `.keras` file, a run directory (`qat.keras`, `inference.keras` or
-            `model.keras`) or a `keras.Model`, aux heads pruned. A `quantize_aware` model
-            gives `tflite-int8` from its learned ranges, its folded model the other formats.
+            `model.keras`) or a `keras.Model`; a `quantize_aware` one gives int8 from its ranges.
         out_dir: destination directory (created; not a symbolic link; its other files stay).
         formats: a list (or comma-separated string) from `FORMATS`. Default: every float
             format, plus `"tflite-int8"` when `calibration_data` is given.
@@ -169,12 +167,21 @@ def export_model(
         ExportError: with `strict`, a format failed (conversion or bound): nothing was
             published for it, and its existing artefact was kept.
     """
-    options = {"include_preprocessing": include_preprocessing, "int8_io": int8_io,
-               "opset": opset, "uint8_signature": uint8_signature,
-               "tflite_metadata": tflite_metadata, "verify": verify, "verbose": verbose,
-               "int8_float_layers": int8_float_layers}
-    formats, options = _check_arguments(source, out_dir, name, formats, options,
-                                        calibration_data, calibration_steps, verification_samples)
+    # Every check that needs no model, before the source is loaded.
+    check_destination(source, out_dir, name)
+    learned_ranges = is_quantize_aware_source(source)
+    formats = validate_export_arguments(formats, calibration_data, calibration_steps, int8_io,
+                                        opset, verification_samples, learned_ranges)
+    float_layers = check_int8_float_layers(int8_float_layers, formats, int8_io)
+    if learned_ranges and float_layers:
+        raise ValueError("`int8_float_layers` (--int8-float-layers) applies to post-training "
+                         "int8; a quantization-aware model is converted from its learned "
+                         "ranges whole.")
+    if not isinstance(include_preprocessing, bool):
+        checks.fail("include_preprocessing", "True or False", include_preprocessing)
+    options = {"include_preprocessing": include_preprocessing, "int8_io": int8_io, "opset": opset,
+               "uint8_signature": uint8_signature, "tflite_metadata": tflite_metadata,
+               "verify": verify, "verbose": verbose, "int8_float_layers": float_layers}
     plan = _plan(source, out_dir, name, formats, input_size, labels, author, license, options,
                  merged_bounds(bounds, check_max_accuracy_drop(max_accuracy_drop)))
     _prepare_inputs(plan, calibration_data, calibration_steps, verification_data,
@@ -186,34 +193,13 @@ def export_model(
     return report
 
 
-def _check_arguments(source, out_dir, name, formats, options, calibration_data,
-                     calibration_steps, verification_samples):
-    """(the formats in canonical order, `options` with `int8_float_layers` as a list), before
-    the source is loaded; `ValueError` naming the argument."""
-    check_destination(source, out_dir, name)
-    learned_ranges = is_quantize_aware_source(source)
-    int8_io = options["int8_io"]
-    formats = validate_export_arguments(formats, calibration_data, calibration_steps, int8_io,
-                                        options["opset"], verification_samples, learned_ranges)
-    float_layers = check_int8_float_layers(options["int8_float_layers"], formats, int8_io)
-    if learned_ranges and float_layers:
-        raise ValueError("`int8_float_layers` (--int8-float-layers) applies to post-training "
-                         "int8; a quantization-aware model is converted from its learned "
-                         "ranges whole.")
-    if not isinstance(options["include_preprocessing"], bool):
-        checks.fail("include_preprocessing", "True or False", options["include_preprocessing"])
-    return formats, {**options, "int8_float_layers": float_layers}
-
-
-def _plan(source, out_dir, name, formats, input_size, labels, author, license, options,
-          bounds):
-    """Load the source, fill the base card every artefact's card starts from, and check
-    `int8_float_layers` against the model's layers."""
+def _plan(source, out_dir, name, formats, input_size, labels, author, license, options, bounds):
+    """Load the source and its base card; check `int8_float_layers` against its layers."""
     explicit_labels = cards.read_labels(labels) if labels is not None else None
-    verbose = options["verbose"]
-    log_progress(verbose, f"[export] loading {getattr(source, 'name', source)}")
+    log_progress(options["verbose"], f"[export] loading {getattr(source, 'name', source)}")
     model, base_card = load_source(source, input_size=input_size)
-    base_card["labels"] = cards.resolve_labels(explicit_labels, source, base_card, verbose)
+    base_card["labels"] = cards.resolve_labels(explicit_labels, source, base_card,
+                                               options["verbose"])
     for key, value in (("author", author), ("license", license)):
         if value is not None:
             base_card[key] = str(value)
@@ -224,15 +210,14 @@ def _plan(source, out_dir, name, formats, input_size, labels, author, license, o
     if is_quantize_aware(model):  # the float formats and the reference: the folded weights
         qat_model, model = model, folded_float_model(model)
     check_int8_float_layers(options["int8_float_layers"], formats, options["int8_io"],
-                            _layer_names(model))
+                            [layer.name for layer in model.layers])
     return _Plan(model=model, base_card=base_card, out_dir=out_dir, name=name or model.name,
                  formats=formats, options=options, bounds=bounds, qat_model=qat_model)
 
 
 def _prepare_inputs(plan, calibration_data, calibration_steps, verification_data,
                     verification_samples):
-    """The int8 calibration (card and `representative_dataset`; a quantization-aware source
-    needs none) and, with `verify`, the Keras outputs the artefacts are verified against."""
+    """The int8 calibration (none for a QAT source) and, with `verify`, the Keras reference."""
     if plan.qat_model is not None:
         plan.base_card["calibration"] = {"images": 0,
                                          "ranges": "learned by quantization-aware training"}
@@ -297,7 +282,7 @@ def _export_one(plan, fmt):
     plan.created.update({os.path.basename(staged), os.path.basename(staged_card)})
     try:
         log_progress(verbose, f"[export] {fmt}: converting -> {target}")
-        card = _artifact_card(plan, fmt, target, staged, _convert(plan, fmt, staged), result)
+        card = _artifact_card(plan, fmt, target, staged, result)
         write_json_atomic(card, staged_card)
         if fmt == "savedmodel":  # it carries its card too; the TFLite converter reuses it
             write_json_atomic(card, os.path.join(staged, CARD_IN_SAVEDMODEL))
@@ -333,8 +318,7 @@ def _convert(plan, fmt, staged):
         convert_onnx(plan.model_for(fmt), staged, opset=options["opset"])
         return None
     if fmt == "tflite-int8" and plan.qat_model is not None:
-        qat_model = (with_pixel_input(plan.qat_model, plan.base_card["preprocessing"]["mode"])
-                     if plan.in_model(fmt) else plan.qat_model)
+        qat_model = with_pixel_input(plan.qat_model) if plan.in_model(fmt) else plan.qat_model
         return tflite_from_learned_ranges(qat_model, int8_io=options["int8_io"])
     savedmodel = plan.conversion_savedmodels.get(plan.in_model(fmt))
     if savedmodel is None:  # the one of this input kind, written once for every TFLite format
@@ -344,8 +328,12 @@ def _convert(plan, fmt, staged):
     if fmt == "tflite-int8" and (options["verify"] or options["int8_float_layers"]):
         log_progress(options["verbose"], f"[export] {fmt}: measuring each layer's "
                                          "quantization error")
+        debug = plan.representative  # the debugger's inputs: verification images, else these
+        if plan.reference is not None:
+            images = plan.reference["agree_x"][:_DEBUG_IMAGES]
+            debug = _one_at_a_time(to_pixels(images) if plan.in_model(fmt) else images)
         flatbuffer, plan.int8_layer_errors = int8_layer_errors(
-            savedmodel, plan.representative, _debug_dataset(plan), _layer_names(plan.model),
+            savedmodel, plan.representative, debug, [layer.name for layer in plan.model.layers],
             options["int8_float_layers"], options["int8_io"])
         if flatbuffer is not None:  # layers kept in float: the debugger wrote the model
             return flatbuffer
@@ -353,91 +341,63 @@ def _convert(plan, fmt, staged):
     return convert_tflite(savedmodel, fmt, plan.representative, int8_io=options["int8_io"])
 
 
-def _layer_names(model):
-    return [layer.name for layer in model.layers]
-
-
-def _debug_dataset(plan):
-    """The quantization debugger's inputs: verification images, else the calibration ones."""
-    if plan.reference is None:
-        return plan.representative
-    images = plan.reference["agree_x"][:_DEBUG_IMAGES]
-    return _one_at_a_time(to_pixels(images) if plan.in_model("tflite-int8") else images)
-
-
-def _artifact_card(plan, fmt, target, staged, flatbuffer, result):
-    """The card of `fmt`'s artefact; writes the TFLite bytes and verifies against Keras
-    (`_BoundMissedError` on a missed bound)."""
+def _artifact_card(plan, fmt, target, staged, result):
+    """`fmt`'s artefact converted, written and verified (`_BoundMissedError`); its card."""
+    flatbuffer = _convert(plan, fmt, staged)
     options = plan.options
     card = cards.format_card(plan.base_card, fmt, target, options, plan.in_model(fmt))
     if fmt.startswith("tflite"):
-        _write_tflite(plan, fmt, flatbuffer, card, staged)
+        if options["tflite_metadata"]:
+            log_progress(options["verbose"], f"[export] {fmt}: writing TFLite metadata")
+            flatbuffer, card["tflite_metadata"] = cards.with_tflite_metadata(flatbuffer, card)
+        card["gpu_delegate"] = gpu_delegate_report(flatbuffer)
+        with open(staged, "wb") as f:
+            f.write(flatbuffer)
+        cards.fill_io(card, staged)
     if fmt == "tflite-int8":
         card["int8_float_layers"] = options["int8_float_layers"]
         card["int8_layer_errors"] = result.int8_layers = plan.int8_layer_errors
     card["verification"] = None
     if options["verify"]:
         log_progress(options["verbose"], f"[export] {fmt}: verifying against Keras")
-        uint8_path = staged if fmt == "savedmodel" and options["uint8_signature"] else None
         card["verification"] = result.verification = verify_artifact(
             load_predictor(staged, card=card), plan.reference, plan.bounds[fmt],
-            savedmodel_path=uint8_path)
+            savedmodel_path=staged if fmt == "savedmodel" and options["uint8_signature"] else None)
         if not result.verification["passed"]:
             raise _BoundMissedError(missed_bounds(result.verification))
     card["file_size_bytes"] = path_size(staged)
     return card
 
 
-def _write_tflite(plan, fmt, flatbuffer, card, path):
-    """Write the `.tflite` at `path`, with its metadata; record both in `card`."""
-    if plan.options["tflite_metadata"]:
-        log_progress(plan.options["verbose"], f"[export] {fmt}: writing TFLite metadata")
-        flatbuffer, card["tflite_metadata"] = cards.with_tflite_metadata(flatbuffer, card)
-    card["gpu_delegate"] = gpu_delegate_report(flatbuffer)
-    with open(path, "wb") as f:
-        f.write(flatbuffer)
-    cards.fill_io(card, path)
-
-
 def _staging(out_dir, name):
-    """(the staging directory, whether it replaces `out_dir` whole): a sibling of `out_dir`,
-    else a hidden directory inside it where no sibling can be renamed in (docs/export.md)."""
+    """(the stage, whether it replaces `out_dir` whole): a hidden sibling, else inside it."""
     parent = os.path.dirname(out_dir)
-    swap = _swappable(out_dir)
-    if swap or (not os.path.ismount(out_dir) and unwritable(parent) is None):
-        os.makedirs(parent, exist_ok=True)
-        return tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out_dir)}.export-"), swap
-    return tempfile.mkdtemp(dir=out_dir, prefix=f".{name}.export-"), False
+    new = not os.path.isdir(out_dir)
+    if not new and (os.path.ismount(out_dir) or unwritable(parent) is not None):
+        return tempfile.mkdtemp(dir=out_dir, prefix=f".{name}.export-"), False
+    os.makedirs(parent, exist_ok=True)
+    swap = new or _swappable(out_dir)
+    return tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out_dir)}.export-"), swap
 
 
 def _swappable(out_dir):
-    """Whether `out_dir` is new, or holds only exports and can be renamed away."""
-    if not os.path.isdir(out_dir):
-        return True
-    if not _holds_only_exports(out_dir):
+    """Whether the existing `out_dir` holds only exports and can be renamed away."""
+    suffixes = tuple(suffix for suffix, _ in FORMATS.values())
+    suffixes += tuple(suffix + CARD_SUFFIX for suffix in suffixes) + (".keras", ".keras.json")
+    if not all(name.endswith(suffixes) for name in os.listdir(out_dir)):
         # A directory of the user's own (a home, a shared folder): never replaced whole,
         # which would change its inode, owner and ACLs under everyone using it.
         return False
     try:
         cwd = os.path.realpath(os.getcwd())
     except OSError:  # the working directory was deleted
-        cwd = ""
+        return True
     real = os.path.realpath(out_dir)
-    if os.path.ismount(out_dir) or cwd == real or cwd.startswith(real.rstrip(os.sep) + os.sep):
-        return False
-    return unwritable(os.path.dirname(out_dir)) is None
-
-
-def _holds_only_exports(out_dir):
-    """Whether every entry of `out_dir` is an artefact or card an export writes."""
-    suffixes = tuple(suffix for suffix, _ in FORMATS.values())
-    suffixes += tuple(suffix + CARD_SUFFIX for suffix in suffixes) + (".keras", ".keras.json")
-    return all(name.endswith(suffixes) for name in os.listdir(out_dir))
+    return cwd != real and not cwd.startswith(real.rstrip(os.sep) + os.sep)
 
 
 def _publish_all(plan, results):
-    """Publish every verified artefact with its card: one swap of the directory, or each
-    artefact then its card, right after each other."""
+    """Publish every verified artefact and its card: one directory swap, or pair by pair."""
     if not plan.staged:
         return
     if plan.swap:

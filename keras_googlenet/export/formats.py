@@ -1,7 +1,5 @@
 """The export formats, their verification bounds, and the up-front argument checks."""
 
-from __future__ import annotations
-
 import os
 
 import keras
@@ -24,9 +22,7 @@ FORMATS = {
 }
 FLOAT_FORMATS = tuple(fmt for fmt in FORMATS if fmt != "tflite-int8")
 
-# Verification bounds (docs/export.md): "max_abs_diff" of the softmax outputs from Keras';
-# "accuracy_drop", top-1 percentage points below Keras on labelled images; "top1_agreement"
-# with Keras on unlabelled ones, where Keras leads by `verify.CONFIDENT_MARGIN`.
+# Verification bounds, as docs/export.md ("Verification") defines them.
 DEFAULT_BOUNDS = {
     "savedmodel": {"max_abs_diff": 1e-4, "accuracy_drop": 0.1},
     "tflite-fp32": {"max_abs_diff": 1e-4, "accuracy_drop": 0.1},
@@ -37,18 +33,15 @@ DEFAULT_BOUNDS = {
 }
 
 INT8_IO_TYPES = ("uint8", "int8", "float32")
-# uint8 is what MediaPipe Tasks and the TFLite Task Library accept for a quantized
-# image input (they refuse int8), and a uint8 input fed raw pixels is exact only when
-# the model rescales them itself: so a uint8 int8 export always has the preprocessing
-# inside (input quantization scale 1, zero point 0).
+# uint8, which MediaPipe Tasks and the TFLite Task Library need (they refuse int8), is exact
+# on raw pixels only: a uint8 export has the preprocessing inside (scale 1, zero point 0).
 DEFAULT_INT8_IO = "uint8"
 MIN_ONNX_OPSET = 17
 UINT8_SIGNATURE = "serving_uint8"
 
 
 def merged_bounds(bounds, accuracy_drops):
-    """`DEFAULT_BOUNDS` per format with the caller's overrides (`bounds`) on top, and the
-    `accuracy_drop` bound of each format in `accuracy_drops` (format -> points)."""
+    """`DEFAULT_BOUNDS` with `bounds` on top, and `accuracy_drops` (format -> points)."""
     all_bounds = {fmt: dict(DEFAULT_BOUNDS[fmt]) for fmt in FORMATS}
     for fmt, override in (bounds or {}).items():
         if fmt not in FORMATS:
@@ -134,9 +127,8 @@ def check_int8_float_layers(int8_float_layers, formats, int8_io, layer_names=Non
                          "'float32' (--int8-io); received int8_io='uint8'.")
     unknown = [n for n in names if layer_names is not None and n not in layer_names]
     if unknown:
-        shown = ", ".join(list(layer_names)[1:9])
         raise ValueError(f"`int8_float_layers` (--int8-float-layers) has unknown layer(s) "
-                         f"{unknown}; the model's layers are, for example: {shown}, ... "
-                         f"({len(layer_names)} in all; the export report lists the int8 "
-                         "ones by quantization error).")
+                         f"{unknown}; the model's layers are, for example: "
+                         f"{', '.join(list(layer_names)[1:9])}, ... ({len(layer_names)} in all; "
+                         "the export report lists the int8 ones by quantization error).")
     return list(names)

@@ -7,8 +7,7 @@ import sys
 
 
 class ExportError(RuntimeError):
-    """Some formats failed to convert or missed a verification bound; `report` holds every
-    format's figures, including the ones that succeeded."""
+    """Some formats failed or missed a bound; `report` holds the figures of every format."""
 
     def __init__(self, message, report):
         super().__init__(message)
@@ -51,13 +50,11 @@ class ExportReport:
         lines = [f"{'format':<15} {'status':<7} {'size':>10}  verification"]
         for r in self.results:
             size_text = f"{r.card['file_size_bytes'] / 1e6:.2f} MB" if r.card else "-"
-            lines.append(
-                f"{r.format:<15} {'ok' if r.ok else 'FAILED':<7} {size_text:>10}  "
-                f"{format_verification(r.verification)}"
-                + (f"\n{'':<35}error: {r.error}" if r.error else "")
-                + "".join(f"\n{'':<35}WARNING: {w}" for w in r.warnings)
-                + _format_int8_layers(r.int8_layers)
-            )
+            lines.append(f"{r.format:<15} {'ok' if r.ok else 'FAILED':<7} {size_text:>10}  "
+                         f"{format_verification(r.verification)}"
+                         + (f"\n{'':<35}error: {r.error}" if r.error else "")
+                         + "".join(f"\n{'':<35}WARNING: {w}" for w in r.warnings)
+                         + _format_int8_layers(r.int8_layers))
         return "\n".join(lines)
 
 
@@ -67,8 +64,7 @@ def _format_int8_layers(layers):
         return ""
     lines = [f"\n{'':<35}int8 layers by quantization error (RMSE / scale; "
              "--int8-float-layers NAME keeps one in float):"]
-    lines += [f"\n{'':<37}{e['layer']:<28} {e['rmse_per_scale']:8.3f}  {e['op']}"
-              for e in layers]
+    lines += [f"\n{'':<37}{e['layer']:<28} {e['rmse_per_scale']:8.3f}  {e['op']}" for e in layers]
     return "".join(lines)
 
 

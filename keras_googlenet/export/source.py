@@ -1,12 +1,11 @@
 """The model to export, and the images to calibrate and verify it with."""
 
-from __future__ import annotations
-
 import zipfile
 
 import keras
 import numpy as np
 
+from keras_googlenet.checks import size_pair
 from keras_googlenet.heads import float32_inference_model, inference_model
 from keras_googlenet.model_card import INPUT_NAME, describe_source, resolve_source
 from keras_googlenet.preprocessing import preprocess_in_model, resize_pixels
@@ -18,10 +17,9 @@ __all__ = ["is_quantize_aware_source", "load_source", "take_images", "to_model_i
 
 
 def load_source(source, input_size=None):
-    """The float32 single-output inference model of `source` (a `.keras` file, a run
-    directory or a `keras.Model`; a `quantize_aware` model stays one) and its card fields;
-    `ValueError` for an `input_size` that is bad, missing (the model takes any size) or not
-    the model's fixed one."""
+    """The float32 single-output inference model of `source` (a `.keras` file, run directory or
+    `keras.Model`; a `quantize_aware` one stays one) and its card fields; `ValueError` for an
+    `input_size` that is bad, missing (the model takes any size) or not its fixed one."""
     if isinstance(source, keras.Model):
         path, run_info, model = None, {}, source
     else:
@@ -30,7 +28,7 @@ def load_source(source, input_size=None):
     model = inference_model(model) if is_quantize_aware(model) else float32_inference_model(model)
     if input_size is not None or model.input_shape[1] is None or model.input_shape[2] is None:
         config_size = ((run_info.get("config") or {}).get("model") or {}).get("input_size")
-        size = _size_pair(input_size if input_size is not None else config_size)
+        size = size_pair("input_size", input_size if input_size is not None else config_size)
         if size is None:
             raise ValueError("the model takes images of any size; pass `input_size` (CLI: "
                              "--input-size), e.g. 224, to fix the exported input shape.")
@@ -60,20 +58,9 @@ def is_quantize_aware_source(source):
     return '"keras_googlenet>ActivationQuantizer"' in config
 
 
-def _size_pair(size):
-    if size is None:
-        return None
-    pair = (size, size) if isinstance(size, int) else size
-    if isinstance(pair, (tuple, list)) and len(pair) == 2 and all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair):
-        return tuple(pair)
-    raise ValueError(f"`input_size` must be a positive int or (height, width); received {size!r}.")
-
-
 def take_images(data, limit, size, what):
-    """Up to `limit` float32 model-ready images (and labels if present) from `data`: an array
-    (N, H, W, 3), an `(images, labels)` tuple, a `tf.data.Dataset` (batched or not, of images
-    or `(image, label)`) or an iterable of those; integer images are raw pixels."""
+    """Up to `limit` float32 model-ready images (and labels if present) from `data`: an array,
+    `(images, labels)`, a `tf.data.Dataset` (batched or not) or batches; integers are pixels."""
     import tensorflow as tf
 
     if isinstance(data, np.ndarray) or (isinstance(data, tuple) and len(data) == 2
@@ -108,10 +95,10 @@ def take_images(data, limit, size, what):
     return x, y
 
 
-def with_preprocessing(model, mode="tf"):
+def with_preprocessing(model):
     """`model` (which takes preprocessed images) behind layers that preprocess RGB pixels."""
     pixels = keras.Input(model.input_shape[1:], name=INPUT_NAME)
-    return keras.Model(pixels, model(preprocess_in_model(pixels, mode)), name=model.name)
+    return keras.Model(pixels, model(preprocess_in_model(pixels)), name=model.name)
 
 
 def to_pixels(x):

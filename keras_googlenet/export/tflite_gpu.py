@@ -1,8 +1,6 @@
 """Which ops of a `.tflite` model LiteRT's GPU delegate can take, by the delegate's own op
 table: `tf.lite.experimental.Analyzer` passes every model in TensorFlow 2.21 (docs/mobile.md)."""
 
-from __future__ import annotations
-
 import collections
 
 # Builtin ops the GPU delegate accepts (gpu_compatibility.cc, TensorFlow 2.21).
@@ -22,9 +20,8 @@ GPU_DELEGATE_OPS = frozenset({
     "TRANSPOSE", "TRANSPOSE_CONV",
 })
 # Custom ops the delegate implements itself.
-GPU_DELEGATE_CUSTOM_OPS = frozenset({
-    "Convolution2DTransposeBias", "MaxPoolingWithArgmax2D", "MaxUnpooling2D", "Resampler",
-})
+GPU_DELEGATE_CUSTOM_OPS = frozenset({"Convolution2DTransposeBias", "MaxPoolingWithArgmax2D",
+                                     "MaxUnpooling2D", "Resampler"})
 
 
 def model_ops(model_bytes):
@@ -43,8 +40,7 @@ def model_ops(model_bytes):
                      if builtin == schema.BuiltinOperator.CUSTOM
                      else ("builtin", names.get(builtin, f"BUILTIN_{builtin}")))
     subgraphs = map(model.Subgraphs, range(model.SubgraphsLength()))
-    return collections.Counter(codes[subgraph.Operators(o).OpcodeIndex()]
-                               for subgraph in subgraphs
+    return collections.Counter(codes[subgraph.Operators(o).OpcodeIndex()] for subgraph in subgraphs
                                for o in range(subgraph.OperatorsLength()))
 
 
@@ -54,11 +50,8 @@ def gpu_delegate_report(model_bytes):
     ops = sorted(model_ops(model_bytes).items(), key=lambda item: item[0][1])
     unsupported = {name: count for (kind, name), count in ops if name not in (
         GPU_DELEGATE_CUSTOM_OPS if kind == "custom" else GPU_DELEGATE_OPS)}
-    return {
-        "compatible": not unsupported,
-        "unsupported_ops": unsupported,
-        "ops": {name: count for (_, name), count in ops},
-        "method": "op types checked against the GPU delegate's op table "
-                  "(tensorflow/lite/tools/versioning/gpu_compatibility.cc); per-op shape "
-                  "limits not checked",
-    }
+    return {"compatible": not unsupported, "unsupported_ops": unsupported,
+            "ops": {name: count for (_, name), count in ops},
+            "method": "op types checked against the GPU delegate's op table "
+                      "(tensorflow/lite/tools/versioning/gpu_compatibility.cc); per-op shape "
+                      "limits not checked"}

@@ -1,8 +1,5 @@
 """TFLite Metadata for image classifiers, written with `flatbuffers` to the published schema
-(`metadata_schema.fbs`): the official writers do not install beside TensorFlow 2.21
-(docs/mobile.md)."""
-
-from __future__ import annotations
+(`metadata_schema.fbs`): the official writers do not install beside TF 2.21 (docs/mobile.md)."""
 
 import io
 import zipfile
@@ -62,14 +59,12 @@ def _stats(builder, low, high):
 
 
 def _image_input(builder, mean, std, input_range, size):
-    image_size = None
-    if size is not None:  # ImageSize: width 0, height 1
-        image_size = _table(builder, [(0, "uint", int(size[1])), (1, "uint", int(size[0]))])
+    image_size = None if size is None else _table(  # ImageSize: width 0, height 1
+        builder, [(0, "uint", int(size[1])), (1, "uint", int(size[0]))])
     # ImageProperties: color_space 0, default_size 1
     properties = _table(builder, [(0, "byte", _COLOR_SPACE_RGB), (1, "offset", image_size)])
     # Content: content_properties_type 0, content_properties 1 (a union takes two slots)
-    content = _table(builder, [(0, "ubyte", _CONTENT_IMAGE_PROPERTIES),
-                               (1, "offset", properties)])
+    content = _table(builder, [(0, "ubyte", _CONTENT_IMAGE_PROPERTIES), (1, "offset", properties)])
     # NormalizationOptions: mean 0, std 1; ProcessUnit: options_type 0, options 1
     normalization = _table(builder, [(0, "offset", _floats(builder, mean)),
                                      (1, "offset", _floats(builder, std))])
@@ -81,8 +76,7 @@ def _image_input(builder, mean, std, input_range, size):
     # process_units 4, stats 5, associated_files 6
     return _table(builder, [(0, "offset", _string(builder, "image")),
                             (1, "offset", _string(builder, "RGB image (height, width, 3).")),
-                            (3, "offset", content), (4, "offset", units),
-                            (5, "offset", stats)])
+                            (3, "offset", content), (4, "offset", units), (5, "offset", stats)])
 
 
 def _scores_output(builder, output_range):
@@ -90,46 +84,20 @@ def _scores_output(builder, output_range):
     content = _table(builder, [(0, "ubyte", _CONTENT_FEATURE_PROPERTIES),
                                (1, "offset", properties)])
     # AssociatedFile: name 0, description 1, type 2
-    labels = _table(builder, [
-        (0, "offset", _string(builder, LABELS_FILE)),
-        (1, "offset", _string(builder, "Class names, one per line, in the order of the "
-                                       "output scores.")),
-        (2, "byte", _FILE_TENSOR_AXIS_LABELS)])
+    labels = _table(builder, [(0, "offset", _string(builder, LABELS_FILE)),
+                              (1, "offset", _string(builder, "Class names, one per line, in the "
+                                                             "order of the output scores.")),
+                              (2, "byte", _FILE_TENSOR_AXIS_LABELS)])
     files = _offsets(builder, [labels])
     stats = _stats(builder, *output_range) if output_range is not None else None
     return _table(builder, [(0, "offset", _string(builder, "probability")),
                             (1, "offset", _string(builder, "Class scores, one per label.")),
-                            (3, "offset", content), (5, "offset", stats),
-                            (6, "offset", files)])
-
-
-def _classifier_metadata(name, description, version, author, license, mean, std, input_range,
-                         output_range, input_size):
-    """The `ModelMetadata` flatbuffer (bytes) of a one-input, one-output image classifier."""
-    builder = flatbuffers.Builder(1024)
-    image = _image_input(builder, mean, std, input_range, input_size)
-    scores = _scores_output(builder, output_range)
-    # SubGraphMetadata: name 0, description 1, input_tensor_metadata 2,
-    # output_tensor_metadata 3
-    subgraph = _table(builder, [(2, "offset", _offsets(builder, [image])),
-                                (3, "offset", _offsets(builder, [scores]))])
-    # ModelMetadata: name 0, description 1, version 2, subgraph_metadata 3, author 4,
-    # license 5, associated_files 6, min_parser_version 7
-    root = _table(builder, [(0, "offset", _string(builder, name)),
-                            (1, "offset", _string(builder, description)),
-                            (2, "offset", _string(builder, version)),
-                            (3, "offset", _offsets(builder, [subgraph])),
-                            (4, "offset", _string(builder, author)),
-                            (5, "offset", _string(builder, license)),
-                            (7, "offset", _string(builder, MIN_PARSER_VERSION))])
-    builder.Finish(root, file_identifier=METADATA_FILE_IDENTIFIER)
-    return bytes(builder.Output())
+                            (3, "offset", content), (5, "offset", stats), (6, "offset", files)])
 
 
 class _AlignedBuilder(flatbuffers.Builder):
     """Packs byte vectors 16-byte aligned, as the TFLite schema's `Buffer.data` declares
-    (`force_align: 16`) but the generated Python `Pack` ignores: the interpreter maps
-    weights in place, so they stay aligned as the converter wrote them."""
+    (`force_align: 16`) but the generated `Pack` ignores: the interpreter maps weights in place."""
 
     def CreateNumpyVector(self, x):
         if x.dtype.itemsize != 1:
@@ -156,9 +124,9 @@ def strip_appended_zip(model_bytes):
     return model_bytes
 
 
-def _with_metadata(model_bytes, metadata, associated_files):
+def _with_metadata(model_bytes, metadata, labels_file):
     """`model_bytes` (tensors, ops and weights unchanged) with `metadata` as its only
-    `TFLITE_METADATA` and `associated_files` ({name: bytes}) in an uncompressed zip after it."""
+    `TFLITE_METADATA` and `labels_file` as `labels.txt` in an uncompressed zip after it."""
     from tensorflow.lite.python import schema_py_generated as schema
 
     model_bytes = strip_appended_zip(bytes(model_bytes))
@@ -176,15 +144,13 @@ def _with_metadata(model_bytes, metadata, associated_files):
     builder.Finish(model.Pack(builder), file_identifier=TFLITE_FILE_IDENTIFIER)
     packed = io.BytesIO(bytes(builder.Output()))
     with zipfile.ZipFile(packed, "a", compression=zipfile.ZIP_STORED) as archive:
-        for file_name, content in associated_files.items():
-            archive.writestr(file_name, content)
+        archive.writestr(LABELS_FILE, labels_file)
     return packed.getvalue()
 
 
 def add_image_classifier_metadata(model_bytes, *, labels, mean, std, input_range,
-                                  output_range=(0.0, 1.0), name="googlenet",
-                                  description=None, version=None, author=None,
-                                  license=None, input_size=None):
+                                  output_range=(0.0, 1.0), name="googlenet", description=None,
+                                  version=None, author=None, license=None, input_size=None):
     """Add image-classifier metadata and a `labels.txt` to a TFLite model (bytes).
 
     Args:
@@ -208,7 +174,21 @@ def add_image_classifier_metadata(model_bytes, *, labels, mean, std, input_range
             raise MetadataError(f"`{arg}` must have 1 or 3 values; received {values!r}.")
     if any(float(s) == 0 for s in std):
         raise MetadataError(f"`std` must not contain 0; received {std!r}.")
-    metadata = _classifier_metadata(name, description, version, author, license, mean, std,
-                                    input_range, output_range, input_size)
+    builder = flatbuffers.Builder(1024)  # the ModelMetadata of one image in, one scores out
+    image = _image_input(builder, mean, std, input_range, input_size)
+    scores = _scores_output(builder, output_range)
+    # SubGraphMetadata: name 0, description 1, input_tensor_metadata 2, output_tensor_metadata 3
+    subgraph = _table(builder, [(2, "offset", _offsets(builder, [image])),
+                                (3, "offset", _offsets(builder, [scores]))])
+    # ModelMetadata: name 0, description 1, version 2, subgraph_metadata 3, author 4,
+    # license 5, associated_files 6, min_parser_version 7
+    root = _table(builder, [(0, "offset", _string(builder, name)),
+                            (1, "offset", _string(builder, description)),
+                            (2, "offset", _string(builder, version)),
+                            (3, "offset", _offsets(builder, [subgraph])),
+                            (4, "offset", _string(builder, author)),
+                            (5, "offset", _string(builder, license)),
+                            (7, "offset", _string(builder, MIN_PARSER_VERSION))])
+    builder.Finish(root, file_identifier=METADATA_FILE_IDENTIFIER)
     labels_file = ("\n".join(labels) + "\n").encode("utf-8")
-    return _with_metadata(model_bytes, metadata, {LABELS_FILE: labels_file})
+    return _with_metadata(model_bytes, bytes(builder.Output()), labels_file)

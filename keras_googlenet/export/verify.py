@@ -1,7 +1,5 @@
 """Verification: an artefact's outputs against Keras' on the same inputs, with bounds."""
 
-from __future__ import annotations
-
 import numbers
 import os
 
@@ -17,10 +15,8 @@ from keras_googlenet.scores import as_probabilities, top_indices
 __all__ = ["CONFIDENT_MARGIN", "check_max_accuracy_drop", "keras_reference", "verify_artifact"]
 
 _PARITY_SAMPLES = 32
-# Without labels, top-1 agreement is bounded only on the images where Keras' best class
-# leads its runner-up by this much probability. Closer calls flip under int8's output
-# step (1/256) or fp16 rounding without the artefact being any worse: a 1-epoch digits
-# model kept its accuracy as int8 but agreed on only 96 % of its near-tied images.
+# Without labels, top-1 agreement is bounded only where Keras' best class leads its runner-up
+# by this much probability: closer calls flip under int8 or fp16 rounding (docs/export.md).
 CONFIDENT_MARGIN = 0.1
 
 
@@ -55,23 +51,22 @@ def verify_artifact(predictor, reference, bounds, savedmodel_path=None):
     its `serving_uint8` signature is bounded by `max_abs_diff` too."""
     parity = predictor.predict(to_model_input(reference["parity_x"], predictor.card))
     probs = predictor.predict(to_model_input(reference["agree_x"], predictor.card))
-    figures = {
-        "max_abs_diff": float(np.max(np.abs(parity - reference["parity_p"]))),
-        "samples": int(len(reference["agree_x"])),
-        "parity_samples": int(len(reference["parity_x"])),
-        "data": reference["data"],
-        **_agreement(probs, reference["agree_p"]),
-        **_accuracy(probs, reference["agree_p"], reference["labels"]),
-    }
+    figures = {"max_abs_diff": float(np.max(np.abs(parity - reference["parity_p"]))),
+               "samples": len(reference["agree_x"]), "parity_samples": len(reference["parity_x"]),
+               "data": reference["data"], **_agreement(probs, reference["agree_p"]),
+               **_accuracy(probs, reference["agree_p"], reference["labels"])}
     bound_checks = [_check(metric, bound, figures) for metric, bound in bounds.items()]
     if savedmodel_path is not None:
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(os.fspath(savedmodel_path))  # alive while it runs
+        out = loaded.signatures[UINT8_SIGNATURE](**{INPUT_NAME: tf.constant(reference["uint8_x"])})
         figures["uint8_signature_max_abs_diff"] = float(np.max(np.abs(
-            _savedmodel_uint8(savedmodel_path, reference["uint8_x"]) - reference["uint8_p"])))
+            out[OUTPUT_NAME].numpy() - reference["uint8_p"])))
         bound_checks.append(_check("uint8_signature_max_abs_diff",
                                    bounds.get("max_abs_diff", 1e-4), figures))
-    figures["checks"] = bound_checks
-    figures["bounds"] = dict(bounds)
-    figures["passed"] = all(c["passed"] for c in bound_checks if c["enforced"])
+    figures.update(checks=bound_checks, bounds=dict(bounds),
+                   passed=all(c["passed"] for c in bound_checks if c["enforced"]))
     return figures
 
 
@@ -126,14 +121,6 @@ def _not_enforced_because(metric, figures):
     if figures["confident_samples"] == 0:
         return f"no image where Keras' top-1 leads by {CONFIDENT_MARGIN}"
     return None
-
-
-def _savedmodel_uint8(path, images):
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(os.fspath(path))
-    out = loaded.signatures[UINT8_SIGNATURE](**{INPUT_NAME: tf.constant(images)})
-    return out[OUTPUT_NAME].numpy()
 
 
 def keras_reference(model, activation, verification, samples):

@@ -1,7 +1,5 @@
 """`GoogLeNetBackbone`: `keras_googlenet.GoogLeNet`'s feature extractor as a KerasHub backbone."""
 
-from __future__ import annotations
-
 import contextlib
 import warnings
 
@@ -39,9 +37,8 @@ class GoogLeNetBackbone(FeaturePyramidBackbone):
     """GoogLeNet (Inception v1) feature extractor: the stem and Inception blocks 3a to 5b.
 
     The graph is `GoogLeNet(include_top=False, ...)`'s (same layers, names and weights);
-    the output is `inception_5b`'s feature map, and `pyramid_outputs` maps `"P1"` to `"P5"`
-    to the map 2**n times smaller than the input (docs/keras_hub.md). Inputs are RGB in
-    [-1, 1] (`preprocess_input`), as `GoogLeNetImageConverter` makes them.
+    `pyramid_outputs` maps `"P1"` to `"P5"` to the map 2**n times smaller than the input.
+    Inputs are RGB in [-1, 1] (`preprocess_input`), as `GoogLeNetImageConverter` makes them.
 
     Args:
         variant, widths, width_multiplier: as in `GoogLeNet`.
@@ -104,7 +101,5 @@ def _widths_config(widths):
     """`widths` in JSON form (lists, not tuples), so that configs round-trip unchanged."""
     if not isinstance(widths, dict):
         return widths  # None, or refused by `GoogLeNet` already
-    return {
-        str(block): dict(value) if isinstance(value, dict) else [int(v) for v in value]
-        for block, value in widths.items()
-    }
+    return {str(block): dict(value) if isinstance(value, dict) else [int(v) for v in value]
+            for block, value in widths.items()}

@@ -1,7 +1,5 @@
 """`GoogLeNetImageClassifier`: GoogLeNet's main classifier as a KerasHub `ImageClassifier`."""
 
-from __future__ import annotations
-
 import keras
 from keras_hub.models import ImageClassifier
 
@@ -13,10 +11,8 @@ from keras_googlenet.hub.preprocessor import GoogLeNetImageClassifierPreprocesso
 class GoogLeNetImageClassifier(ImageClassifier):
     """KerasHub's `ImageClassifier` on a `GoogLeNetBackbone`, with its preprocessing inside.
 
-    The arguments are `keras_hub.models.ImageClassifier`'s. Its head (`pooler`,
-    `output_dropout`, `predictions`) computes GoogLeNet's (`avg_pool`, `dropout`,
-    `predictions`), so weights move by layer name (`image_classifier_from_googlenet`); the
-    auxiliary heads are training aids, not part of the task.
+    The arguments are `keras_hub.models.ImageClassifier`'s. Its head computes GoogLeNet's
+    main one, so weights move by layer name (`image_classifier_from_googlenet`).
 
     Example:
     ```python

@@ -1,13 +1,11 @@
 """`GoogLeNetImageConverter`: raw pixels to a GoogLeNet variant's input, as in evaluation."""
 
-from __future__ import annotations
-
 import keras
 from keras import ops
 from keras_hub.layers import ImageConverter
 
 from keras_googlenet import spec as spec_lib
-from keras_googlenet.checks import fail, fraction
+from keras_googlenet.checks import fraction, size_pair
 from keras_googlenet.hub.backbone import GoogLeNetBackbone
 from keras_googlenet.preprocessing import EVAL_CROP_FRACTION, MODE_SCALE_OFFSET, central_crop_box
 
@@ -20,8 +18,7 @@ class CentralCropResize(keras.layers.Layer):
     `preprocessing.resize_pixels` as a layer, the crop box computed in float32 like it.
     The converter's `image_size` setter sets `height` and `width`, read at call time."""
 
-    def __init__(self, height, width, crop_fraction, interpolation="bilinear",
-                 antialias=False, **kwargs):
+    def __init__(self, height, width, crop_fraction, interpolation, antialias, **kwargs):
         super().__init__(**kwargs)
         self.height = height
         self.width = width
@@ -44,9 +41,8 @@ class CentralCropResize(keras.layers.Layer):
 class GoogLeNetImageConverter(ImageConverter):
     """Raw RGB pixels in [0, 255] (any size) to the input of a GoogLeNet variant.
 
-    The evaluation transform of the training pipeline: a central crop of `crop_fraction` of
-    each side, a resize to `image_size`, then the variant's `preprocess_input` scaling. On
-    the same pixels the output equals `keras_googlenet.preprocessing.resize_pixels`.
+    The training pipeline's evaluation transform (central crop, resize, the variant's
+    scaling): on the same pixels it equals `keras_googlenet.preprocessing.resize_pixels`.
 
     Args:
         image_size: `(height, width)` or one int for a square, at least the variant's
@@ -70,7 +66,7 @@ class GoogLeNetImageConverter(ImageConverter):
         if given := [key for key in _DERIVED_ARGUMENTS if key in kwargs]:
             raise ValueError(f"GoogLeNetImageConverter sets {given} itself (from `variant` and "
                              "`crop_fraction`); remove them.")
-        image_size = _image_size(image_size, variant)
+        image_size = size_pair("image_size", image_size, spec_lib.MIN_INPUT_SIZE)
         crop_fraction = fraction("crop_fraction", crop_fraction)
         super().__init__(image_size=image_size, scale=scale, offset=offset,
                          crop_to_aspect_ratio=False, interpolation=interpolation,
@@ -78,10 +74,9 @@ class GoogLeNetImageConverter(ImageConverter):
         if self.data_format != "channels_last":
             raise ValueError("GoogLeNetImageConverter supports data_format='channels_last' only.")
         # Replaces the base class' resize (which crops to the aspect ratio) with training's.
-        height, width = image_size or (None, None)
         self.resizing = CentralCropResize(
-            height=height, width=width, crop_fraction=crop_fraction, interpolation=interpolation,
-            antialias=antialias, dtype=self.dtype_policy, name="central_crop_resize")
+            *(image_size or (None, None)), crop_fraction, interpolation, antialias,
+            dtype=self.dtype_policy, name="central_crop_resize")
         self.variant = variant
         self.crop_fraction = crop_fraction
 
@@ -90,17 +85,3 @@ class GoogLeNetImageConverter(ImageConverter):
         return {**config, "variant": self.variant, "crop_fraction": self.crop_fraction}
 
 
-def _image_size(image_size, variant):
-    """`image_size` as (height, width) or None; `ValueError` naming it unless it is two
-    positive ints (or one, for a square) that `variant` accepts as its input size."""
-    if image_size is None:
-        return None
-    if isinstance(image_size, int) and not isinstance(image_size, bool):
-        image_size = (image_size, image_size)
-    if not isinstance(image_size, (tuple, list)) or len(image_size) != 2 or not all(
-            isinstance(side, int) and not isinstance(side, bool) and side > 0
-            for side in image_size):
-        fail("image_size", "(height, width) of positive ints, an int or None", image_size)
-    spec_lib.check_input_shape((*image_size, 3), False, variant, fixed_size=True,
-                               arg="image_size")
-    return tuple(image_size)

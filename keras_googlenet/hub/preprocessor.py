@@ -1,7 +1,5 @@
 """`GoogLeNetImageClassifierPreprocessor`: the image converter inside a KerasHub task."""
 
-from __future__ import annotations
-
 import keras
 from keras_hub.models import ImageClassifierPreprocessor
 

@@ -1,7 +1,5 @@
 """KerasHub preset directories from GoogLeNet models: write, verify, check (docs/keras_hub.md)."""
 
-from __future__ import annotations
-
 import json
 import os
 import tempfile
@@ -14,7 +12,7 @@ from keras_googlenet.hub.backbone import GoogLeNetBackbone
 from keras_googlenet.hub.classifier import GoogLeNetImageClassifier
 from keras_googlenet.hub.image_converter import GoogLeNetImageConverter
 from keras_googlenet.hub.preprocessor import GoogLeNetImageClassifierPreprocessor
-from keras_googlenet.model_card import OUTPUT_NAME, find_layer, read_json
+from keras_googlenet.model_card import OUTPUT_NAME, find_layer, read_json, read_run_dir
 from keras_googlenet.paths import child_path, writable_destination
 from keras_googlenet.preprocessing import EVAL_CROP_FRACTION
 from keras_googlenet.weights.mapping import copy_weights_by_name
@@ -81,16 +79,14 @@ def image_classifier_from_googlenet(model, image_size=None, *, variant=None, wid
     backbone = GoogLeNetBackbone(variant=variant, widths=widths, width_multiplier=width_multiplier,
                                  image_shape=(None, None, int(model.input_shape[-1])),
                                  dtype="float32")
-    converter = GoogLeNetImageConverter(image_size=image_size, variant=variant,
-                                        crop_fraction=crop_fraction)
-    dropout = find_layer(model, "dropout")
+    converter = GoogLeNetImageConverter(image_size, variant, crop_fraction)
     activation = getattr(predictions.activation, "__name__", None)
     classifier = GoogLeNetImageClassifier(
         backbone=backbone,
         num_classes=int(predictions.units),
         preprocessor=GoogLeNetImageClassifierPreprocessor(image_converter=converter),
         activation=None if activation in (None, "linear") else activation,
-        dropout=float(dropout.rate if dropout is not None else 0.4),
+        dropout=float(getattr(find_layer(model, "dropout"), "rate", 0.4)),
     )
     targets = [*backbone.layers, classifier.get_layer(OUTPUT_NAME)]
     not_copied, unused = copy_weights_by_name(model, targets)
@@ -110,11 +106,8 @@ def image_classifier_from_googlenet(model, image_size=None, *, variant=None, wid
 def write_preset(source, preset_dir, *, image_size=None, crop_fraction=EVAL_CROP_FRACTION,
                  labels=None, source_info=None, verify=True):
     """Write a KerasHub preset directory from a GoogLeNet run, `.keras` file or model, and
-    return its absolute path.
-
-    The preset is built beside `preset_dir`, checked, verified, then swapped in with one
-    rename: a failure never leaves a half-written preset. The user's own files in an
-    existing `preset_dir` are kept.
+    return its absolute path. It is swapped in whole, keeping the user's own files there
+    (docs/keras_hub.md); a failure writes nothing.
 
     Args:
         source: a run directory, a `.keras` file or a `keras.Model`, as for `export_model`.
@@ -132,14 +125,20 @@ def write_preset(source, preset_dir, *, image_size=None, crop_fraction=EVAL_CROP
         ValueError: a bad `preset_dir` (a symlink, `.`, `..`, a file or read-only: refused
             before any work), `source` or `labels`, or a verification miss (nothing written).
     """
+    from keras_googlenet.export.source import load_source
     from keras_googlenet.publish import discard_stage, json_default, replace_owned
 
     preset_dir = check_preset_destination(preset_dir)
-    model, card, classifier = _classifier_from_source(source, image_size, crop_fraction)
+    model, card = load_source(source, image_size)  # a fixed input: the converter's size
+    run_dir = card["source"]["run_dir"]
+    # The `widths` argument the run built with (the card holds the resolved ones).
+    config = read_run_dir(run_dir).get("config") or {} if run_dir else {}
+    classifier = image_classifier_from_googlenet(
+        model, variant=card["model"]["variant"], widths=(config.get("model") or {}).get("widths"),
+        width_multiplier=card["model"]["width_multiplier"], crop_fraction=crop_fraction)
     labels = list(labels) if labels is not None else card.get("labels")
     if labels is not None and len(labels) != classifier.num_classes:
-        raise ValueError(f"`labels` has {len(labels)} names for {classifier.num_classes} "
-                         "classes.")
+        raise ValueError(f"`labels` has {len(labels)} names for {classifier.num_classes} classes.")
     parent = os.path.dirname(preset_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(preset_dir)}.tmp-")
@@ -169,22 +168,6 @@ def check_preset_destination(preset_dir, flag="--out"):
     path = child_path(os.path.dirname(text) or os.curdir, os.path.basename(text), "preset_dir")
     writable_destination(preset_dir, "preset_dir", flag)
     return os.path.abspath(path)
-
-
-def _classifier_from_source(source, image_size, crop_fraction):
-    """(float32 inference model, its card, the KerasHub classifier holding its weights)."""
-    from keras_googlenet.export.source import load_source
-    from keras_googlenet.model_card import read_run_dir
-
-    model, card = load_source(source, image_size)  # a fixed input: the converter's size
-    run_dir = card["source"]["run_dir"]
-    # The `widths` argument the run built with (the card holds the resolved ones).
-    config_model = ((read_run_dir(run_dir).get("config") or {}).get("model") or {}
-                    if run_dir else {})
-    classifier = image_classifier_from_googlenet(
-        model, variant=card["model"]["variant"], widths=config_model.get("widths"),
-        width_multiplier=card["model"]["width_multiplier"], crop_fraction=crop_fraction)
-    return model, card, classifier
 
 
 def _preset_metadata(classifier, card, labels, source_info, verification):
@@ -237,12 +220,10 @@ def write_torchvision_preset(src, preset_dir, image_size=224, verify=True):
 
 
 def check_preset(preset_dir):
-    """Check that a local directory is a complete, consistent GoogLeNet preset, and return
-    its `metadata.json` as a dict.
-
-    Every file of `PRESET_FILES` must be there, each JSON file must describe this package's
-    class for its role, and they must agree on the variant and widths. Weights are checked
-    when loaded (`GoogLeNetBackbone.load_weights` names a mismatch).
+    """Check that a local directory is a complete, consistent GoogLeNet preset (every file of
+    `PRESET_FILES`, each JSON one describing this package's class for its role, all agreeing
+    on the variant and widths), and return its `metadata.json` as a dict. The weights are
+    checked when loaded (`GoogLeNetBackbone.load_weights` names a mismatch).
 
     Raises:
         FileNotFoundError: the directory or some of its files are missing (all named).
@@ -252,8 +233,7 @@ def check_preset(preset_dir):
     preset_dir = os.fspath(preset_dir)
     if not os.path.isdir(preset_dir):
         raise FileNotFoundError(f"KerasHub preset directory not found: {preset_dir!r}.")
-    missing = [name for name in PRESET_FILES
-               if not os.path.isfile(os.path.join(preset_dir, name))]
+    missing = [name for name in PRESET_FILES if not os.path.isfile(os.path.join(preset_dir, name))]
     if missing:
         raise FileNotFoundError(
             f"KerasHub preset {preset_dir!r} lacks {', '.join(missing)}; a GoogLeNet preset "
@@ -293,7 +273,8 @@ def _infer_width_multiplier(model, widths):
     if multiplier == 1.0:
         return 1.0
     expected = {k: list(v) for k, v in spec_lib.resolve_widths(widths, multiplier).items()}
-    if infer_widths(model) != expected:
+    stem = {k: int(model.get_layer(f"{k}_conv").filters) for k in spec_lib.STEM_WIDTHS}
+    if infer_widths(model) != expected or stem != spec_lib.stem_widths(multiplier):
         raise ValueError(
             f"cannot tell the width multiplier of model {model.name!r} (conv1 has {conv1} "
             "filters and the blocks do not follow Table 1 scaled alike): pass "
@@ -314,8 +295,7 @@ def _verify(preset_dir, model, converter):
         0, 256, (VERIFY_IMAGES, height + 9, width + 5, 3), dtype="uint8")
     loaded = keras_hub.models.ImageClassifier.from_preset(preset_dir)
     got = np.asarray(loaded.predict(images, verbose=0))
-    inputs = np.stack([resize_pixels(image, (height, width), converter.crop_fraction)
-                       for image in images])
+    inputs = resize_pixels(images, (height, width), converter.crop_fraction)
     diff = float(np.max(np.abs(got - model.predict(inputs, verbose=0))))
     if not diff <= VERIFY_MAX_ABS_DIFF:
         raise ValueError(

@@ -1,7 +1,5 @@
 """torchvision's weights onto a new `GoogLeNet(variant="torchvision")`, and into files."""
 
-from __future__ import annotations
-
 import json
 import os
 
@@ -57,8 +55,7 @@ def from_torchvision(src, include_aux=False, *, include_top=True, input_shape=No
 
 
 def convert_torchvision(src, out, include_aux=False, input_size=224):
-    """Convert torchvision's weights into a file; returns `(out, report)` (report None for
-    an `.npz`).
+    """Convert torchvision's weights into `out`; returns `(out, report)`, None for an `.npz`.
 
     `out` ending in `.weights.h5`: the weights of `GoogLeNet(variant="torchvision",
     include_aux=include_aux)` (load them with `weights=out`); `.keras`: the whole inference
@@ -88,9 +85,8 @@ def convert_torchvision(src, out, include_aux=False, input_size=224):
 
 
 def check_output(out, include_aux=False):
-    """`out` as `convert_torchvision` writes it, or a `ValueError` naming it: a known
-    suffix, a plain file name inside a folder that can be written (not a link there), not a
-    directory."""
+    """`out` as `convert_torchvision` writes it, or a `ValueError` naming it: a known suffix,
+    a plain file name (not a link) in a folder that can be written, not a directory."""
     if not isinstance(out, (str, os.PathLike)):
         raise ValueError(f"`out` must be a file path; received {out!r}.")
     out = os.fspath(out)
@@ -108,11 +104,9 @@ def check_output(out, include_aux=False):
 
 
 def _model_card(model, path, src):
-    """The model card of a converted `.keras` at `path`: the export card, plus ImageNet
-    labels and the weights' origin."""
+    """The card of the converted `.keras` at `path`: export card, ImageNet labels, origin."""
     card = describe_source(None, model)
-    card["source"]["path"] = os.path.abspath(path)
-    card["source"]["weights"] = torchvision_source(src)
+    card["source"].update(path=os.path.abspath(path), weights=torchvision_source(src))
     if card["model"]["classes"] == 1000:
         card["labels"] = imagenet_labels()
     return card

@@ -1,8 +1,6 @@
 """`GoogLeNet(weights="imagenet")`: the cache of converted torchvision weights (docs/weights.md).
 Never imports the builder: `GoogLeNet` passes `build_reference`, which builds the file's model."""
 
-from __future__ import annotations
-
 import hashlib
 import importlib.util
 import os
@@ -16,17 +14,13 @@ from keras_googlenet.publish import atomic_path
 from keras_googlenet.weights.mapping import copy_weights_by_name, port_state_dict
 from keras_googlenet.weights.state_dict import CONVERT_COMMAND
 
-__all__ = [
-    "CACHE_ENV", "IMAGENET_WEIGHTS_FILE", "OFFLINE_ENV", "TORCHVISION_FILE", "TORCHVISION_URL",
-    "cache_dir", "cache_file", "ensure_imagenet_weights", "load_imagenet_weights",
-    "torchvision_source",
-]
+__all__ = ["CACHE_ENV", "IMAGENET_WEIGHTS_FILE", "OFFLINE_ENV", "TORCHVISION_FILE",
+           "TORCHVISION_URL", "cache_dir", "cache_file", "ensure_imagenet_weights",
+           "load_imagenet_weights", "torchvision_source"]
 
 TORCHVISION_URL = "https://download.pytorch.org/models/googlenet-1378be20.pth"
 TORCHVISION_FILE = "googlenet-1378be20.pth"
 TORCHVISION_SHA256_PREFIX = "1378be20"  # torchvision's file names carry their sha256 prefix
-TORCHVISION_WEIGHTS_NAME = "torchvision GoogLeNet_Weights.IMAGENET1K_V1"
-TORCHVISION_METRICS = {"ImageNet-1K": {"acc@1": 69.778, "acc@5": 89.530}}
 # The converted main-head file `GoogLeNet(weights="imagenet")` looks for in `cache_dir()`.
 IMAGENET_WEIGHTS_FILE = "googlenet_torchvision_imagenet1k_v1.weights.h5"
 CACHE_ENV = "KERAS_GOOGLENET_HOME"
@@ -43,9 +37,9 @@ def cache_dir():
 
 
 def cache_file(name):
-    """`cache_dir()/name` to write: `ValueError` naming the cache setting if the cache
-    directory is a file, or if `name` would leave it or is a symlink there (a write
-    replaces the link, never the file it points to: refused instead of half-done)."""
+    """`cache_dir()/name` to write; a `ValueError` naming the cache setting if the cache
+    directory is a file, or `name` would leave it or is a symlink there (a write replaces
+    the link, never the file it points to: refused instead of half-done)."""
     directory = cache_dir()
     setting = f"${CACHE_ENV}" if os.environ.get(CACHE_ENV) else "the cache directory"
     if os.path.lexists(directory) and not os.path.isdir(directory):
@@ -59,30 +53,23 @@ def torchvision_source(src=None):
     release, its URL and ImageNet metrics, and the file name of `src` (a path, else None)."""
     return {
         "kind": "torchvision",
-        "weights": TORCHVISION_WEIGHTS_NAME,
+        "weights": "torchvision GoogLeNet_Weights.IMAGENET1K_V1",
         "url": TORCHVISION_URL,
         "file": os.path.basename(os.fspath(src)) if isinstance(src, (str, os.PathLike)) else None,
-        "metrics": TORCHVISION_METRICS,
+        "metrics": {"ImageNet-1K": {"acc@1": 69.778, "acc@5": 89.530}},
         "note": "torchvision's transform_input=True is folded into the [-1, 1] input: "
                 "x / 127.5 - 1 (preprocess_input(x, variant='torchvision')).",
     }
 
 
 def _missing_weights_message(path):
-    return (
-        f"ImageNet weights for GoogLeNet(variant='torchvision') are not in the cache: "
-        f"{path!r} does not exist (cache directory: ${CACHE_ENV}, else $KERAS_HOME/models, "
-        "else ~/.keras/models). Convert torchvision's IMAGENET1K_V1 weights once: download "
-        f"{TORCHVISION_URL} and run `{CONVERT_COMMAND} {TORCHVISION_FILE} {path}` "
-        "(reading a .pth needs `pip install 'keras-googlenet[torch]'`; an .npz of the same "
-        f"tensors does not). Putting {TORCHVISION_FILE} (or "
-        f"{TORCHVISION_FILE[:-4]}.npz) in the cache directory also works: it is converted "
-        "on first use."
-    )
-
-
-def _torch_available():
-    return importlib.util.find_spec("torch") is not None
+    return (f"ImageNet weights for GoogLeNet(variant='torchvision') are not in the cache: "
+            f"{path!r} does not exist (cache directory: ${CACHE_ENV}, else $KERAS_HOME/models, "
+            "else ~/.keras/models). Convert torchvision's IMAGENET1K_V1 weights once: download "
+            f"{TORCHVISION_URL} and run `{CONVERT_COMMAND} {TORCHVISION_FILE} {path}` "
+            "(reading a .pth needs `pip install 'keras-googlenet[torch]'`; an .npz of the same "
+            f"tensors does not). Putting {TORCHVISION_FILE} (or {TORCHVISION_FILE[:-4]}.npz) "
+            "in the cache directory also works: it is converted on first use.")
 
 
 def _download(dest):
@@ -95,9 +82,8 @@ def _download(dest):
             digest.update(chunk)
             f.write(chunk)
         if not digest.hexdigest().startswith(TORCHVISION_SHA256_PREFIX):
-            raise ValueError(f"downloaded {TORCHVISION_URL} has sha256 "
-                             f"{digest.hexdigest()[:16]}..., expected a hash starting "
-                             f"{TORCHVISION_SHA256_PREFIX}.")
+            raise ValueError(f"downloaded {TORCHVISION_URL} has sha256 {digest.hexdigest()[:16]}"
+                             f"..., expected a hash starting {TORCHVISION_SHA256_PREFIX}.")
 
 
 def _convert_into_cache(src, build_reference):
@@ -112,20 +98,20 @@ def _convert_into_cache(src, build_reference):
 
 
 def ensure_imagenet_weights(build_reference):
-    """The path of the converted ImageNet weights, converting or downloading them first if
-    needed (docs/weights.md: a download only with PyTorch and `$KERAS_GOOGLENET_OFFLINE`
-    unset) onto `build_reference()`; a `ValueError` naming the conversion command if there
-    is no way."""
+    """The path of the converted ImageNet weights, converted onto `build_reference()` (or
+    downloaded: only with PyTorch and `$KERAS_GOOGLENET_OFFLINE` unset) first if needed;
+    else a `ValueError` saying how (docs/weights.md)."""
     path = os.path.join(cache_dir(), IMAGENET_WEIGHTS_FILE)
     if os.path.isfile(path):
         return path
     cache_file(IMAGENET_WEIGHTS_FILE)  # a cache directory that is a file: say so first
     pth = os.path.join(cache_dir(), TORCHVISION_FILE)
     npz = pth[:-len(".pth")] + ".npz"
+    has_torch = importlib.util.find_spec("torch") is not None  # to read a .pth
     for candidate in (npz, pth):
-        if os.path.isfile(candidate) and (candidate == npz or _torch_available()):
+        if os.path.isfile(candidate) and (candidate == npz or has_torch):
             return _convert_into_cache(candidate, build_reference)
-    if not os.environ.get(OFFLINE_ENV) and _torch_available():
+    if not os.environ.get(OFFLINE_ENV) and has_torch:
         try:
             _download(cache_file(TORCHVISION_FILE))
         except OSError as error:  # no network, proxy, disk: fall through to the help
@@ -148,10 +134,9 @@ def _load_converted(model, path):
 
 def load_imagenet_weights(model, variant, include_top, classes, build_reference, widths=None,
                           width_multiplier=1.0):
-    """Load the ported ImageNet weights into a freshly built `GoogLeNet` (by layer name), for
-    `GoogLeNet(weights="imagenet")`. The aux heads (not pretrained anywhere) keep their random
-    initialization, with a warning. `ValueError` for a model that cannot take the weights
-    (another variant, widths, class count or input channels)."""
+    """`GoogLeNet(weights="imagenet")`: the ported weights into the freshly built `model` by
+    layer name; aux heads keep their random initialization, with a warning. `ValueError` for a
+    model that cannot take them (another variant, widths, class count or input channels)."""
     if variant != "torchvision":
         raise ValueError(f"`weights='imagenet'` needs variant='torchvision' (torchvision's "
                          f"IMAGENET1K_V1 weights, docs/weights.md); received variant={variant!r}. "

@@ -22,7 +22,6 @@ _BRANCHES = tuple(zip(
     spec_lib.WIDTH_COLUMNS, strict=True))
 # In the order of Keras' BatchNormalization.weights: gamma, beta, moving mean and variance.
 _BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
-_IGNORED = ("num_batches_tracked",)  # BN's training step counter: nothing to port
 _HEADS = tuple(spec_lib.AUX_TAPS)  # ("aux1", "aux2"), torchvision's names too
 # The axes of a Keras kernel in torchvision's order: OIHW from HWIO, (out, in) from (in, out).
 _CONV_AXES, _DENSE_AXES = (3, 2, 0, 1), (1, 0)
@@ -45,20 +44,16 @@ class PortReport:
 
     def summary(self):
         """One line: how many tensors were ported, and how many skipped for each reason."""
-        reasons = collections.Counter(self.skipped.values())
-        parts = [f"{len(self.consumed)} tensors ported onto {len(self.assigned)} Keras weights"]
-        parts += [f"{count} skipped ({reason})" for reason, count in reasons.items()]
-        return "; ".join(parts)
+        reasons = collections.Counter(self.skipped.values()).items()
+        ported = f"{len(self.consumed)} tensors ported onto {len(self.assigned)} Keras weights"
+        return "; ".join([ported, *(f"{count} skipped ({reason})" for reason, count in reasons)])
 
 
 def _conv_blocks(include_aux):
-    blocks = list(_STEM)
-    for block in (block for stage in spec_lib.STAGES for block in stage):
-        for torch_branch, keras_branch in _BRANCHES:
-            blocks.append((f"inception{block}.{torch_branch}", f"inception_{block}_{keras_branch}"))
-    if include_aux:
-        blocks += [(f"{head}.conv", f"{head}_proj") for head in _HEADS]
-    return blocks
+    inception = [(f"inception{block}.{torch_branch}", f"inception_{block}_{keras_branch}")
+                 for stage in spec_lib.STAGES for block in stage
+                 for torch_branch, keras_branch in _BRANCHES]
+    return [*_STEM, *inception, *((f"{h}.conv", f"{h}_proj") for h in _HEADS if include_aux)]
 
 
 def _flattened_dense_to_keras(channels, height, width):
@@ -103,12 +98,9 @@ def _check_topology(model):
 
 
 def port_state_dict(model, state_dict):
-    """Assign torchvision's tensors to `model` (a `variant="torchvision"` GoogLeNet).
-
-    Every weight of `model` must be found, with the right shape, and every tensor of
-    `state_dict` must be ported or be an ignorable leftover (BN's `num_batches_tracked`,
-    the tensors of a head `model` was built without); otherwise a `ValueError` names the
-    offending tensors and nothing is assigned.
+    """Assign torchvision's tensors to `model` (a `variant="torchvision"` GoogLeNet), strictly
+    (docs/weights.md): a weight without a tensor of its shape, or a tensor with no place (BN
+    step counters and unbuilt heads are skipped), is a `ValueError` naming it, before any write.
 
     Returns:
         a `PortReport`.
@@ -161,7 +153,7 @@ def _leftovers(state, planned, has_top, has_aux):
         if name in planned:
             continue
         prefix, _, leaf = name.rpartition(".")
-        if leaf in _IGNORED and f"{prefix}.weight" in state:
+        if leaf == "num_batches_tracked" and f"{prefix}.weight" in state:  # nothing to port
             skipped[name] = "BatchNorm step counter"
         elif not has_aux and re.match(r"aux[12]\.", name):
             skipped[name] = "aux head not built; torchvision's aux heads are not pretrained"

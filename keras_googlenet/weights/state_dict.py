@@ -1,7 +1,5 @@
 """torchvision state dicts in and out: `.pth` (needs PyTorch), NumPy `.npz`, or a mapping."""
 
-from __future__ import annotations
-
 import os
 import zipfile
 from collections.abc import Mapping
@@ -81,8 +79,7 @@ def _torch_load(path):
     except (OSError, ImportError):  # permissions and the like: the system's own words
         raise
     except Exception as error:  # noqa: BLE001 - pickle, zip and torch errors alike
-        # Not torch's message: it suggests `weights_only=False`, which would run the
-        # file's code.
+        # Not torch's message: it suggests `weights_only=False`, which runs the file's code.
         raise ValueError(
             f"{path!r} is not a PyTorch state dict that loads with weights only "
             f"({type(error).__name__}): give torchvision's googlenet .pth (tensors saved with "
