@@ -1,6 +1,7 @@
 """What the first training step of the digits main job costs, and what cuts it (#21).
 
     python benchmarks/first_step.py [--settings default,no-grappler,...] [--steps 6]
+        [--input-size 80] [--width-multiplier 1.0]
 
 Each setting runs in its own process (graph options must be set before anything is traced):
 the main job's model (`v1_bn`, 80 px, aux heads, batch 64, Adam with EMA, fp32), timed as
@@ -38,7 +39,7 @@ SETTINGS = {
 }
 
 
-def measure(setting, steps):
+def measure(setting, steps, input_size=80, width_multiplier=1.0):
     import numpy as np
     import tensorflow as tf
 
@@ -50,8 +51,8 @@ def measure(setting, steps):
 
     keras.utils.set_random_seed(0)
     start = time.perf_counter()
-    model = kg.GoogLeNet(variant="v1_bn", input_shape=(80, 80, 3), classes=10,
-                         include_aux=True)
+    model = kg.GoogLeNet(variant="v1_bn", input_shape=(input_size, input_size, 3), classes=10,
+                         include_aux=True, width_multiplier=width_multiplier)
     kg.compile_googlenet(model, optimizer=keras.optimizers.Adam(2e-3, use_ema=True))
     if not prebuilt:  # the same losses and metrics, with a new optimizer left unbuilt
         model.compile(keras.optimizers.Adam(2e-3, use_ema=True), loss=model.loss,
@@ -60,7 +61,7 @@ def measure(setting, steps):
                                for h in model.output})
     build = time.perf_counter() - start
     rng = np.random.default_rng(0)
-    x = rng.uniform(-1, 1, (64, 80, 80, 3)).astype("float32")
+    x = rng.uniform(-1, 1, (64, input_size, input_size, 3)).astype("float32")
     y = kg.head_targets(model, rng.integers(0, 10, 64))
 
     def timed(call):
@@ -81,10 +82,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--input-size", type=int, default=80, help="the main job's: 80")
+    parser.add_argument("--width-multiplier", type=float, default=1.0)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error("--steps must be a positive integer")
     if args.child:
-        print(json.dumps(measure(args.child, args.steps)))
+        print(json.dumps(measure(args.child, args.steps, args.input_size,
+                                 args.width_multiplier)))
         return 0
     settings = args.settings.split(",")
     if unknown := sorted(set(settings) - set(SETTINGS)):
@@ -94,9 +100,14 @@ def main(argv=None):
           "| steady eval step s | first epoch / steady |")
     print("|---|---|---|---|---|---|---|")
     for setting in settings:
-        out = subprocess.run([sys.executable, __file__, "--child", setting, "--steps",
-                              str(args.steps)], env=env, capture_output=True, text=True,
-                             check=True).stdout
+        done = subprocess.run([sys.executable, __file__, "--child", setting, "--steps",
+                               str(args.steps), "--input-size", str(args.input_size),
+                               "--width-multiplier", str(args.width_multiplier)],
+                              env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"the {setting} row failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+            return 1
+        out = done.stdout
         r = json.loads(out.strip().splitlines()[-1])
         steady = TRAIN_STEPS * r["train"] + EVAL_STEPS * r["eval"]
         first = (r["first_train"] + (TRAIN_STEPS - 1) * r["train"] + r["first_eval"]

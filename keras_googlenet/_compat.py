@@ -5,7 +5,7 @@ import contextlib
 
 __all__ = ["ema_weights_in_model", "oracle_search_over", "run_and_update_trial",
            "serve_oracle_servicer", "set_fit_initial_epoch", "tfds_gcs_disabled", "tflite_nodes",
-           "trial_metrics"]
+           "tflite_schema", "trial_metrics"]
 
 
 def set_fit_initial_epoch(model, epoch):
@@ -77,3 +77,11 @@ def tflite_nodes(interpreter):
     # LiteRT lists its nodes publicly nowhere; TensorFlow's own QuantizationDebugger reads
     # this method too. Counting what XNNPACK took (tests/test_int8_delegation.py) needs it.
     return interpreter._get_ops_details()
+
+
+def tflite_schema():
+    """The Python classes of the `.tflite` flatbuffer schema (`schema.fbs`), to read and write."""
+    # `tf.lite` exports no reader of the file itself; TensorFlow's converter uses this module.
+    from tensorflow.lite.python import schema_py_generated
+
+    return schema_py_generated

@@ -141,6 +141,18 @@ def test_litert_lists_the_delegate_nodes_after_the_nodes_they_replaced():
     assert {"index", "inputs", "outputs"} <= set(after[-1])
 
 
+def test_the_tflite_schema_reads_and_writes_a_converted_model():
+    import tensorflow as tf
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    flatbuffer = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    schema = _compat.tflite_schema()
+    assert schema.Model.ModelBufferHasIdentifier(flatbuffer, 0)
+    parsed = schema.ModelT.InitFromObj(schema.Model.GetRootAs(flatbuffer, 0))
+    codes = {op.builtinCode for op in parsed.operatorCodes}
+    assert schema.BuiltinOperator.FULLY_CONNECTED in codes
+
+
 def _private_names(path):
     """(line, name) of each other package's private module or attribute used in `path`."""
     found = []

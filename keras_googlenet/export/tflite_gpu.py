@@ -3,6 +3,8 @@ table: `tf.lite.experimental.Analyzer` passes every model in TensorFlow 2.21 (do
 
 import collections
 
+from keras_googlenet._compat import tflite_schema
+
 # Builtin ops the GPU delegate accepts (gpu_compatibility.cc, TensorFlow 2.21).
 GPU_DELEGATE_OPS = frozenset({
     "ABS", "ADD", "ADD_N", "ATAN2", "AVERAGE_POOL_2D", "BATCH_MATMUL", "CAST", "CEIL",
@@ -26,7 +28,7 @@ GPU_DELEGATE_CUSTOM_OPS = frozenset({"Convolution2DTransposeBias", "MaxPoolingWi
 
 def model_ops(model_bytes):
     """`Counter` of op names (builtin names, or custom codes) in every subgraph."""
-    from tensorflow.lite.python import schema_py_generated as schema
+    schema = tflite_schema()
 
     from keras_googlenet.export.tflite_metadata import strip_appended_zip
 

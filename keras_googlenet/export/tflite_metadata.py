@@ -7,6 +7,8 @@ import zipfile
 import flatbuffers
 import numpy as np
 
+from keras_googlenet._compat import tflite_schema
+
 METADATA_BUFFER_NAME = "TFLITE_METADATA"
 METADATA_FILE_IDENTIFIER = b"M001"
 TFLITE_FILE_IDENTIFIER = b"TFL3"
@@ -112,7 +114,7 @@ class _AlignedBuilder(flatbuffers.Builder):
 
 def strip_appended_zip(model_bytes):
     """The flatbuffer part of a model file (drops a zip of associated files, if any)."""
-    from tensorflow.lite.python import schema_py_generated as schema
+    schema = tflite_schema()
 
     if zipfile.is_zipfile(io.BytesIO(model_bytes)):
         with zipfile.ZipFile(io.BytesIO(model_bytes)) as archive:
@@ -127,7 +129,7 @@ def strip_appended_zip(model_bytes):
 def _with_metadata(model_bytes, metadata, labels_file):
     """`model_bytes` (tensors, ops and weights unchanged) with `metadata` as its only
     `TFLITE_METADATA` and `labels_file` as `labels.txt` in an uncompressed zip after it."""
-    from tensorflow.lite.python import schema_py_generated as schema
+    schema = tflite_schema()
 
     model_bytes = strip_appended_zip(bytes(model_bytes))
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(model_bytes, 0))
