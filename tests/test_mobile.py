@@ -112,12 +112,12 @@ def test_mediapipe_image_classifier_runs_every_tflite_export(
     path = report[fmt].path
     (_, _), (x_val, _) = digits
     ours = googlenet_predict_top1(path, held_out_pngs, capsys)
-    with mediapipe_classifier(path) as classifier:
-        theirs = [mediapipe_top1(classifier, eval_pixels(pixels)) for pixels in x_val]
+    images = [eval_pixels(pixels) for pixels in x_val]
+    with mediapipe_classifier(path, max_results=len(LABELS)) as classifier:
+        theirs = [mediapipe_top1(classifier, image) for image in images]
+        agreement = mediapipe_agreement(classifier, ours, images)
     assert {name for name, _ in theirs} <= set(LABELS)  # named categories from labels.txt
     assert all(name == LABELS[index] for name, index in theirs)
-    with mediapipe_classifier(path, max_results=len(LABELS)) as classifier:
-        agreement = mediapipe_agreement(classifier, ours, [eval_pixels(p) for p in x_val])
     assert agreement >= 0.99, f"{fmt}: MediaPipe agrees with googlenet-predict on {agreement:.2%}"
 
 
