@@ -26,16 +26,20 @@ import time
 
 TRAIN_STEPS, EVAL_STEPS = 23, 6  # digits: 1,438 training and 359 validation images, batch 64
 
-# setting -> (build the optimizer before the first step?, Grappler options), the options
-# being tf.config.optimizer.set_experimental_options keys. "keras" is plain `model.compile`,
-# which leaves the optimizer's slots to be created while the first step is traced.
+# setting -> (Keras' own Adam?, build the optimizer before the first step?, Grappler
+# options), the options being tf.config.optimizer.set_experimental_options keys. "keras" is
+# plain `model.compile` with Keras' Adam, which leaves its slots to be created while the first
+# step is traced; "keras-adam" builds Keras' Adam up front; "default" is `compile_googlenet`
+# with `keras_googlenet.optimizers.Adam` (one fused kernel per variable), built up front.
 SETTINGS = {
-    "keras": (False, {}),
-    "default": (True, {}),  # compile_googlenet builds the optimizer up front
-    "no-grappler": (True, {"disable_meta_optimizer": True}),
-    "no-layout": (True, {"layout_optimizer": False}),
-    "no-constfold": (True, {"constant_folding": False}),
-    "no-arith+dep": (True, {"arithmetic_optimization": False, "dependency_optimization": False}),
+    "keras": (True, False, {}),
+    "keras-adam": (True, True, {}),
+    "default": (False, True, {}),
+    "no-grappler": (False, True, {"disable_meta_optimizer": True}),
+    "no-layout": (False, True, {"layout_optimizer": False}),
+    "no-constfold": (False, True, {"constant_folding": False}),
+    "no-arith+dep": (False, True, {"arithmetic_optimization": False,
+                                   "dependency_optimization": False}),
 }
 
 
@@ -43,7 +47,7 @@ def measure(setting, steps, input_size=80, width_multiplier=1.0):
     import numpy as np
     import tensorflow as tf
 
-    prebuilt, options = SETTINGS[setting]
+    keras_adam, prebuilt, options = SETTINGS[setting]
     tf.config.optimizer.set_experimental_options(options)
     import keras
 
@@ -53,9 +57,10 @@ def measure(setting, steps, input_size=80, width_multiplier=1.0):
     start = time.perf_counter()
     model = kg.GoogLeNet(variant="v1_bn", input_shape=(input_size, input_size, 3), classes=10,
                          include_aux=True, width_multiplier=width_multiplier)
-    kg.compile_googlenet(model, optimizer=keras.optimizers.Adam(2e-3, use_ema=True))
+    adam = keras.optimizers.Adam if keras_adam else kg.optimizers.Adam
+    kg.compile_googlenet(model, optimizer=adam(2e-3, use_ema=True))
     if not prebuilt:  # the same losses and metrics, with a new optimizer left unbuilt
-        model.compile(keras.optimizers.Adam(2e-3, use_ema=True), loss=model.loss,
+        model.compile(adam(2e-3, use_ema=True), loss=model.loss,
                       loss_weights=kg.DEFAULT_LOSS_WEIGHTS,
                       metrics={h: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
                                for h in model.output})

@@ -3,9 +3,9 @@ comment says why). tests/test_keras_internals.py checks each: an upgrade fails t
 
 import contextlib
 
-__all__ = ["ema_weights_in_model", "oracle_search_over", "run_and_update_trial",
-           "serve_oracle_servicer", "set_fit_initial_epoch", "tfds_gcs_disabled", "tflite_nodes",
-           "tflite_schema", "trial_metrics"]
+__all__ = ["FusedMovingAverage", "adam_slots", "ema_weights_in_model", "oracle_search_over",
+           "run_and_update_trial", "serve_oracle_servicer", "set_fit_initial_epoch",
+           "sgd_momentum", "tfds_gcs_disabled", "tflite_nodes", "tflite_schema", "trial_metrics"]
 
 
 def set_fit_initial_epoch(model, epoch):
@@ -13,6 +13,48 @@ def set_fit_initial_epoch(model, epoch):
     # keras.callbacks.BackupAndRestore's own route: TensorFlow's `fit` reads
     # `model._initial_epoch or initial_epoch` after `on_train_begin`, and never resets it.
     model._initial_epoch = epoch
+
+
+class FusedMovingAverage:
+    """Mixin for a Keras optimizer: on TensorFlow, its moving average (`use_ema`) is updated
+    with one kernel per variable instead of ~8 ops (Keras' rule, the first step a copy)."""
+
+    # Keras has no public hook for the average's update: its `_backend_apply_gradients`
+    # calls this method after the update step, and `SwapEMAWeights` reads the averages.
+    def _update_model_variables_moving_average(self, trainable_variables):
+        import keras
+
+        if not self.use_ema or keras.backend.backend() != "tensorflow":
+            return super()._update_model_variables_moving_average(trainable_variables)
+        import tensorflow as tf
+
+        started = tf.cast(tf.not_equal(self.iterations, 0), "float32")
+        new_share = 1.0 - started * self.ema_momentum  # 1 on the first step: a copy
+        shares = {}
+        for variable, average in zip(trainable_variables, self._model_variables_moving_average,
+                                     strict=True):
+            if average is None:
+                continue
+            if average.dtype not in shares:
+                shares[average.dtype] = tf.cast(new_share, average.dtype)
+            # average -= share·(average - variable), i.e. momentum·average + share·variable
+            tf.raw_ops.ResourceApplyGradientDescent(
+                var=average.handle, alpha=shares[average.dtype],
+                delta=average.value - variable.value, use_locking=False)
+
+
+def adam_slots(optimizer, variable):
+    """A Keras Adam's first and second moment variables of `variable`."""
+    # No public accessor: Keras' own update steps (and BaseOptimizer's custom-optimizer
+    # example) find a variable's slots with `_get_variable_index`.
+    index = optimizer._get_variable_index(variable)
+    return optimizer._momentums[index], optimizer._velocities[index]
+
+
+def sgd_momentum(optimizer, variable):
+    """A Keras SGD's momentum variable of `variable` (SGD built with `momentum` > 0)."""
+    # As `adam_slots`: the list is public, the index of a variable in it is not.
+    return optimizer.momentums[optimizer._get_variable_index(variable)]
 
 
 def ema_weights_in_model(callback):

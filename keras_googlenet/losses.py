@@ -4,6 +4,7 @@ import functools
 
 import keras
 
+from keras_googlenet import optimizers
 from keras_googlenet.checks import rate
 from keras_googlenet.model_card import OUTPUT_NAME, find_layer
 
@@ -49,8 +50,11 @@ def compile_googlenet(model, optimizer="adam", loss_weights=None, label_smoothin
     logs have each head's loss and accuracy: `main_accuracy` / `val_main_accuracy` (also
     without aux heads), `aux1_accuracy`, `aux2_accuracy`. Feed int labels, as
     `{"main": y, "aux1": y, "aux2": y}` with aux heads (`keras_googlenet.head_targets`).
-    The optimizer is built for the variables trainable now: after changing `trainable`,
-    compile again (as Keras asks anyway).
+    `optimizer="adam"` or `"sgd"` is `keras_googlenet.optimizers.Adam` / `SGD`: Keras'
+    defaults and update rules, traced as one fused kernel per variable, which shortens the
+    first training step (a Keras optimizer instance is used as it is). The optimizer is
+    built for the variables trainable now: after changing `trainable`, compile again (as
+    Keras asks anyway).
 
     Raises:
         ValueError: `model` has no `predictions` layer, or `loss_weights` names a head
@@ -62,6 +66,8 @@ def compile_googlenet(model, optimizer="adam", loss_weights=None, label_smoothin
     head_loss = functools.partial(
         SmoothedSparseCategoricalCrossentropy, label_smoothing=label_smoothing,
         from_logits=classifier.activation is keras.activations.linear)
+    if isinstance(optimizer, str) and optimizer.lower() in ("adam", "sgd"):
+        optimizer = optimizers.Adam() if optimizer.lower() == "adam" else optimizers.SGD()
     loss_weights = dict(loss_weights or {})
     if isinstance(model.output, dict):
         heads = list(model.output)

@@ -5,10 +5,9 @@ import inspect
 import json
 import math
 
-import keras
 import keras_tuner as kt
 
-from keras_googlenet import checks
+from keras_googlenet import checks, optimizers
 from keras_googlenet import spec as spec_lib
 from keras_googlenet.complexity import count_macs, count_params
 from keras_googlenet.compute_budget import (
@@ -161,7 +160,7 @@ class GoogLeNetHyperModel(kt.HyperModel):
         return set_batch_norm_momentum(GoogLeNet(**self.build_kwargs(hp), name=self.name), 0.9)
 
     def build(self, hp):
-        optimizer = keras.optimizers.Adam(learning_rate=self.values(hp)["learning_rate"])
+        optimizer = optimizers.Adam(learning_rate=self.values(hp)["learning_rate"])
         return compile_googlenet(self.build_model(hp), optimizer=optimizer)
 
     def cost(self, hp, model=None):

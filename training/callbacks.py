@@ -79,7 +79,7 @@ class TrainingProgress(keras.callbacks.Callback):
         else:
             took = time.perf_counter() - self._start
             text = " - ".join(f"{k}: {v:.4g}" for k, v in shown)
-            print(f"{self._epoch_label} - {self._steps} steps in {took:.0f}s - {text}",
+            print(f"{self._epoch_label} - {self._steps} steps in {took:.1f}s - {text}",
                   file=self.stream, flush=True)
 
     @property

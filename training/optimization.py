@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from keras_googlenet import optimizers
+
 
 def learning_rate_schedule(config, steps_per_epoch, epochs, base_lr):
     total = max(1, steps_per_epoch * epochs)
@@ -44,5 +46,5 @@ def make_optimizer(config, learning_rate, total_steps):
         ),
     )
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(momentum=0.9, **common)
-    return keras.optimizers.Adam(**common)
+        return optimizers.SGD(momentum=0.9, **common)
+    return optimizers.Adam(**common)
