@@ -28,16 +28,16 @@ class FusedMovingAverage:
             return super()._update_model_variables_moving_average(trainable_variables)
         import tensorflow as tf
 
-        started = tf.cast(tf.not_equal(self.iterations, 0), "float32")
-        new_share = 1.0 - started * self.ema_momentum  # 1 on the first step: a copy
+        started = tf.not_equal(self.iterations, 0)
         shares = {}
         for variable, average in zip(trainable_variables, self._model_variables_moving_average,
                                      strict=True):
             if average is None:
                 continue
-            if average.dtype not in shares:
-                shares[average.dtype] = tf.cast(new_share, average.dtype)
-            # average -= share·(average - variable), i.e. momentum·average + share·variable
+            if average.dtype not in shares:  # Keras' arithmetic, in the average's dtype
+                shares[average.dtype] = 1 - tf.cast(started, average.dtype) * self.ema_momentum
+            # average -= share·(average - variable), i.e. momentum·average + share·variable;
+            # the share is 1 on the first step: a copy.
             tf.raw_ops.ResourceApplyGradientDescent(
                 var=average.handle, alpha=shares[average.dtype],
                 delta=average.value - variable.value, use_locking=False)

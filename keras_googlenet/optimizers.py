@@ -1,15 +1,16 @@
 """Keras' Adam and SGD, with each variable's update one fused TensorFlow kernel.
 
-Keras writes each variable's update as about ten small ops, and its moving average (`use_ema`)
-as eight more, so the first training step traces some 4,000 of them for GoogLeNet's ~200
-variables: more than half of that step (docs/training.md, "The first step"). On the
-TensorFlow backend these subclasses emit one `ResourceApplyAdam` / `ResourceApplyKerasMomentum`
-per variable, TensorFlow's kernels for exactly Keras' update rules, one
-`ResourceApplyGradientDescent` per moving average, and the step's shared scalars (learning
-rate, bias corrections) once per step instead of once per variable. Arguments, slot variables
-and `get_config` are Keras' own, so checkpoints move between the two. Elsewhere (another
-backend, `amsgrad`, sparse gradients) the update is Keras'. `compile_googlenet` and
-`googlenet-train` use them.
+Keras traces each variable's Adam update as ~15 small ops and its moving average (`use_ema`)
+as ~8 more, for GoogLeNet's ~200 variables more than half of the first training step
+(docs/training.md, "The first step"). On the TensorFlow backend these subclasses emit one
+`ResourceApplyAdam` / `ResourceApplyKerasMomentum` per variable (TensorFlow's kernels for
+Keras' update rules, equal up to float rounding), one `ResourceApplyGradientDescent` per
+moving average, and the step's shared scalars (learning rate, bias corrections) once per step
+and device instead of once per variable. Arguments, slot variables and `get_config` are
+Keras' own, so optimizer variables move between the two; a `.keras` file names the class
+(`keras_googlenet>Adam`), so loading it compiled needs this package, as `compile_googlenet`'s
+loss does anyway. Elsewhere (another backend, `amsgrad`, sparse gradients) the update is
+Keras'. `compile_googlenet` and `googlenet-train` use them.
 """
 
 import keras
@@ -27,25 +28,36 @@ def _fusable(gradient):
     return not isinstance(gradient, tf.IndexedSlices)
 
 
+class _StepScalars:
+    """Scalars of the `apply` under way, by (dtype, device); a plain object, so that neither
+    Keras nor TensorFlow tracks it as optimizer state (a dict attribute would be)."""
+
+    def __init__(self):
+        self.by_key = None
+
+
 class _FusedUpdates(_compat.FusedMovingAverage):
-    """What the two share: scalars made once per `apply`, not once per variable."""
+    """What the two share: scalars made once per `apply` and device, not once per variable."""
 
     def apply(self, grads, trainable_variables=None):
         # Every variable's update in one `apply` reads the same step counter and learning
         # rate (Keras increments the counter after them all), so one read serves them all.
-        self._step_scalars = {}
+        if not isinstance(getattr(self, "_step_scalars", None), _StepScalars):
+            self._step_scalars = _StepScalars()
+        self._step_scalars.by_key = {}
         try:
             return super().apply(grads, trainable_variables)
         finally:
-            self._step_scalars = None
+            self._step_scalars.by_key = None
 
-    def _scalars(self, dtype, make):
+    def _scalars(self, variable, make):
         cache = getattr(self, "_step_scalars", None)
-        if cache is None:  # an update outside `apply`
+        if cache is None or cache.by_key is None:  # an update outside `apply`
             return make()
-        if dtype not in cache:
-            cache[dtype] = make()
-        return cache[dtype]
+        key = (variable.dtype, variable.device)  # each replica's own, under a strategy
+        if key not in cache.by_key:
+            cache.by_key[key] = make()
+        return cache.by_key[key]
 
 
 @keras.saving.register_keras_serializable(package="keras_googlenet")
@@ -70,7 +82,7 @@ class Adam(_FusedUpdates, keras.optimizers.Adam):
         # var -= lr·sqrt(1 - b2^t)/(1 - b1^t) · m / (sqrt(v) + eps), which this kernel computes.
         tf.raw_ops.ResourceApplyAdam(
             var=variable.handle, m=momentum.handle, v=velocity.handle,
-            grad=tf.cast(gradient, dtype), use_locking=False, **self._scalars(dtype, make))
+            grad=tf.cast(gradient, dtype), use_locking=False, **self._scalars(variable, make))
 
 
 @keras.saving.register_keras_serializable(package="keras_googlenet")
@@ -83,7 +95,7 @@ class SGD(_FusedUpdates, keras.optimizers.SGD):
         import tensorflow as tf
 
         dtype = variable.dtype
-        scalars = self._scalars(dtype, lambda: (tf.cast(learning_rate, dtype),
+        scalars = self._scalars(variable, lambda: (tf.cast(learning_rate, dtype),
                                                 tf.cast(self.momentum, dtype)))
         gradient = tf.cast(gradient, dtype)
         if self.momentum == 0:

@@ -59,6 +59,14 @@ def test_one_fused_kernel_per_trainable_variable(optimizer, kernel):
     types = [op.type for op in step.get_concrete_function().graph.get_operations()]
     assert types.count(kernel) == len(variables) == 5
     assert "AssignSubVariableOp" not in types  # no unfused update left
+    if kernel == "ResourceApplyAdam":  # the two bias corrections once, not per variable
+        assert types.count("Pow") == 2
+
+
+def test_the_step_cache_is_no_checkpoint_state():
+    fused, plain = _trained(optimizers.Adam(), 1).optimizer, _trained(keras.optimizers.Adam(), 1)
+    # TensorFlow's object graph (tf.train.Checkpoint, SavedModel) lists these children.
+    assert set(fused._trackable_children()) == set(plain.optimizer._trackable_children())
 
 
 def test_compile_googlenet_uses_the_fused_adam_for_the_default_and_keeps_yours():
