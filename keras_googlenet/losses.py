@@ -56,6 +56,19 @@ def compile_googlenet(model, optimizer="adam", loss_weights=None, label_smoothin
     built for the variables trainable now: after changing `trainable`, compile again (as
     Keras asks anyway).
 
+    Args:
+        model: a GoogLeNet built with `include_top=True`; compiled in place.
+        optimizer: `"adam"` (default) or `"sgd"` for this package's fused optimizers with
+            Keras' defaults, or any Keras optimizer instance or name.
+        loss_weights: per-head weights overriding the paper's, e.g. `{"aux1": 0.5}`; heads
+            not named keep main 1.0, aux1 0.3, aux2 0.3.
+        label_smoothing: in [0, 1); spreads that much of each target over all classes.
+        **compile_kwargs: passed to `model.compile` (`metrics`, `jit_compile`, ...); without
+            `metrics`, each head gets a sparse categorical accuracy.
+
+    Returns:
+        `model`, compiled, its optimizer built.
+
     Raises:
         ValueError: `model` has no `predictions` layer, or `loss_weights` names a head
             the model lacks.

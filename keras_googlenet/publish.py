@@ -39,8 +39,9 @@ def is_disk_full(error):
 
 
 def remove_path(path):
-    """Delete a file or directory tree if it is there."""
-    if path and os.path.isdir(path):
+    """Delete a file or directory tree if it is there. A symlink is removed itself, never
+    followed: what it points to is left alone."""
+    if path and os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path, ignore_errors=True)
     elif path and os.path.lexists(path):
         os.remove(path)

@@ -217,10 +217,22 @@ def quantize_aware(model):
     Train it with `compile_googlenet` and `fit` (aux heads train along), then convert it
     with `tflite_from_learned_ranges`; the activation ranges are empty until it has trained.
 
+    Args:
+        model: a functional GoogLeNet from `keras_googlenet.GoogLeNet` (any variant, with or
+            without aux heads, trained or not), not one that is quantize-aware already. It
+            is left unchanged.
+
+    Returns:
+        A new `keras.Model` with the same inputs and outputs, uncompiled.
+
     Raises:
-        ValueError: `model` is not a functional GoogLeNet, or has a subclass of Conv2D/Dense.
+        ValueError: `model` is not a functional GoogLeNet, has a subclass of Conv2D/Dense,
+            or is quantize-aware already.
     """
     _check_googlenet(model)
+    if is_quantize_aware(model):  # its quantizers would be quantized again
+        raise ValueError("`model` is quantize-aware already (it comes from quantize_aware): "
+                         "fine-tune it as it is, or pass the float GoogLeNet it was made from.")
     consumers_of, sources = _consumers(model), {layer.name: layer for layer in model.layers}
     folds = _batch_norm_folds(model, consumers_of)
     folded = {bn.name for bn in folds.values()}

@@ -158,3 +158,14 @@ def test_replace_owned_never_swaps_through_a_symlinked_target(tmp_path):
     with pytest.raises(ValueError, match="`target`.*symbolic link"):
         publish_lib.replace_owned(str(staging), str(link), owned=lambda name: True)
     assert link.is_symlink() and (real / "notes.txt").read_text(encoding="utf-8") == "mine"
+
+
+def test_remove_path_removes_a_symlink_to_a_directory_not_what_it_points_to(tmp_path):
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "file.txt").write_text("mine")
+    link = tmp_path / "link"
+    link.symlink_to(kept, target_is_directory=True)
+    publish_lib.remove_path(str(link))
+    assert not os.path.lexists(link)
+    assert (kept / "file.txt").read_text() == "mine"

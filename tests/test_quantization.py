@@ -170,6 +170,12 @@ def test_quantize_aware_refuses_a_subclass_of_conv2d_it_would_leave_float():
         quantize_aware(model)
 
 
+def test_quantize_aware_refuses_a_model_that_is_quantize_aware_already():
+    qat = quantize_aware(_googlenet())
+    with pytest.raises(ValueError, match="quantize-aware already"):
+        quantize_aware(qat)
+
+
 def test_tflite_refuses_float_untrained_and_unknown_io():
     model = _googlenet()
     with pytest.raises(ValueError, match="`model` must be a model returned by quantize_aware"):
