@@ -14,6 +14,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from _processes import quick_xla_env
 
 from keras_googlenet import GoogLeNet
 
@@ -62,8 +63,8 @@ def jax_result(tmp_path_factory):
         inputs = rng.uniform(-1, 1, (4, *kwargs["input_shape"])).astype("float32")
         outputs = model.predict(inputs, verbose=0)
         np.savez(workdir / f"{name}.npz", inputs=inputs, **outputs)
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
-           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = quick_xla_env({**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
+                         "TF_CPP_MIN_LOG_LEVEL": "3"})
     run = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "_backend_check.py"), str(workdir),
          str(ROOT / "tests" / "fixtures")],

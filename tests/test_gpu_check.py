@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from _processes import quick_xla_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
@@ -20,7 +21,7 @@ def _run(*args, env_path=None, timeout=60):
     if env_path is not None:
         import os
 
-        env = dict(os.environ, PYTHONPATH=str(env_path))
+        env = quick_xla_env(dict(os.environ, PYTHONPATH=str(env_path)))
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True,
                           text=True, timeout=timeout, env=env)
 
