@@ -61,7 +61,8 @@ def compile_googlenet(model, optimizer="adam", loss_weights=None, label_smoothin
         optimizer: `"adam"` (default) or `"sgd"` for this package's fused optimizers with
             Keras' defaults, or any Keras optimizer instance or name.
         loss_weights: per-head weights overriding the paper's, e.g. `{"aux1": 0.5}`; heads
-            not named keep main 1.0, aux1 0.3, aux2 0.3.
+            not named keep main 1.0, aux1 0.3, aux2 0.3. Without aux heads only `"main"`
+            may be named, and it scales the one loss.
         label_smoothing: in [0, 1); spreads that much of each target over all classes.
         **compile_kwargs: passed to `model.compile` (`metrics`, `jit_compile`, ...); without
             `metrics`, each head gets a sparse categorical accuracy.
@@ -70,8 +71,8 @@ def compile_googlenet(model, optimizer="adam", loss_weights=None, label_smoothin
         `model`, compiled, its optimizer built.
 
     Raises:
-        ValueError: `model` has no `predictions` layer, or `loss_weights` names a head
-            the model lacks.
+        ValueError: `model` has no `predictions` layer, `loss_weights` names a head
+            the model lacks, or `label_smoothing` is not in [0, 1).
     """
     if (classifier := find_layer(model, OUTPUT_NAME)) is None:
         raise ValueError(f"`model` has no layer {OUTPUT_NAME!r}: compile_googlenet needs a "
@@ -99,7 +100,9 @@ def compile_googlenet(model, optimizer="adam", loss_weights=None, label_smoothin
                              f"(include_aux=False); received {loss_weights!r}.")
         compile_kwargs.setdefault(
             "metrics", [keras.metrics.SparseCategoricalAccuracy(name="main_accuracy")])
-        model.compile(optimizer=optimizer, loss=head_loss(), **compile_kwargs)
+        main_weight = loss_weights.get("main")
+        model.compile(optimizer=optimizer, loss=head_loss(), **compile_kwargs,
+                      loss_weights=None if main_weight is None else float(main_weight))
     # Create the optimizer's slots now, as Keras does under a distribution strategy: left to
     # the first train step, they are made while it is traced, which doubles that step's cost
     # for GoogLeNet's ~200 variables (benchmarks/first_step.py).

@@ -223,7 +223,8 @@ def quantize_aware(model):
             is left unchanged.
 
     Returns:
-        A new `keras.Model` with the same inputs and outputs, uncompiled.
+        A new, uncompiled `keras.Model` with the same input names and shapes (float32)
+        and the same outputs.
 
     Raises:
         ValueError: `model` is not a functional GoogLeNet, has a subclass of Conv2D/Dense,

@@ -46,8 +46,8 @@ def as_probabilities(scores, activation, tolerance=PROBABILITY_TOLERANCE):
 
 def top_indices(scores, k):
     """The indices of the `k` (at most `len(row)`) highest scores of a row (or of each row),
-    best first. Ties, common with quantized uint8 scores, go to the lower class index, as in
-    MediaPipe (a stable sort on the negated score); NaN ranks last."""
+    best first. Ties, common with quantized uint8 scores, go to the lower class index (a
+    stable sort on the negated score; MediaPipe breaks them its own way); NaN ranks last."""
     # float64 first: negating an unsigned integer array would wrap around.
     order = np.argsort(-np.asarray(scores, dtype="float64"), axis=-1, kind="stable")
     return order[..., :max(0, int(k))]

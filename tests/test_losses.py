@@ -64,6 +64,17 @@ def test_logits_models_are_compiled_from_logits():
     assert loss == pytest.approx(float(np.mean(expected)), rel=1e-4)
 
 
+def test_a_main_weight_scales_the_loss_of_a_model_without_aux_heads():
+    x, y = _data(size=64)
+    losses = []
+    for weights in (None, {"main": 2.0}):
+        model = GoogLeNet(input_shape=(64, 64, 3), classes=3, width_multiplier=0.25)
+        model.set_weights([np.full(w.shape, 0.01, w.dtype) for w in model.get_weights()])
+        compile_googlenet(model, loss_weights=weights)
+        losses.append(model.evaluate(x, y, verbose=0, return_dict=True)["loss"])
+    assert losses[1] == pytest.approx(2 * losses[0], rel=1e-5)
+
+
 def test_unknown_head_in_loss_weights_is_rejected():
     model = GoogLeNet(include_aux=True, input_shape=(65, 65, 3), classes=3, width_multiplier=0.25)
     with pytest.raises(ValueError, match="unknown head 'aux3'"):

@@ -4,25 +4,36 @@
 
 Prints two tables:
 
-- TensorFlow's own cost of adding an op to a graph while a `tf.function` is traced: `x * 0.5`
-  (a constant and a multiply) and `tf.raw_ops.Mul` with a tensor, each at Python stack depth 0
-  and 100 (Keras' `fit` traces its step about 100 frames deep; TensorFlow records each op's
-  stack), in microseconds per op;
-- the main job's train step (`v1_bn`, 80 px, aux heads, batch 64, `mixed_bfloat16`, Adam with
-  EMA, as `googlenet-train` builds it), traced `--repeats` times without running: the first
+- TensorFlow's own cost of adding ops to a graph while a `tf.function` is traced, per node of
+  the traced graph: `x * 0.5` (a constant and a multiply, two nodes) and `tf.raw_ops.Mul` with
+  a tensor (one), each at Python stack depth 0 and 100 (Keras' `fit` traces its step about 100
+  frames deep; TensorFlow records each op's stack), after a throwaway trace;
+- the main job's model and optimizer (`v1_bn`, 80 px, aux heads, batch 64, `mixed_bfloat16`,
+  Adam with EMA, as in `benchmarks/first_step.py`; the learning rate constant, not
+  `googlenet-train`'s schedule), its bare `train_step` (no `fit` wrapper, strategy or
+  iterator) traced `--repeats` times without running, in a fresh process per row: the first
   trace, the median of the later ones, graph nodes and microseconds per node, with Python's
-  garbage collector as is, frozen (`gc.freeze()` after the build) and off; each in a fresh
-  process.
+  garbage collector as is, frozen (`gc.freeze()` after the build) and off; then the graph's
+  ten commonest op types.
 """
 
 import argparse
+import collections
 import gc
+import json
 import statistics
 import sys
 import time
 
 
-def per_op_microseconds(ops, depth, raw):
+def _nodes(graph):
+    """Every node of a traced graph, those of its function library (nested functions) too."""
+    graph_def = graph.as_graph_def()
+    return len(graph_def.node) + sum(len(f.node_def) for f in graph_def.library.function)
+
+
+def per_node_microseconds(ops, depth, raw):
+    """Microseconds of tracing per graph node, for `ops` multiplies `depth` frames deep."""
     import tensorflow as tf
 
     def nested(levels, make):  # a Python stack `levels` frames deeper
@@ -41,8 +52,9 @@ def per_op_microseconds(ops, depth, raw):
 
         return nested(depth, make)
 
-    tf.function(build, autograph=False).get_concrete_function(tf.TensorSpec([None, 8]))
-    return timings[0] / ops * 1e6
+    graph = tf.function(build, autograph=False).get_concrete_function(
+        tf.TensorSpec([None, 8])).graph
+    return timings[0] / _nodes(graph) * 1e6
 
 
 def main_job_trace(repeats, gc_mode):
@@ -62,14 +74,14 @@ def main_job_trace(repeats, gc_mode):
         gc.freeze()
     elif gc_mode == "off":
         gc.disable()
-    seconds, nodes = [], 0
+    seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
         graph = tf.function(model.train_step).get_concrete_function(spec).graph
         seconds.append(time.perf_counter() - start)
-        nodes = len(graph.as_graph_def().node)
     gc.enable()
-    return seconds[0], statistics.median(seconds[1:]), nodes
+    op_types = collections.Counter(node.op for node in graph.as_graph_def().node)
+    return seconds[0], statistics.median(seconds[1:]), _nodes(graph), op_types.most_common(10)
 
 
 def main(argv=None):
@@ -81,13 +93,14 @@ def main(argv=None):
     if args.ops < 1 or args.repeats < 2:
         parser.error("--ops must be a positive integer and --repeats at least 2")
     if args.child:
-        first, later, nodes = main_job_trace(args.repeats, args.child)
-        print(f"{first} {later} {nodes}")
+        first, later, nodes, op_types = main_job_trace(args.repeats, args.child)
+        print(json.dumps([first, later, nodes, op_types]))
         return 0
-    print("| op added while tracing | stack depth 0, µs/op | stack depth 100, µs/op |")
+    per_node_microseconds(args.ops, 0, True)  # a throwaway trace: the process's one-off costs
+    print("| op added while tracing | stack depth 0, µs/node | stack depth 100, µs/node |")
     print("|---|---|---|")
     for raw, label in ((False, "`x * 0.5` (constant + Mul)"), (True, "`tf.raw_ops.Mul(x, c)`")):
-        cells = [f"{per_op_microseconds(args.ops, depth, raw):.0f}" for depth in (0, 100)]
+        cells = [f"{per_node_microseconds(args.ops, depth, raw):.0f}" for depth in (0, 100)]
         print(f"| {label} | {cells[0]} | {cells[1]} |", flush=True)
     import subprocess  # each garbage-collector mode in a fresh process: the same heap
 
@@ -100,10 +113,10 @@ def main(argv=None):
         if done.returncode != 0:
             print(f"the {mode} row failed:\n{done.stderr[-3000:]}", file=sys.stderr)
             return 1
-        first, later, nodes = done.stdout.split()[-3:]
-        first, later, nodes = float(first), float(later), int(nodes)
+        first, later, nodes, op_types = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"| {mode} | {first:.2f} | {later:.2f} | {nodes} | {later / nodes * 1e6:.0f} |",
               flush=True)
+    print("\nthe commonest op types:", ", ".join(f"{op} {n}" for op, n in op_types))
     return 0
 
 
