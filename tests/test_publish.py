@@ -169,3 +169,19 @@ def test_remove_path_removes_a_symlink_to_a_directory_not_what_it_points_to(tmp_
     publish_lib.remove_path(str(link))
     assert not os.path.lexists(link)
     assert (kept / "file.txt").read_text() == "mine"
+
+
+def test_publishing_over_a_symlinked_directory_replaces_the_link_and_leaves_nothing_behind(
+        tmp_path):
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "file.txt").write_text("mine")
+    target = tmp_path / "preset"
+    target.symlink_to(kept, target_is_directory=True)
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "config.json").write_text("{}")
+    publish_lib.publish(str(new), str(target))
+    assert not target.is_symlink() and (target / "config.json").exists()
+    assert (kept / "file.txt").read_text() == "mine"  # what the link pointed to is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "preset"]  # no .old- link
