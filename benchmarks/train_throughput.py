@@ -3,7 +3,7 @@ against torchvision's GoogLeNet and the machine's peak.
 
     python benchmarks/train_throughput.py [--variant torchvision] [--batch-size 32]
         [--steps 8] [--warmup 2] [--repeats 3] [--precisions float32,mixed_bfloat16]
-        [--settings default,inter1,...] [--baseline] [--torch-python PATH]
+        [--settings default,inter1,...] [--baseline] [--torch-python PATH] [--cpu-isa avx2]
 
 A row is the median of `--steps` `train_on_batch` steps after `--warmup` untimed ones (the
 first traces the step), in its own process: the dtype policy, TensorFlow's thread pools and
@@ -16,6 +16,12 @@ runs under `--torch-python` (default: this Python), and is left out when torch a
 torchvision are not importable there. A training image costs about 3x the inference MACs x
 2 FLOPs = 9.0 GFLOP at 224 px; the peak is measured in each of our processes with a 2048^3
 matmul in the matching dtype. Prints a markdown table.
+
+`--cpu-isa avx2` stands in for an AVX2-only CPU on a newer one: every row's oneDNN
+(TensorFlow's and PyTorch's), MKL and PyTorch's own kernels are limited to AVX2 and FMA code,
+and TensorFlow's oneDNN ops are off unless a setting turns them on, as TensorFlow decides on
+a CPU without AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX. The same instructions, not the same
+caches, memory or clocks: a ratio it shows is to be confirmed on the real kind.
 """
 
 from __future__ import annotations
@@ -42,6 +48,12 @@ SETTINGS = {
     "jit": ({}, None, None, True),
     # our model with keras.layers.BatchNormalization instead of FusedBatchNormalization
     "keras-bn": ({}, None, None, "auto"),
+}
+# --cpu-isa -> the environment that limits every row's kernels to that instruction set.
+CPU_ISA_ENVIRONMENT = {
+    "native": {},
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+             "ATEN_CPU_CAPABILITY": "avx2"},
 }
 
 
@@ -162,13 +174,21 @@ def measure_torch(args):
     return {"model": TORCH_MODEL, "step_s": statistics.median(times)}
 
 
+def row_environment(cpu_isa, environ):
+    """A row's process environment: `environ`, quiet, its kernels limited to `cpu_isa`."""
+    environment = {**environ, "TF_CPP_MIN_LOG_LEVEL": "3", **CPU_ISA_ENVIRONMENT[cpu_isa]}
+    if cpu_isa == "avx2":  # what TensorFlow picks on such a CPU; the onednn1 setting overrides it
+        environment["TF_ENABLE_ONEDNN_OPTS"] = "0"
+    return environment
+
+
 def run_row(python, args, setting, precision, kind):
     """One row in its own process; its result dict, with what identifies it."""
     command = [python, __file__, "--worker", kind, "--setting", setting, "--precision",
                precision, *(f"--{name.replace('_', '-')}={getattr(args, name)}" for name in
                             ("variant", "batch_size", "steps", "warmup", "input_size"))]
     done = subprocess.run(command, capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                          env=row_environment(args.cpu_isa, os.environ))
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"the {kind} row ({setting}, {precision}) failed:\n"
@@ -231,6 +251,8 @@ def parse_args(argv):
                         help="also measure a plain hand-written Keras GoogLeNet in the same run")
     parser.add_argument("--torch-python", help="a Python with torch and torchvision for the "
                         "torchvision row (default: this one, the row left out without torch)")
+    parser.add_argument("--cpu-isa", choices=tuple(CPU_ISA_ENVIRONMENT), default="native",
+                        help="limit every row's kernels to this instruction set (see above)")
     parser.add_argument("--worker", choices=("ours", "plain", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--setting", default="default", help=argparse.SUPPRESS)
     parser.add_argument("--precision", help=argparse.SUPPRESS)
@@ -275,7 +297,9 @@ def main(argv=None):
         return 1
     print(f"\nGoogLeNet `{args.variant}` with aux heads, {args.input_size}x{args.input_size}, "
           f"batch {args.batch_size}, median of {args.steps} `train_on_batch` steps after "
-          f"{args.warmup}, {args.repeats} interleaved repeats, {os.cpu_count()} threads\n")
+          f"{args.warmup}, {args.repeats} interleaved repeats, {os.cpu_count()} threads"
+          + ("" if args.cpu_isa == "native" else f", kernels limited to {args.cpu_isa}")
+          + "\n")
     print(table(results, args.batch_size))
     return 0
 

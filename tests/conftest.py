@@ -3,8 +3,10 @@ import os
 import pytest
 
 from keras_googlenet_training.cli import START_NOISE, _stderr_without
+from keras_googlenet_training.cpu import choose_cpu_kernels
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+choose_cpu_kernels()  # the CLIs' choice (oneDNN on an AVX2-only CPU), for in-process tests too
 # TensorFlow's start-up lines bypass pytest's capture in the pytest-xdist controller.
 with _stderr_without(START_NOISE):
     import keras

@@ -42,10 +42,10 @@ def test_start_shows_no_tensorflow_noise_but_our_error():
         result.stderr
 
 
-def test_a_log_level_the_user_chose_stands():
-    environ = {cli.TF_LOG_LEVEL_ENV: "0"}
+def test_a_log_level_and_kernels_the_user_chose_stand():
+    environ = {cli.TF_LOG_LEVEL_ENV: "0", "TF_ENABLE_ONEDNN_OPTS": "0"}
     assert cli.quiet_start(environ) is False
-    assert environ == {cli.TF_LOG_LEVEL_ENV: "0"}
+    assert environ == {cli.TF_LOG_LEVEL_ENV: "0", "TF_ENABLE_ONEDNN_OPTS": "0"}
 
 
 def test_only_the_known_noise_is_dropped(capfd):

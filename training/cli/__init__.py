@@ -12,6 +12,8 @@ import os
 import sys
 import tempfile
 
+from keras_googlenet_training.cpu import choose_cpu_kernels
+
 TF_LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
 # Marks a log level we chose, not the user: launched children inherit it and quiet down too.
 _OUR_LOG_LEVEL_ENV = "KERAS_GOOGLENET_QUIET_START"
@@ -59,11 +61,13 @@ def _stderr_without(noise):
 
 def quiet_start(environ=None):
     """Import TensorFlow with its C++ log level at 2 (errors only) and without its start-up
-    banner, unless the user chose a level: a newcomer sees only our output.
+    banner, unless the user chose a level: a newcomer sees only our output. Before that,
+    `choose_cpu_kernels` turns oneDNN on for an AVX2-only CPU (see its docstring).
 
     Returns True when it quieted the start, False when the user's level stands.
     """
     environ = os.environ if environ is None else environ
+    choose_cpu_kernels(environ)
     if TF_LOG_LEVEL_ENV in environ and _OUR_LOG_LEVEL_ENV not in environ:
         return False
     environ[TF_LOG_LEVEL_ENV] = "2"
