@@ -45,6 +45,10 @@ SETTINGS = {
 
 def measure(setting, steps, input_size=80, width_multiplier=1.0):
     import numpy as np
+
+    from keras_googlenet_training.cpu import choose_cpu_kernels
+
+    choose_cpu_kernels()  # what the CLIs run: oneDNN on an AVX2-only CPU too
     import tensorflow as tf
 
     keras_adam, prebuilt, options = SETTINGS[setting]

@@ -17,11 +17,12 @@ torchvision are not importable there. A training image costs about 3x the infere
 2 FLOPs = 9.0 GFLOP at 224 px; the peak is measured in each of our processes with a 2048^3
 matmul in the matching dtype. Prints a markdown table.
 
-`--cpu-isa avx2` stands in for an AVX2-only CPU on a newer one: every row's oneDNN
-(TensorFlow's and PyTorch's), MKL and PyTorch's own kernels are limited to AVX2 and FMA code,
-and TensorFlow's oneDNN ops are off unless a setting turns them on, as TensorFlow decides on
-a CPU without AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX. The same instructions, not the same
-caches, memory or clocks: a ratio it shows is to be confirmed on the real kind.
+The `default` row runs what our commands run (`keras_googlenet_training.cpu
+.choose_cpu_kernels`: oneDNN, on an AVX2-only CPU too); `onednn0` is Eigen, TensorFlow's own
+choice on an AVX2-only CPU. `--cpu-isa avx2` stands in for such a CPU on a newer one: every
+row's oneDNN (TensorFlow's and PyTorch's), MKL and PyTorch's own kernels are limited to AVX2
+and FMA code. The same instructions, not the same caches, memory or clocks: a ratio it shows
+is to be confirmed on the real kind.
 """
 
 from __future__ import annotations
@@ -121,6 +122,9 @@ def measure_keras(args):
     """Our row (or the plain baseline's) under `args.setting`, as a dict."""
     environment, inter_op, intra_op, jit_compile = SETTINGS[args.setting]
     os.environ.update(environment)
+    from keras_googlenet_training.cpu import choose_cpu_kernels
+
+    choose_cpu_kernels()  # what the CLIs run, unless the setting chose
     import keras
     import numpy as np
     import tensorflow as tf
@@ -177,8 +181,6 @@ def measure_torch(args):
 def row_environment(cpu_isa, environ):
     """A row's process environment: `environ`, quiet, its kernels limited to `cpu_isa`."""
     environment = {**environ, "TF_CPP_MIN_LOG_LEVEL": "3", **CPU_ISA_ENVIRONMENT[cpu_isa]}
-    if cpu_isa == "avx2":  # what TensorFlow picks on such a CPU; the onednn1 setting overrides it
-        environment["TF_ENABLE_ONEDNN_OPTS"] = "0"
     return environment
 
 

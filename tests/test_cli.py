@@ -42,7 +42,8 @@ def test_start_shows_no_tensorflow_noise_but_our_error():
         result.stderr
 
 
-def test_a_log_level_and_kernels_the_user_chose_stand():
+def test_a_log_level_and_kernels_the_user_chose_stand(monkeypatch):
+    monkeypatch.setattr("keras_googlenet_training.cpu.cpu_flags", lambda: {"avx2", "fma"})
     environ = {cli.TF_LOG_LEVEL_ENV: "0", "TF_ENABLE_ONEDNN_OPTS": "0"}
     assert cli.quiet_start(environ) is False
     assert environ == {cli.TF_LOG_LEVEL_ENV: "0", "TF_ENABLE_ONEDNN_OPTS": "0"}

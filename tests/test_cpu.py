@@ -25,8 +25,10 @@ def test_where_tensorflow_turns_onednn_on_itself_nothing_is_set(extra):
     assert environ == {}
 
 
-@pytest.mark.parametrize("flags", [{"sse4_2", "avx"}, {"fp", "asimd", "sve"}, set()],
-                         ids=["x86-without-avx2", "aarch64", "no-cpuinfo"])
+@pytest.mark.parametrize("flags", [{"sse4_2", "avx"}, AVX2_EPYC | {"avx512f"},
+                                   {"fp", "asimd", "sve"}, set()],
+                         ids=["x86-without-avx2", "avx512-without-vnni", "aarch64",
+                              "no-cpuinfo"])
 def test_other_cpus_are_left_to_tensorflow(flags):
     environ = {}
     assert choose_cpu_kernels(environ, flags) is False
@@ -47,7 +49,9 @@ def test_cpu_flags_reads_the_first_flags_line(tmp_path):
     assert cpu_flags(str(tmp_path / "missing")) == set()
 
 
-def test_every_cli_chooses_before_tensorflow_starts(monkeypatch):
+def test_quiet_start_chooses_before_tensorflow_starts(monkeypatch):
+    """Every CLI's main calls quiet_start first (tests/test_imports.py: no CLI module
+    imports TensorFlow before it)."""
     monkeypatch.setattr("keras_googlenet_training.cpu.cpu_flags", lambda: AVX2_EPYC)
     environ = {cli.TF_LOG_LEVEL_ENV: "0"}  # the user's log level: quiet_start stops early
     assert cli.quiet_start(environ) is False
@@ -57,9 +61,11 @@ def test_every_cli_chooses_before_tensorflow_starts(monkeypatch):
 CONVOLVE = """
 import sys
 from keras_googlenet_training.cpu import choose_cpu_kernels
+import os
 choose_cpu_kernels(flags={"avx2", "fma"})  # as on an AVX2-only EPYC
 import tensorflow as tf
 tf.nn.conv2d(tf.ones([1, 8, 8, 8]), tf.ones([3, 3, 8, 8]), 1, "SAME").numpy()
+print("TF_ENABLE_ONEDNN_OPTS=" + os.environ["TF_ENABLE_ONEDNN_OPTS"])
 """
 
 
@@ -78,3 +84,4 @@ def test_tensorflow_runs_what_was_chosen(user_setting, onednn_convolves):
     convolutions = [line for line in done.stdout.splitlines()
                     if line.startswith("onednn_verbose") and ",convolution," in line]
     assert bool(convolutions) is onednn_convolves, done.stdout[-2000:]
+    assert f"TF_ENABLE_ONEDNN_OPTS={user_setting or '1'}" in done.stdout.splitlines()

@@ -63,13 +63,11 @@ def test_a_tiny_run_prints_one_row_per_setting_and_leaves_out_torchvision_withou
         assert "torchvision row left out" in done.stderr
 
 
-def test_cpu_isa_avx2_limits_every_rows_kernels_and_starts_from_tensorflows_choice_there():
+def test_cpu_isa_avx2_limits_every_rows_kernels():
     script = _script()
     native = script.row_environment("native", {"PATH": "/bin", "TF_ENABLE_ONEDNN_OPTS": "1"})
     assert native == {"PATH": "/bin", "TF_ENABLE_ONEDNN_OPTS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
     avx2 = script.row_environment("avx2", {"PATH": "/bin", "TF_ENABLE_ONEDNN_OPTS": "1"})
     assert avx2["ONEDNN_MAX_CPU_ISA"] == "AVX2" and avx2["ATEN_CPU_CAPABILITY"] == "avx2"
     assert avx2["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"
-    # TensorFlow leaves oneDNN off on an AVX2-only CPU; only the onednn1 setting turns it on.
-    assert avx2["TF_ENABLE_ONEDNN_OPTS"] == "0"
-    assert script.SETTINGS["onednn1"][0] == {"TF_ENABLE_ONEDNN_OPTS": "1"}
+    assert avx2["TF_ENABLE_ONEDNN_OPTS"] == "1"  # the user's setting passes through

@@ -10,6 +10,9 @@ ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 # (tensorflow/core/util/util.cc, IsMKLEnabled); everywhere else it runs Eigen's.
 TF_ONEDNN_CPU_FLAGS = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8",
                        "amx_bf16")
+# Measured only with AVX2 code, so a CPU with AVX-512 (a Skylake-SP Xeon, say) is left to
+# TensorFlow too.
+UNMEASURED_CPU_FLAGS = ("avx512f",)
 
 
 def cpu_flags(path="/proc/cpuinfo"):
@@ -25,9 +28,10 @@ def cpu_flags(path="/proc/cpuinfo"):
 
 
 def choose_cpu_kernels(environ=None, flags=None):
-    """Turn TensorFlow's oneDNN kernels on for an x86 CPU with AVX2 and FMA where TensorFlow
-    would leave them off (no AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX: an AVX2-only AMD EPYC,
-    say), unless the user set `TF_ENABLE_ONEDNN_OPTS`.
+    """Turn TensorFlow's oneDNN kernels on for an AVX2-only x86 CPU on Linux (AVX2 and FMA, no
+    AVX-512, AVX_VNNI or AMX: an AMD EPYC of family 23 or 25, say), where TensorFlow would
+    leave them off, unless the user set `TF_ENABLE_ONEDNN_OPTS`. The flags come from
+    /proc/cpuinfo, so elsewhere (macOS, Windows) nothing changes.
 
     There GoogLeNet trains ~1.4x faster with oneDNN than with Eigen (docs/training.md,
     "Against torchvision on AVX2"). Takes effect only before TensorFlow is imported. Returns
@@ -38,7 +42,7 @@ def choose_cpu_kernels(environ=None, flags=None):
     if ONEDNN_ENV in environ:
         return False
     flags = cpu_flags() if flags is None else set(flags)
-    if flags & set(TF_ONEDNN_CPU_FLAGS) or not {"avx2", "fma"} <= flags:
+    if flags & {*TF_ONEDNN_CPU_FLAGS, *UNMEASURED_CPU_FLAGS} or not {"avx2", "fma"} <= flags:
         return False
     environ[ONEDNN_ENV] = "1"
     return True
